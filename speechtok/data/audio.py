@@ -1,0 +1,115 @@
+"""Audio I/O that never silently corrupts data.
+
+Every failure names the file and the problem: unreadable or corrupt files, empty audio,
+NaN/inf samples. Loading mixes down to mono and resamples with torchaudio.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+
+class AudioError(ValueError):
+    """Bad audio input; the message always names the file."""
+
+
+def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    if orig_sr == target_sr:
+        return wav
+    return AF.resample(wav, orig_sr, target_sr)
+
+
+def check_waveform(wav: torch.Tensor, name: str = "<tensor>") -> torch.Tensor:
+    """Raise AudioError for empty or non-finite audio."""
+    if wav.numel() == 0 or wav.shape[-1] == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    if not torch.isfinite(wav).all():
+        bad = int((~torch.isfinite(wav)).sum())
+        raise AudioError(f"{name}: audio contains {bad} NaN/inf samples")
+    return wav
+
+
+def load_audio(path: str | Path, sample_rate: int | None = None, mono: bool = True) -> torch.Tensor:
+    """Read any format soundfile reads into float32 [C, T] (C=1 when mono), resampled to `sample_rate`.
+
+    Returns a tensor; the sample rate is `sample_rate` (or the file's own when None,
+    use `load_audio_with_sr` to get it).
+    """
+    return load_audio_with_sr(path, sample_rate, mono)[0]
+
+
+def load_audio_with_sr(
+    path: str | Path, sample_rate: int | None = None, mono: bool = True
+) -> tuple[torch.Tensor, int]:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file does not exist")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise AudioError(f"{path}: cannot read audio ({type(exc).__name__}: {exc})") from exc
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [C, T]
+    check_waveform(wav, str(path))
+    if mono and wav.shape[0] > 1:
+        wav = wav.mean(dim=0, keepdim=True)
+    if sample_rate is not None and sr != sample_rate:
+        wav = resample(wav, sr, sample_rate)
+        sr = sample_rate
+    return wav.contiguous(), sr
+
+
+def save_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, subtype: str | None = None) -> Path:
+    """Write [T] or [C, T] audio; refuses empty or non-finite input, clips to [-1, 1] for PCM."""
+    path = Path(path)
+    wav = wav.detach().float().cpu()
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    if wav.dim() != 2:
+        raise AudioError(f"{path}: expected [T] or [C, T] audio, got shape {tuple(wav.shape)}")
+    check_waveform(wav, str(path))
+    if sample_rate <= 0:
+        raise AudioError(f"{path}: invalid sample rate {sample_rate}")
+    fmt_subtype = subtype
+    if fmt_subtype is None and path.suffix.lower() in {".wav", ".flac"}:
+        fmt_subtype = "PCM_16"
+    if fmt_subtype and fmt_subtype.startswith("PCM"):
+        wav = wav.clamp(-1.0, 1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wav.numpy().T, sample_rate, subtype=fmt_subtype)
+    return path
+
+
+def peak_normalize(wav: torch.Tensor, peak: float = 0.95, eps: float = 1e-8) -> torch.Tensor:
+    """Scale so that max |x| == peak (silence stays silence)."""
+    m = wav.abs().amax(dim=-1, keepdim=True)
+    return torch.where(m > eps, wav * (peak / m.clamp_min(eps)), wav)
+
+
+def rms_db(wav: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """RMS level in dBFS over the last axis."""
+    return 10.0 * torch.log10(wav.pow(2).mean(dim=-1).clamp_min(eps))
+
+
+def loudness_normalize(wav: torch.Tensor, target_db: float = -23.0, max_peak: float = 0.99) -> torch.Tensor:
+    """Scale to an RMS level of `target_db` dBFS, then back off if that would clip past `max_peak`."""
+    gain = 10.0 ** ((target_db - rms_db(wav)) / 20.0)
+    out = wav * gain.unsqueeze(-1)
+    peak = out.abs().amax(dim=-1, keepdim=True)
+    return torch.where(peak > max_peak, out * (max_peak / peak.clamp_min(1e-8)), out)
+
+
+def duration_seconds(path: str | Path) -> float:
+    """File duration from the header only (fast); errors name the file."""
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot read audio header ({exc})") from exc
+    return info.frames / info.samplerate if info.samplerate else math.nan

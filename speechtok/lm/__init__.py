@@ -1,0 +1,1 @@
+"""Token language models (decoder-only Transformer); see issue 5."""
