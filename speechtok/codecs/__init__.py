@@ -1,0 +1,45 @@
+"""Codecs behind one interface, and `load_codec` to find them by short name or path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from speechtok.codecs.base import Codec, CodecError, read_config
+from speechtok.codecs.dmel import DMelCodec
+
+FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec,)}
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def available_codecs() -> list[str]:
+    """Short names of the bundled checkpoints."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(
+        p.name for p in PRETRAINED_DIR.iterdir()
+        if (p / "config.json").exists() and read_config(p)["family"] in FAMILIES
+    )
+
+
+def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> Codec:
+    """Load a bundled codec by short name (e.g. 'dmel-16k') or a saved codec folder."""
+    path = Path(name_or_path)
+    if not (path / "config.json").exists():
+        bundled = PRETRAINED_DIR / str(name_or_path)
+        if not (bundled / "config.json").exists():
+            raise CodecError(
+                f"unknown codec '{name_or_path}': not a bundled name and not a folder with "
+                f"config.json. Bundled codecs: {', '.join(available_codecs()) or 'none'}"
+            )
+        path = bundled
+    family = read_config(path)["family"]
+    if family not in FAMILIES:
+        raise CodecError(f"{path}: unknown codec family '{family}' (known: {', '.join(FAMILIES)})")
+    codec = FAMILIES[family].from_pretrained(path, device=device)
+    codec.name = path.name
+    return codec
+
+
+__all__ = ["Codec", "CodecError", "DMelCodec", "FAMILIES", "available_codecs", "load_codec"]

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Train the Vocos-style vocoder that decodes dMel tokens.
+
+The vocoder sees *quantised* log-mels (decode(encode(x)) exactly), and is trained with a
+multi-resolution mel loss, then hinge GAN + feature matching against multi-period and
+multi-resolution STFT discriminators once `adv_start_step` is reached.
+
+    python recipes/codec/dmel_vocoder/train.py recipes/codec/dmel_vocoder/hparams/gpu.yaml
+    torchrun --nproc_per_node 2 recipes/codec/dmel_vocoder/train.py hparams/gpu.yaml
+
+Re-running the same command resumes from the last checkpoint; at the end the best
+checkpoint (dev PESQ) is exported as a codec folder (`config.json` + `model.safetensors`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechtok.codecs.dmel import DMelCodec
+from speechtok.data.audio import load_audio
+from speechtok.data.segments import RandomSegments, read_manifests
+from speechtok.eval.metrics import pesq_wb, stoi
+from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
+
+
+class VocoderBrain(sb.Brain):
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.codec.to(self.device)
+
+    def init_optimizers(self):
+        self.g_opt = self.hparams.g_opt_class(self.modules.generator.parameters())
+        self.d_opt = self.hparams.d_opt_class(self.modules.discriminator.parameters())
+        self.optimizers_dict = {"g_opt": self.g_opt, "d_opt": self.d_opt}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("g_opt", self.g_opt)
+            self.checkpointer.add_recoverable("d_opt", self.d_opt)
+
+    def dmel_input(self, wav: torch.Tensor) -> torch.Tensor:
+        """Quantised log-mel exactly as the codec produces it (clone leaves inference mode)."""
+        return self.codec.dequantize(self.codec.encode(wav).clone())
+
+    def lr_factor(self) -> float:
+        """Linear warm-up then cosine decay to 10% over `total_steps`."""
+        step, warm, total = self.optimizer_step, self.hparams.warmup_steps, self.hparams.total_steps
+        if step < warm:
+            return (step + 1) / warm
+        progress = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.1 + 0.45 * (1 + np.cos(np.pi * progress))
+
+    def fit_batch(self, batch):
+        wav = batch.to(self.device)
+        mel = self.dmel_input(wav)
+        for opt in (self.g_opt, self.d_opt):
+            for group in opt.param_groups:
+                group["lr"] = self.hparams.lr * self.lr_factor()
+        adversarial = self.optimizer_step >= self.hparams.adv_start_step
+        with self.training_ctx:
+            fake = self.modules.generator(mel)[..., : wav.shape[-1]]
+
+        stats = {}
+        if adversarial:
+            with self.training_ctx:
+                real_logits, _ = self.modules.discriminator(wav)
+                fake_logits, _ = self.modules.discriminator(fake.detach())
+                d_loss = hinge_discriminator_loss(real_logits, fake_logits)
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.modules.discriminator.parameters(), self.max_grad_norm)
+            self.d_opt.step()
+            stats["d_loss"] = d_loss.item()
+
+        mel_loss = self.hparams.mel_loss(fake, wav)
+        g_loss = self.hparams.mel_weight * mel_loss
+        if adversarial:
+            with self.training_ctx:
+                fake_logits, fake_fmaps = self.modules.discriminator(fake)
+                with torch.no_grad():
+                    _, real_fmaps = self.modules.discriminator(wav)
+                adv = hinge_generator_loss(fake_logits)
+                fm = feature_matching_loss(real_fmaps, fake_fmaps)
+            g_loss = g_loss + self.hparams.adv_weight * adv + self.hparams.fm_weight * fm
+            stats.update(g_adv=adv.item(), fm=fm.item())
+        self.g_opt.zero_grad(set_to_none=True)
+        self.check_loss_isfinite(g_loss)
+        g_loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.modules.generator.parameters(), self.max_grad_norm)
+        self.g_opt.step()
+        self.optimizer_step += 1
+        stats["mel_loss"] = mel_loss.item()
+        self.last_stats = stats
+        return mel_loss.detach().cpu()
+
+    def evaluate_batch(self, batch, stage):
+        """Full dev utterances one at a time: mel loss plus PESQ-wb and STOI of the vocoder output."""
+        wav = batch.to(self.device)
+        with torch.no_grad():
+            fake = self.modules.generator(self.dmel_input(wav)).float()[..., : wav.shape[-1]]
+        ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
+        self.dev_scores.append((pesq_wb(ref, est, 16000), stoi(ref, est, 16000)))
+        return self.hparams.mel_loss(fake, wav).detach().cpu()
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_set.set_epoch(epoch or 0)
+        self.dev_scores = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        pesq_mean, stoi_mean = (float(np.mean(v)) for v in zip(*self.dev_scores))
+        stats = {"mel_loss": stage_loss, "pesq_wb": pesq_mean, "stoi": stoi_mean}
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
+            train_stats={"mel_loss": self.train_loss, **getattr(self, "last_stats", {})},
+            valid_stats=stats,
+        )
+        self.checkpointer.save_and_keep_only(
+            meta={"pesq_wb": pesq_mean, "stoi": stoi_mean, "step": self.optimizer_step},
+            max_keys=["pesq_wb"], num_to_keep=2,
+        )
+
+
+class DevUtterances(torch.utils.data.Dataset):
+    def __init__(self, utts, sample_rate):
+        self.wavs = [load_audio(u.path, sample_rate) for u in utts]
+
+    def __len__(self):
+        return len(self.wavs)
+
+    def __getitem__(self, i):
+        return self.wavs[i]
+
+
+def dev_subset(utts, n, seed=0):
+    """A fixed, speaker-spread subset of the dev set (evaluation must not drift between runs)."""
+    rng = np.random.default_rng(seed)
+    return [utts[i] for i in sorted(rng.choice(len(utts), size=min(n, len(utts)), replace=False))]
+
+
+def export(brain: VocoderBrain, hparams: dict) -> Path:
+    """Load the best checkpoint (by dev PESQ) and save it as a codec folder."""
+    brain.checkpointer.recover_if_possible(max_key="pesq_wb")
+    codec = brain.codec.cpu()
+    codec.vocoder.load_state_dict(brain.modules.generator.state_dict())
+    out = codec.save_pretrained(hparams["export_folder"])
+    meta = brain.checkpointer.find_checkpoint(max_key="pesq_wb").meta
+    (out / "training.json").write_text(json.dumps({k: meta[k] for k in ("pesq_wb", "stoi", "step")}, indent=2) + "\n")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
+    train_set = RandomSegments(
+        read_manifests(hparams["train_manifests"], min_duration=0.5),
+        segment_samples=int(hparams["segment_seconds"] * codec.sample_rate),
+        sample_rate=codec.sample_rate, n_items=hparams["steps_per_epoch"] * hparams["batch_size"],
+        seed=hparams["seed"],
+    )
+    dev_set = DevUtterances(dev_subset(read_manifests(hparams["dev_manifests"]), hparams["n_dev_utts"]), codec.sample_rate)
+    modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
+    hparams["checkpointer"].add_recoverables(modules)
+    brain = VocoderBrain(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.codec, brain.train_set = codec, train_set
+    brain.fit(
+        hparams["epoch_counter"], train_set, dev_set,
+        train_loader_kwargs={"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"],
+                             "drop_last": True},
+        valid_loader_kwargs={"batch_size": 1},
+    )
+    if sb.utils.distributed.if_main_process():
+        out = export(brain, hparams)
+        print(f"exported {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

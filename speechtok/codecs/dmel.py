@@ -1,0 +1,127 @@
+"""dMel: discretised log-mel tokens ("dMel: Speech Tokenization made Simple").
+
+Encoding is parameter-free: 80 log-mel channels, each rounded to one of 16 values spaced
+uniformly over a fixed log range (clamped), so a frame is 80 codebooks x 16 values.
+Decoding turns bin values back into log-mel and then into a waveform, either with a
+trained Vocos-style vocoder (trained on quantised mels, so it learns decode(encode(x)))
+or with Griffin-Lim when no vocoder weights are present.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+from speechtok.codecs.base import Codec, CodecError
+
+
+class DMelCodec(Codec):
+    family = "dmel"
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        frame_rate: int = 50,
+        n_mels: int = 80,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        f_min: float = 80.0,
+        f_max: float = 7600.0,
+        n_bins: int = 16,
+        log_min: float = -11.5,
+        log_max: float = 2.0,
+        vocoder: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if sample_rate % frame_rate:
+            raise CodecError(f"frame_rate {frame_rate} must divide sample_rate {sample_rate}")
+        self.sample_rate, self.n_mels, self.n_fft, self.win_length = sample_rate, n_mels, n_fft, win_length
+        self.hop_length = sample_rate // frame_rate
+        self.f_min, self.f_max = f_min, f_max
+        self.codebook_size, self.log_min, self.log_max = n_bins, log_min, log_max
+        self.context_frames = -(-n_fft // (2 * self.hop_length))
+        mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
+        # float64 features make codes independent of batch size and chunking (no bin flips
+        # from float32 rounding differences at bin edges).
+        self.register_buffer("mel_fb", torch.from_numpy(mel.astype(np.float64)), persistent=False)
+        window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
+        left = (n_fft - win_length) // 2
+        self.register_buffer("window", nn.functional.pad(window, (left, n_fft - win_length - left)), persistent=False)
+        self.vocoder_config = vocoder
+        self.vocoder = None
+        if vocoder is not None:
+            from speechtok.codecs.vocoder import Vocoder
+
+            self.vocoder = Vocoder(n_mels=n_mels, hop_length=self.hop_length, **vocoder)
+        self.decoder = "vocoder" if self.vocoder is not None else "griffinlim"
+
+    @property
+    def n_codebooks(self) -> int:
+        return self.n_mels
+
+    def config(self) -> dict[str, Any]:
+        return dict(
+            sample_rate=self.sample_rate, frame_rate=int(self.frame_rate), n_mels=self.n_mels,
+            n_fft=self.n_fft, win_length=self.win_length, f_min=self.f_min, f_max=self.f_max,
+            n_bins=self.codebook_size, log_min=self.log_min, log_max=self.log_max,
+            vocoder=self.vocoder_config,
+        )
+
+    # --- features -----------------------------------------------------------------
+    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """Log-mel [B, n_mels, F] (float64) of wav [B, 1, F*hop], frames centred on t*hop."""
+        x = wav.squeeze(1).to(torch.float64)
+        half = self.n_fft // 2
+        x = nn.functional.pad(x, (half, half - self.hop_length))
+        frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # [B, F, n_fft]
+        mag = torch.fft.rfft(frames, dim=-1).abs()
+        return torch.log(torch.clamp(mag @ self.mel_fb.T, min=1e-5)).transpose(1, 2)
+
+    def quantize(self, log_mel: torch.Tensor) -> torch.Tensor:
+        scale = (self.codebook_size - 1) / (self.log_max - self.log_min)
+        return torch.round((log_mel - self.log_min) * scale).clamp_(0, self.codebook_size - 1).long()
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Bin values -> log-mel [B, n_mels, F] (float32)."""
+        step = (self.log_max - self.log_min) / (self.codebook_size - 1)
+        return (self.log_min + codes.float() * step).to(torch.float32)
+
+    def _encode_frames(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.quantize(self.log_mel(wav))
+
+    # --- decoding -----------------------------------------------------------------
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.dim() != 3 or codes.shape[1] != self.n_mels:
+            raise CodecError(f"dmel codes must be [B, {self.n_mels}, F], got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise CodecError(f"dmel codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}")
+        return codes
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        log_mel = self.dequantize(self.check_codes(codes).to(self.mel_fb.device))
+        if self.decoder == "vocoder":
+            if self.vocoder is None:
+                raise CodecError("this dmel codec has no vocoder; use decoder='griffinlim'")
+            return self.vocoder(log_mel)
+        return self.griffin_lim(log_mel)
+
+    def griffin_lim(self, log_mel: torch.Tensor, n_iter: int = 32) -> torch.Tensor:
+        """Zero-training fallback: pseudo-inverse of the mel filterbank, then Griffin-Lim."""
+        mel = log_mel.exp().double().cpu().numpy()
+        basis = self.mel_fb.cpu().numpy()
+        mag = np.maximum(np.linalg.pinv(basis) @ mel, 0.0)  # [B, n_fft/2+1, F]
+        mag = np.concatenate([mag, mag[..., -1:]], axis=-1)  # librosa frames a length-F*hop signal as F+1
+        n = log_mel.shape[-1] * self.hop_length
+        win = self.window.cpu().numpy()
+        wav = [
+            librosa.griffinlim(m, n_iter=n_iter, hop_length=self.hop_length, win_length=self.n_fft,
+                               n_fft=self.n_fft, window=win, center=True, length=n,
+                               random_state=0)
+            for m in mag
+        ]
+        return torch.from_numpy(np.stack(wav)).float().unsqueeze(1).to(log_mel.device)
