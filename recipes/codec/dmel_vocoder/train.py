@@ -15,6 +15,7 @@ checkpoint (dev PESQ) is exported as a codec folder (`config.json` + `model.safe
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class VocoderBrain(sb.Brain):
         if step < warm:
             return (step + 1) / warm
         progress = min((step - warm) / max(total - warm, 1), 1.0)
-        return 0.1 + 0.45 * (1 + np.cos(np.pi * progress))
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
 
     def fit_batch(self, batch):
         wav = batch.to(self.device)

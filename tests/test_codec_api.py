@@ -1,0 +1,145 @@
+"""The Codec contract, exercised on the parameter-free dMel codec."""
+
+import json
+
+import pytest
+import torch
+
+import speechtok
+from speechtok.codecs import CodecError, DMelCodec, available_codecs, load_codec
+
+
+def speechlike(seconds=1.3, sr=16000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * sr)) / sr
+    f0 = 120 + 40 * torch.sin(2 * torch.pi * 2 * t)
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / sr
+    x = sum(torch.sin(k * phase) / k for k in range(1, 20)) * 0.2 * (1 + torch.sin(2 * torch.pi * 3 * t))
+    return (x + 0.01 * torch.randn(len(t), generator=g)).float()[None, None]
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec("dmel-16k-gl")
+
+
+def test_properties(codec):
+    assert codec.sample_rate == 16000 and codec.frame_rate == 50
+    assert codec.n_codebooks == 80 and codec.codebook_size == 16
+    assert codec.bitrate == 80 * 4 * 50
+
+
+def test_round_trip_shapes(codec):
+    x = speechlike(1.01)
+    codes = codec.encode(x)
+    assert codes.dtype == torch.long and codes.shape == (1, 80, 51)
+    assert 0 <= codes.min() and codes.max() < 16
+    y = codec.decode(codes)
+    assert y.shape == (1, 1, 51 * 320) and torch.isfinite(y).all()
+
+
+def test_chunking_is_bit_exact():
+    codec = DMelCodec()
+    x = speechlike(7.3, seed=1)
+    whole = codec.encode(x)
+    for chunk in (7, 50, 101):
+        codec.chunk_frames = chunk
+        assert torch.equal(codec.encode(x), whole), chunk
+
+
+def test_padded_batch_equals_single_items(codec):
+    a, b = speechlike(1.7, seed=2), speechlike(0.9, seed=3)
+    batch = torch.zeros(2, 1, a.shape[-1])
+    batch[0, :, :] = a
+    batch[1, :, : b.shape[-1]] = b
+    codes, frames = codec.encode(batch, lengths=torch.tensor([a.shape[-1], b.shape[-1]]))
+    assert frames.tolist() == [codec.n_frames(a.shape[-1]), codec.n_frames(b.shape[-1])]
+    assert torch.equal(codes[0, :, : frames[0]], codec.encode(a)[0])
+    assert torch.equal(codes[1, :, : frames[1]], codec.encode(b)[0])
+    # garbage beyond an item's length must not leak into its codes
+    batch[1, :, b.shape[-1]:] = 0.5
+    codes2, _ = codec.encode(batch, lengths=torch.tensor([a.shape[-1], b.shape[-1]]))
+    assert torch.equal(codes2, codes)
+
+
+def test_sine_lands_in_its_mel_channel(codec):
+    t = torch.arange(16000) / 16000
+    lo = codec.encode((0.5 * torch.sin(2 * torch.pi * 300 * t))[None, None])
+    hi = codec.encode((0.5 * torch.sin(2 * torch.pi * 4000 * t))[None, None])
+    assert lo[0, :, 25].argmax() < 20 < hi[0, :, 25].argmax()
+
+
+@pytest.mark.parametrize(
+    "wav,match",
+    [
+        (torch.zeros(1, 2, 1600), "mono"),
+        (torch.zeros(1, 1, 0), "empty"),
+        (torch.full((1, 1, 1600), float("nan")), "NaN"),
+        (torch.zeros(1, 1, 1600, dtype=torch.long), "float"),
+        (torch.zeros(1, 1, 1, 1600), "shape"),
+    ],
+)
+def test_bad_waveforms(codec, wav, match):
+    with pytest.raises(CodecError, match=match):
+        codec.encode(wav)
+
+
+def test_bad_codes(codec):
+    with pytest.raises(CodecError, match=r"\[B, 80, F\]"):
+        codec.decode(torch.zeros(1, 8, 10, dtype=torch.long))
+    with pytest.raises(CodecError, match="lie in"):
+        codec.decode(torch.full((1, 80, 10), 16))
+
+
+def test_save_load_round_trip_with_vocoder(tmp_path, monkeypatch):
+    codec = DMelCodec(vocoder={"dim": 32, "intermediate_dim": 64, "n_layers": 2})
+    out = codec.save_pretrained(tmp_path / "my-dmel")
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["family"] == "dmel" and meta["format_version"] == 1 and meta["sample_rate"] == 16000
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("loading must never unpickle"))
+    loaded = load_codec(out)
+    assert loaded.decoder == "vocoder" and loaded.name == "my-dmel"
+    codes = codec.encode(speechlike(0.5))
+    with torch.no_grad():
+        for p in codec.vocoder.parameters():  # weights are stored in fp16
+            p.copy_(p.half().float())
+        ref = codec.vocoder(codec.dequantize(codes))
+    assert torch.allclose(loaded.decode(codes), ref, atol=1e-5)
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(CodecError, match="dmel-16k-gl"):
+        load_codec("no-such-codec")
+    assert "dmel-16k-gl" in available_codecs()
+    assert speechtok.load_codec is load_codec
+
+
+def test_other_family_and_newer_format(tmp_path):
+    out = DMelCodec().save_pretrained(tmp_path / "c")
+    meta = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**meta, "family": "rvq"}))
+    with pytest.raises(CodecError, match="'rvq' codec, not 'dmel'"):
+        DMelCodec.from_pretrained(out)
+    with pytest.raises(CodecError, match="unknown codec family 'rvq'"):
+        load_codec(out)
+    (out / "config.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CodecError, match="newer"):
+        load_codec(out)
+
+
+def test_weights_of_another_architecture(tmp_path):
+    out = DMelCodec(vocoder={"dim": 32, "intermediate_dim": 64, "n_layers": 2}).save_pretrained(tmp_path / "c")
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["vocoder"]["n_layers"] = 3
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CodecError, match="do not match"):
+        load_codec(out)
+
+
+def test_griffin_lim_on_real_speech(shared_data, codec):
+    from speechtok.data import load_audio
+    from speechtok.eval.metrics import stoi
+
+    x = load_audio(shared_data / "speech/cathy/audio/arctic_b0440_1592528910.flac", 16000)[None]
+    y = codec.decode(codec.encode(x))[..., : x.shape[-1]]
+    assert stoi(x[0, 0].numpy(), y[0, 0].numpy(), 16000) > 0.85

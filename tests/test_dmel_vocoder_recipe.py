@@ -1,0 +1,52 @@
+"""The dMel vocoder recipe runs on the CPU with a tiny config, its loss falls, it resumes and exports."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from speechtok.codecs import load_codec
+from speechtok.data.manifest import Utterance, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes/codec/dmel_vocoder"
+
+
+def harmonic(seconds, f0, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 8))).astype(np.float32)
+
+
+def run(out, manifest, epochs, extra=()):
+    cmd = [
+        sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams/cpu.yaml"),
+        "--output_folder", str(out), "--train_manifests", f"[{manifest}]", "--dev_manifests", f"[{manifest}]",
+        "--n_dev_utts", "1", "--batch_size", "4", "--steps_per_epoch", "25", "--number_of_epochs", str(epochs),
+        "--warmup_steps", "1", "--lr", "0.003", "--adv_start_step", "45", "--num_workers", "0",
+        "--vocoder", "{dim: 32, intermediate_dim: 64, n_layers: 2}", *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
+    utts = []
+    for i, f0 in enumerate((110, 150, 220)):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, harmonic(1.5, f0), 16000)
+        utts.append(Utterance(f"u{i}", str(path), 1.5))
+    manifest = write_manifest(tmp_path / "m.csv", utts)
+    out = tmp_path / "exp"
+    first = run(out, manifest, epochs=1)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run(out, manifest, epochs=2)  # same command, one more epoch: resumes from epoch 1
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (out / "train_log.txt").read_text().splitlines()
+    assert [int(re.search(r"epoch: (\d+)", line).group(1)) for line in log] == [1, 2]
+    losses = [float(re.search(r"valid mel_loss: ([\d.e+-]+)", line).group(1)) for line in log]
+    assert losses[1] < losses[0]
+    assert "d_loss" in log[1]  # the adversarial phase started in epoch 2
+    codec = load_codec(out / "export/dmel-16k")
+    assert codec.decoder == "vocoder"
