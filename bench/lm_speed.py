@@ -1,0 +1,119 @@
+"""Decoding speed of TokenLM with and without the KV cache, on the CPU by default.
+
+Generates exactly N tokens (min_len = max_len, greedy) after a short source, for a ~20 M
+parameter model, and prints tokens/s; results go to bench/results/lm_speed.json. Without the
+cache every step re-runs the whole sequence (quadratic), so beyond --uncached-max tokens that
+run is estimated instead: full forward passes are timed at a few lengths and the per-step
+times interpolated and summed ("estimated": true in the JSON).
+
+    python bench/lm_speed.py [--lengths 100 500 1000] [--device cpu] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechtok.lm import LMConfig, TokenLM, TransformerConfig, count_parameters
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[100, 500, 1000])
+    ap.add_argument("--pattern", default="single")
+    ap.add_argument("--codebooks", type=int, default=1)
+    ap.add_argument("--codebook-size", type=int, default=1024)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--src-len", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--uncached-max", type=int, default=500, help="longest uncached run timed in full")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "lm_speed.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    longest = max(args.lengths)
+    cfg = LMConfig(pattern=args.pattern, n_codebooks=args.codebooks, codebook_size=args.codebook_size,
+                   src_vocab=256, transformer=TransformerConfig(dim=args.dim, n_layers=args.layers,
+                                                                n_heads=args.heads, max_len=longest + 64))
+    lm = TokenLM(cfg).to(args.device).eval()
+    p = lm.pattern
+    src = torch.randint(0, 256, (1, args.src_len), device=args.device)
+
+    def run(n_tokens: int, use_cache: bool) -> dict:
+        frames = max(p.n_frames(n_tokens), 1)
+        steps = int(lm._steps_needed(frames))  # decoding steps, end token included
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _, n = lm.generate(src, max_len=frames, min_len=frames, temperature=0, use_cache=use_cache)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        sec = time.perf_counter() - t0
+        assert int(n[0]) == frames
+        return row(n_tokens, frames, steps, use_cache, sec, False)
+
+    def row(n_tokens, frames, steps, use_cache, sec, estimated) -> dict:
+        return {"tokens": n_tokens, "frames": frames, "steps": steps, "cache": use_cache, "estimated": estimated,
+                "seconds": round(sec, 3), "steps_per_s": round(steps / sec, 1),
+                "tokens_per_s": round(steps * p.n_heads / sec, 1)}
+
+    @torch.no_grad()
+    def estimate_uncached(n_tokens: int) -> dict:
+        """Sum of full-forward times over the sequence lengths the uncached loop runs at."""
+        frames = max(p.n_frames(n_tokens), 1)
+        steps = int(lm._steps_needed(frames))
+        first, last = args.src_len + 1, args.src_len + steps
+        at = torch.linspace(first, last, 8).round().long().tolist()
+        times = []
+        for length in at:
+            x = torch.randn(1, length, args.dim, device=args.device)
+            t0 = time.perf_counter()
+            lm._logits(lm.transformer(x)[:, -1])
+            times.append(time.perf_counter() - t0)
+        lengths = torch.arange(first, last, dtype=torch.float64)
+        sec = float(np.interp(lengths.numpy(), at, times).sum())
+        return row(n_tokens, frames, steps, False, sec, True)
+
+    run(20, True)  # warm-up
+    rows = []
+    for n in args.lengths:
+        for use_cache in (True, False):
+            rows.append(run(n, use_cache) if use_cache or n <= args.uncached_max else estimate_uncached(n))
+            r = rows[-1]
+            print(f"{r['tokens']:>6} tokens  cache={str(r['cache']):5}  {r['seconds']:9.2f} s  "
+                  f"{r['tokens_per_s']:9.1f} tokens/s{'  (estimated)' if r['estimated'] else ''}", flush=True)
+
+    print(f"\n{'tokens':>6} | {'cached tok/s':>12} | {'uncached tok/s':>14} | speed-up")
+    for n in args.lengths:
+        c, u = (next(r for r in rows if r["tokens"] == n and r["cache"] == flag) for flag in (True, False))
+        print(f"{n:>6} | {c['tokens_per_s']:>12.1f} | {u['tokens_per_s']:>13.1f}{'*' if u['estimated'] else ' '} | "
+              f"{c['tokens_per_s'] / u['tokens_per_s']:.1f}x")
+    print("* estimated from timed full forward passes")
+
+    result = {
+        "model": {"params": count_parameters(lm), "pattern": args.pattern, "codebooks": args.codebooks,
+                  "codebook_size": args.codebook_size, "dim": args.dim, "layers": args.layers, "heads": args.heads},
+        "setup": {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "cpu": platform.processor() or platform.machine(), "src_len": args.src_len,
+                  "load_avg_at_end": os.getloadavg()[0], "decoding": "greedy, batch 1, fp32"},
+        "results": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{count_parameters(lm) / 1e6:.1f} M params; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

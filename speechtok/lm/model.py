@@ -1,0 +1,305 @@
+"""TokenLM: a decoder-only LM that continues a source sequence with audio tokens.
+
+Each row is laid out as
+
+    [source tokens] [separator] [prompt audio steps] [target audio steps] [end]
+
+The source is text/phoneme ids [B, L] or, for enhancement, codec codes [B, Ks, L]; each
+stream has its own embedding table (the audio one holds one table per head, stored as one
+`nn.Embedding` with per-head offsets, and a step's heads are summed). Audio frames (prompt
+followed by target) go through the `Pattern` as one stream, so delayed codebooks cross the
+prompt/target boundary correctly. The loss is cross-entropy over target cells only: prompt
+frames, source, separator and pad cells are ignored; the end token (on head 0 at the step
+where frame T would start) is a target.
+
+Batches are right-padded with explicit lengths. `generate` packs each row as
+[source, separator, prompt] right-padded, prefills the KV cache, then decodes all rows in
+lock-step, each at its own cache position (see `transformer.py`), so a row's output does not
+depend on the other rows in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechtok.lm.patterns import Pattern, make_pattern
+from speechtok.lm.transformer import Transformer, TransformerConfig
+
+IGNORE = -100
+NOT_ENDED = torch.iinfo(torch.long).max  # end frame of a row still generating
+
+
+@dataclass
+class LMConfig:
+    pattern: str = "delay"
+    n_codebooks: int = 8
+    codebook_size: int = 1024
+    src_vocab: int = 256  # text/phoneme vocabulary, or the source codec's codebook size
+    src_codebooks: int = 0  # 0: source is ids [B, L]; Ks > 0: source is codec codes [B, Ks, L]
+    max_len_ratio: float = 20.0  # default generation budget: target frames per source token
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.transformer, dict):  # from YAML / JSON
+            self.transformer = TransformerConfig(**self.transformer)
+
+
+@dataclass
+class LMOutput:
+    loss: torch.Tensor  # mean cross-entropy over target cells
+    logits: torch.Tensor  # [B, S, H, V]: step s of the audio stream, predicted from what precedes it
+    targets: torch.Tensor  # [B, S, H]: token ids, IGNORE where no loss is taken
+
+
+def _lengths(x: torch.Tensor, lengths: torch.Tensor | None, dim: int) -> torch.Tensor:
+    if lengths is None:
+        return torch.full((x.shape[0],), x.shape[dim], dtype=torch.long, device=x.device)
+    return lengths.to(device=x.device, dtype=torch.long)
+
+
+class TokenLM(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pattern: Pattern = make_pattern(cfg.pattern, cfg.n_codebooks, cfg.codebook_size)
+        H, V, D = self.pattern.n_heads, self.pattern.vocab_size, cfg.transformer.dim
+        self.src_emb = nn.Embedding(cfg.src_vocab * max(cfg.src_codebooks, 1), D)
+        self.sep = nn.Parameter(torch.randn(D) * 0.02)
+        self.audio_emb = nn.Embedding(H * V, D)
+        self.transformer = Transformer(cfg.transformer)
+        self.head = nn.Linear(D, H * V, bias=False)
+        nn.init.normal_(self.src_emb.weight, std=0.02)
+        nn.init.normal_(self.audio_emb.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+        self.register_buffer("head_offset", torch.arange(H) * V, persistent=False)
+
+    # --- embedding and layout --------------------------------------------------------------
+    def _embed_src(self, src: torch.Tensor, src_len: torch.Tensor) -> torch.Tensor:
+        Ks = self.cfg.src_codebooks
+        if (src.dim() != 2) if Ks == 0 else (src.dim() != 3 or src.shape[1] != Ks):
+            want = "[B, L]" if Ks == 0 else f"[B, {Ks}, L]"
+            raise ValueError(f"model.py: source must be {want}, got {tuple(src.shape)}")
+        valid = torch.arange(src.shape[-1], device=src.device) < src_len[:, None]
+        if Ks:
+            valid = valid[:, None]
+        src = src.masked_fill(~valid, 0)
+        if src.numel() and (int(src.min()) < 0 or int(src.max()) >= self.cfg.src_vocab):
+            raise ValueError(f"model.py: source ids must lie in [0, {self.cfg.src_vocab}), "
+                             f"got [{int(src.min())}, {int(src.max())}]")
+        if Ks == 0:
+            return self.src_emb(src)
+        offset = torch.arange(Ks, device=src.device)[None, :, None] * self.cfg.src_vocab
+        return self.src_emb(src + offset).sum(1)
+
+    def _embed_audio(self, steps: torch.Tensor) -> torch.Tensor:
+        """Audio steps [B, S, H] -> [B, S, D] (sum of the heads' embeddings)."""
+        return self.audio_emb(steps + self.head_offset).sum(-2)
+
+    def _assemble(self, src, src_len, steps, n_steps) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings [B, L, D] of [src_b, sep, steps_b[:n_steps_b]] per row, right-padded; lengths [B]."""
+        xs, xa = self._embed_src(src, src_len), self._embed_audio(steps)
+        B, Ls = xs.shape[:2]
+        cat = torch.cat([xs, self.sep.to(xs.dtype).expand(B, 1, -1), xa], dim=1)
+        lengths = src_len + 1 + n_steps
+        p = torch.arange(int(lengths.max()), device=xs.device)[None]
+        sl = src_len[:, None]
+        # position p of a row is its source (p < sl), the separator (p == sl) or audio step p - sl - 1
+        idx = torch.where(p < sl, p, Ls + p - sl).clamp(max=cat.shape[1] - 1)
+        return cat.gather(1, idx[..., None].expand(-1, -1, cat.shape[-1])), lengths
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(h).unflatten(-1, (self.pattern.n_heads, self.pattern.vocab_size))
+
+    def _steps_needed(self, n_frames):
+        """Audio steps of a row with n_frames frames, end token included."""
+        p = self.pattern
+        return torch.maximum(p.n_steps(n_frames), p.frame_step(n_frames) + 1) if torch.is_tensor(n_frames) \
+            else max(p.n_steps(n_frames), p.frame_step(n_frames) + 1)
+
+    # --- training --------------------------------------------------------------------------
+    def forward(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
+                code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None) -> LMOutput:
+        """Loss of audio `codes` [B, K, T] given `src`. Row b's codes are its prompt frames
+        (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all."""
+        p = self.pattern
+        src_len, T = _lengths(src, src_lengths, -1), _lengths(codes, code_lengths, -1)
+        P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
+        if bool((P > T).any()):
+            raise ValueError("model.py: prompt_lengths must not exceed code_lengths")
+        N = self._steps_needed(T)
+        S = int(N.max())
+        seq = p.interleave(codes, T)
+        seq = F.pad(seq, (0, 0, 0, S - seq.shape[1]), value=p.pad_id)
+        rows = torch.arange(len(T), device=T.device)
+        seq[rows, p.frame_step(T), 0] = p.end_id
+        x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1)
+        h = self.transformer(x)
+        # the separator and each audio step predict the next audio step
+        pos = (src_len[:, None] + torch.arange(S, device=h.device)).clamp(max=h.shape[1] - 1)
+        logits = self._logits(h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1])))
+        frame, _ = p.layout(S)
+        keep = (seq != p.pad_id) & (frame.to(seq.device)[None] >= P[:, None, None])
+        targets = seq.masked_fill(~keep, IGNORE)
+        loss = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), ignore_index=IGNORE)
+        return LMOutput(loss, logits, targets)
+
+    # --- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None,
+                 prompt_codes: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None, *,
+                 max_len: int | None = None, min_len: int = 0, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, rep_window: int = 10,
+                 rep_ratio: float = 0.1, seed: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Continue each row's source (and optional audio prompt) with target audio.
+
+        Inputs are right-padded: src [B, L] or [B, Ks, L] with src_lengths, prompt_codes
+        [B, K, P] with prompt_lengths. Each row stops at its end token, or after `max_len`
+        target frames (default: ceil(max_len_ratio * source length), capped by the model's
+        max_len); no end before `min_len` frames. temperature <= 0 is greedy (argmax, no
+        repetition check). Sampling applies top_k, then top_p (nucleus); with rep_window > 0,
+        a sampled token that fills more than rep_ratio of its codebook's last rep_window tokens
+        is redrawn from the full (temperature-only) distribution, as in VALL-E 2. `seed` (or
+        `generator`) makes sampling reproducible. Returns the target codes [B, K, T] (prompt
+        not included; 0 beyond each row's length) and lengths [B].
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature,
+                                  top_k, top_p, rep_window, rep_ratio, seed, generator, use_cache)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature, top_k,
+                  top_p, rep_window, rep_ratio, seed, generator, use_cache):
+        p, dev = self.pattern, src.device
+        B, V = src.shape[0], p.vocab_size
+        src_len = _lengths(src, src_lengths, -1)
+        if prompt_codes is None:
+            prompt_codes, P = torch.zeros(B, p.n_codebooks, 0, dtype=torch.long, device=dev), torch.zeros_like(src_len)
+        else:
+            P = _lengths(prompt_codes, prompt_lengths, -1)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=dev).manual_seed(seed)
+
+        # per-row frame budget, within the positions the model was built for
+        if max_len is None:
+            budget = (src_len.double() * self.cfg.max_len_ratio).ceil().long().clamp(min=1)
+        else:
+            budget = torch.full_like(src_len, max_len)
+        spf, room = p.steps_per_frame, self.cfg.transformer.max_len - src_len - max(p.tail, 1)
+        budget = torch.minimum(budget, room.div(spf, rounding_mode="floor") - P)
+        if bool((budget < 1).any()):
+            raise ValueError(f"model.py: source + prompt too long for max_len {self.cfg.transformer.max_len}")
+        total = P + budget  # frames at which the end token is forced
+        S = int(self._steps_needed(total).max())
+        frame_tab, book_tab = (t.to(dev) for t in p.layout(S))
+
+        # the audio stream so far: prompt cells, then whatever is generated
+        steps = p.interleave(prompt_codes, P)
+        steps = F.pad(steps, (0, 0, 0, S - steps.shape[1]), value=p.pad_id)
+        step = p.frame_step(P)  # the next step each row predicts (steps before it are all prompt)
+        x, plen = self._assemble(src, src_len, steps, step)
+        n_iter = int((self._steps_needed(total) - step).max())
+        cap = x.shape[1] + n_iter
+        if use_cache:
+            cache = self.transformer.new_cache(B, cap, device=dev)
+            h = self.transformer(x, cache=cache, lengths=plen)
+        else:
+            xbuf = x.new_zeros(B, cap, x.shape[-1])
+            xbuf[:, : x.shape[1]] = x
+            filled = x.shape[1]
+            h = self.transformer(x)
+        rows = torch.arange(B, device=dev)
+        last, cur = h[rows, plen - 1], plen.clone()
+
+        vocab = torch.arange(V, device=dev)
+        end_frame = torch.full_like(P, NOT_ENDED)  # frame at which each row emitted its end token
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        for _ in range(n_iter):
+            s = step.clamp(max=S - 1)
+            fr, bk = frame_tab[s], book_tab[s]  # [B, H]
+            ended = end_frame != NOT_ENDED
+            lo = p.offset(bk)[..., None]
+            allowed = (vocab >= lo) & (vocab < lo + p.codebook_size)
+            may_end = (bk[:, :1] == 0) & ~ended[:, None] & (fr[:, :1] >= (P + min_len)[:, None])
+            allowed[:, :1] |= may_end[..., None] & (vocab == p.end_id)
+            forced = torch.full_like(fr, -1)
+            forced = torch.where((fr < 0) | (fr >= end_frame[:, None]), p.pad_id, forced)
+            forced = torch.where((fr >= 0) & (fr < P[:, None]), steps[rows, s], forced)
+            forced[:, 0] = torch.where(~ended & (fr[:, 0] == total), p.end_id, forced[:, 0])
+            allowed = torch.where((forced >= 0)[..., None], vocab == forced[..., None], allowed)
+
+            logits = self._logits(last).float().masked_fill(~allowed, float("-inf"))
+            history = self._history(steps, s, rep_window, spf)
+            tok = _sample(logits, temperature, top_k, top_p, history, rep_ratio, generator)
+
+            steps[rows, s] = torch.where(done[:, None], steps[rows, s], tok)
+            new_end = ~done & ~ended & (tok[:, 0] == p.end_id)
+            end_frame = torch.where(new_end, fr[:, 0], end_frame)
+            done |= (end_frame != NOT_ENDED) & (step + 1 >= p.n_steps(end_frame.clamp(max=S)))
+            if bool(done.all()):
+                break
+            xn = self._embed_audio(tok[:, None])
+            if use_cache:
+                last = self.transformer(xn, cache=cache)[:, 0]
+            else:
+                xbuf[rows, cur] = xn[:, 0]
+                filled += 1
+                last = self.transformer(xbuf[:, :filled])[rows, cur]
+            step, cur = step + 1, cur + 1
+
+        lengths = end_frame.clamp(max=S) - P
+        codes = p.deinterleave(steps, int((P + lengths).max()))
+        T = int(lengths.max())
+        idx = (P[:, None] + torch.arange(T, device=dev)).clamp(max=codes.shape[-1] - 1)
+        codes = codes.gather(2, idx[:, None].expand(-1, p.n_codebooks, -1))
+        return codes.masked_fill(torch.arange(T, device=dev)[None, None] >= lengths[:, None, None], 0), lengths
+
+    @staticmethod
+    def _history(steps: torch.Tensor, s: torch.Tensor, window: int, stride: int) -> torch.Tensor | None:
+        """The last `window` tokens of each head's codebook before step s [B, H, W] (-1 before
+        the stream starts); `stride` steps apart so a flattened stream compares like with like."""
+        if window <= 0:
+            return None
+        back = s[:, None] - stride * torch.arange(1, window + 1, device=s.device)  # [B, W]
+        rows = torch.arange(steps.shape[0], device=s.device)[:, None]
+        hist = steps[rows, back.clamp(min=0)]  # [B, W, H]
+        return hist.masked_fill((back < 0)[..., None], -1).transpose(1, 2)
+
+
+def _sample(logits, temperature, top_k, top_p, history, rep_ratio, generator) -> torch.Tensor:
+    """Token ids [B, H] from masked logits [B, H, V] (see TokenLM.generate)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    full = logits / temperature
+    filt = full
+    if top_k is not None and top_k < filt.shape[-1]:
+        kth = filt.topk(top_k, dim=-1).values[..., -1:]
+        filt = filt.masked_fill(filt < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = filt.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p
+        filt = filt.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+    def draw(lg: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(lg.softmax(-1).flatten(0, 1), 1, generator=generator).view(lg.shape[:2])
+
+    tok = draw(filt)
+    if history is None:
+        return tok
+    redraw = (history == tok[..., None]).float().mean(-1) > rep_ratio
+    return torch.where(redraw, draw(full), tok)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["IGNORE", "LMConfig", "LMOutput", "TokenLM", "count_parameters"]

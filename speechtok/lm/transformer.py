@@ -1,0 +1,166 @@
+"""Decoder-only Transformer over embeddings: pre-norm RMSNorm, RoPE, SwiGLU, SDPA, KV cache.
+
+Batches are right-padded. A full forward is plain causal attention: a row's padding comes
+after its tokens, so it is never attended to. Incremental decoding keeps a pre-allocated
+`KVCache` with its own position per row, so rows of different lengths decode in lock-step
+without left-padding or position shifts; the attention mask hides each row's unused slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TransformerConfig:
+    dim: int = 512
+    n_layers: int = 8
+    n_heads: int = 8
+    mlp_ratio: float = 4.0  # SwiGLU hidden size = 2/3 * mlp_ratio * dim (same cost as a GELU MLP)
+    max_len: int = 4096  # longest sequence (positions) the model is meant to see
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise ValueError(f"transformer.py: dim {self.dim} must split into {self.n_heads} heads of even size")
+
+    @classmethod
+    def tiny(cls, **kw) -> TransformerConfig:
+        """A few thousand parameters per layer: for tests."""
+        return cls(**{"dim": 64, "n_layers": 2, "n_heads": 4, "max_len": 512, **kw})
+
+
+class KVCache:
+    """Per-layer key/value buffers [B, n_heads, max_len, head_dim] and each row's length `pos`."""
+
+    def __init__(self, n_layers: int, batch_size: int, n_heads: int, head_dim: int, max_len: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        shape = (batch_size, n_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.max_len = max_len
+        self.filled = 0  # upper bound of pos, kept on the host to avoid device syncs
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, L, hd] at each row's positions pos..pos+L-1; return keys/values so far."""
+        L = k.shape[2]
+        if self.filled + L > self.max_len:
+            raise ValueError(f"transformer.py: KV cache full ({self.filled} + {L} > max_len {self.max_len})")
+        idx = (self.pos[:, None] + torch.arange(L, device=k.device))[:, None, :, None].expand_as(k)
+        self.k[layer].scatter_(2, idx, k.to(self.k[layer].dtype))
+        self.v[layer].scatter_(2, idx, v.to(self.v[layer].dtype))
+        end = self.filled + L
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int | torch.Tensor) -> None:
+        """Move rows on by n tokens (an int, or per-row counts after a right-padded prefill)."""
+        self.pos += n
+        self.filled = int(self.pos.max()) if torch.is_tensor(n) else self.filled + n
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on the two halves of the head dimension."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, D))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        hidden = 8 * round(cfg.mlp_ratio * cfg.dim * 2 / 3 / 8)
+        self.gate_up = nn.Linear(cfg.dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.dim, eps=1e-6), nn.RMSNorm(cfg.dim, eps=1e-6)
+        self.attn, self.mlp = Attention(cfg), SwiGLU(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, mask, cache, layer) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, mask, cache, layer))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """Embeddings [B, L, dim] -> hidden states [B, L, dim] (final RMSNorm applied)."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.dim, eps=1e-6)
+        hd = cfg.dim // cfg.n_heads
+        self.register_buffer("inv_freq", cfg.rope_base ** (-torch.arange(0, hd, 2).float() / hd), persistent=False)
+        self.apply(self._init)
+        for b in self.blocks:  # keep the residual stream's variance flat with depth
+            nn.init.normal_(b.attn.out.weight, std=0.02 / (2 * cfg.n_layers) ** 0.5)
+            nn.init.normal_(b.mlp.down.weight, std=0.02 / (2 * cfg.n_layers) ** 0.5)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def new_cache(self, batch_size: int, max_len: int, device=None, dtype: torch.dtype | None = None) -> KVCache:
+        """A cache for `batch_size` rows of up to `max_len` positions; dtype follows autocast if on."""
+        device = torch.device(device) if device is not None else self.inv_freq.device
+        if dtype is None:
+            dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                     else self.norm.weight.dtype)
+        c = self.cfg
+        return KVCache(c.n_layers, batch_size, c.n_heads, c.dim // c.n_heads, max_len, device, dtype)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Run on x [B, L, dim]. With a cache, x continues each row at cache.pos; the cache then
+        advances by `lengths` (valid tokens per row of a right-padded x) or by L."""
+        B, L, _ = x.shape
+        steps = torch.arange(L, device=x.device)
+        if cache is None:
+            if L > self.cfg.max_len:
+                raise ValueError(f"transformer.py: sequence of {L} positions exceeds max_len {self.cfg.max_len}")
+            pos, mask = steps[None], None
+        else:
+            pos = cache.pos[:, None] + steps  # [B, L]
+            # First chunk into an empty cache: plain causal attention. Later: key j visible to the
+            # query at position p iff j <= p (each row's slots beyond its position hold stale data).
+            keys = torch.arange(cache.filled + L, device=x.device)
+            mask = None if cache.filled == 0 else (keys[None, None] <= pos[:, :, None])[:, None]
+        angles = pos[..., None].float() * self.inv_freq  # [B|1, L, hd/2]
+        cos, sin = angles.cos()[:, None], angles.sin()[:, None]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.advance(L if lengths is None else lengths.to(cache.pos.device))
+        return self.norm(x)

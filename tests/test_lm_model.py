@@ -1,0 +1,198 @@
+import pytest
+import torch
+
+from speechtok.lm import IGNORE, LMConfig, TokenLM, Transformer, TransformerConfig
+from speechtok.lm.model import _sample
+
+PATTERN_K = [("single", 1), ("flatten", 2), ("delay", 3), ("parallel", 3)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread than fighting for two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _lm(pattern="delay", K=3, card=16, src_vocab=10, sharp=False, **kw) -> TokenLM:
+    cfg = LMConfig(pattern=pattern, n_codebooks=K, codebook_size=card, src_vocab=src_vocab,
+                   transformer=TransformerConfig.tiny(), **kw)
+    lm = TokenLM(cfg).eval()
+    if sharp:  # larger random weights: outputs depend strongly on the whole context
+        with torch.no_grad():
+            for p in lm.parameters():
+                p.mul_(5)
+    return lm
+
+
+def test_cached_decoding_matches_full_forward():
+    torch.manual_seed(0)
+    tr = Transformer(TransformerConfig.tiny()).eval()
+    x = torch.randn(2, 13, 64)
+    full = [tr(x[:1]), tr(x[1:, :9])]  # row 1 is 9 long, right-padded
+    cache = tr.new_cache(2, 13)
+    pre = tr(x, cache=cache, lengths=torch.tensor([5, 3]))  # prefill rows to different lengths
+    torch.testing.assert_close(pre[0, :5], full[0][0, :5], atol=1e-4, rtol=0)
+    torch.testing.assert_close(pre[1, :3], full[1][0, :3], atol=1e-4, rtol=0)
+    for i in range(6):  # then lock-step, one token per row, each at its own position
+        nxt = torch.stack([x[0, 5 + i], x[1, 3 + i]])[:, None]
+        out = tr(nxt, cache=cache)[:, 0]
+        torch.testing.assert_close(out[0], full[0][0, 5 + i], atol=1e-4, rtol=0)
+        torch.testing.assert_close(out[1], full[1][0, 3 + i], atol=1e-4, rtol=0)
+    assert cache.pos.tolist() == [11, 9]
+
+
+def test_cache_overflow_is_an_error():
+    tr = Transformer(TransformerConfig.tiny()).eval()
+    cache = tr.new_cache(1, 4)
+    tr(torch.randn(1, 4, 64), cache=cache)
+    with pytest.raises(ValueError, match="KV cache full"):
+        tr(torch.randn(1, 1, 64), cache=cache)
+
+
+@pytest.mark.parametrize("pattern,K", PATTERN_K)
+def test_overfits_one_utterance_and_greedy_decoding_reproduces_it(pattern, K):
+    torch.manual_seed(0)
+    lm = _lm(pattern, K).train()
+    src, codes = torch.randint(0, 10, (1, 5)), torch.randint(0, 16, (1, K, 12))
+    opt = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss = lm(src, codes).loss
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.02:
+            break
+    assert loss.item() < 0.05 * first
+    out, n = lm.generate(src, temperature=0, max_len=40)
+    assert n.tolist() == [12] and torch.equal(out, codes)
+    out, n = lm.generate(src, prompt_codes=codes[..., :5], temperature=0, max_len=40)  # continue a prompt
+    assert n.tolist() == [7] and torch.equal(out, codes[..., 5:])
+
+
+@pytest.mark.parametrize("pattern,K", PATTERN_K)
+def test_greedy_generation_agrees_with_teacher_forcing(pattern, K):
+    """Each generated token is the best allowed one under forward() on [prompt + output]."""
+    torch.manual_seed(2)
+    lm = _lm(pattern, K, sharp=True)
+    p = lm.pattern
+    src, prompt = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, K, 4))
+    src_len, p_len = torch.tensor([6, 4]), torch.tensor([4, 2])
+    out, n = lm.generate(src, src_len, prompt, p_len, temperature=0, min_len=5, max_len=9)
+    codes = torch.zeros(2, K, 4 + out.shape[-1], dtype=torch.long)
+    for b in range(2):
+        codes[b, :, : p_len[b] + n[b]] = torch.cat([prompt[b, :, : p_len[b]], out[b, :, : n[b]]], -1)
+    tf = lm(src, codes, src_len, p_len + n, p_len)
+    _, book = p.layout(tf.targets.shape[1])
+    lo = p.offset(book)[None, ..., None]
+    ids = torch.arange(p.vocab_size)
+    content = (ids >= lo) & (ids < lo + p.codebook_size)
+    best = tf.logits.masked_fill(~content, float("-inf")).argmax(-1)
+    cells = (tf.targets != IGNORE) & (tf.targets != p.end_id)
+    assert cells.sum() == K * n.sum() and torch.equal(best[cells], tf.targets[cells])
+
+
+def test_loss_only_on_target_cells():
+    torch.manual_seed(0)
+    lm = _lm("delay", 3)
+    src = torch.randint(0, 10, (2, 6))
+    codes = torch.randint(0, 16, (2, 3, 10))
+    T, P = torch.tensor([10, 7]), torch.tensor([4, 0])
+    out = lm(src, codes, torch.tensor([6, 3]), T, P)
+    # every target frame of every codebook once, plus one end token per row
+    assert ((out.targets != IGNORE).sum((1, 2)) == 3 * (T - P) + 1).all()
+    assert (out.targets == lm.pattern.end_id).sum() == 2
+    # padding beyond the lengths and prompt labels change nothing in the mask; padding not even the loss
+    codes2 = codes.clone()
+    codes2[1, :, 7:] = torch.randint(0, 16, (3, 3))
+    codes2[0, :, :4] = torch.randint(0, 16, (3, 4))
+    out2 = lm(src, codes2, torch.tensor([6, 3]), T, P)
+    assert torch.equal(out2.targets != IGNORE, out.targets != IGNORE)
+    assert torch.equal(out2.targets[1], out.targets[1])
+    torch.testing.assert_close(out2.logits[1], out.logits[1])
+    # gradient reaches the logits of target cells only
+    logits = out.logits.detach().requires_grad_()
+    torch.nn.functional.cross_entropy(logits.flatten(0, 2), out.targets.flatten(), ignore_index=IGNORE).backward()
+    assert torch.equal(logits.grad.abs().sum(-1) > 0, out.targets != IGNORE)
+
+
+def test_codec_source_for_enhancement():
+    lm = _lm("delay", 2, src_vocab=16, src_codebooks=2, max_len_ratio=1.0)
+    src, codes = torch.randint(0, 16, (2, 2, 9)), torch.randint(0, 16, (2, 2, 9))
+    assert torch.isfinite(lm(src, codes).loss)
+    out, n = lm.generate(src, torch.tensor([9, 5]), seed=0)
+    assert (n <= torch.tensor([9, 5])).all() and out.shape[:2] == (2, 2)  # budget: 1 frame per source frame
+    with pytest.raises(ValueError, match="source must be"):
+        lm(src[:, 0], codes)
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    torch.manual_seed(0)
+    lm = _lm("delay", 3)
+    src = torch.randint(0, 10, (2, 5))
+    kw = dict(min_len=8, max_len=8, temperature=1.0, top_k=10, top_p=0.9)
+    a, na = lm.generate(src, seed=123, **kw)
+    b, nb = lm.generate(src, seed=123, **kw)
+    c, _ = lm.generate(src, seed=124, **kw)
+    g = torch.Generator().manual_seed(123)
+    d, _ = lm.generate(src, generator=g, **kw)
+    assert na.tolist() == [8, 8] and torch.equal(a, b) and torch.equal(a, d)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("pattern,K", [("delay", 3), ("flatten", 2)])
+def test_batched_generation_equals_one_at_a_time(pattern, K):
+    torch.manual_seed(1)
+    lm = _lm(pattern, K, sharp=True)
+    src = torch.randint(0, 10, (2, 7))
+    prompt = torch.randint(0, 16, (2, K, 5))
+    src_len, p_len = torch.tensor([7, 3]), torch.tensor([2, 5])
+    kw = dict(temperature=0, min_len=3, max_len=12)
+    out, n = lm.generate(src, src_len, prompt, p_len, **kw)
+    for b in range(2):
+        one, m = lm.generate(src[b : b + 1, : src_len[b]], prompt_codes=prompt[b : b + 1, :, : p_len[b]], **kw)
+        assert n[b] == m[0] and 3 <= m[0] <= 12
+        assert torch.equal(out[b, :, : n[b]], one[0])
+    nocache, n2 = lm.generate(src, src_len, prompt, p_len, use_cache=False, **kw)
+    assert torch.equal(n, n2) and torch.equal(out, nocache)
+
+
+def test_repetition_aware_sampling_redraws_repeated_tokens():
+    logits = torch.zeros(1, 1, 50)
+    logits[..., 3] = 1.0
+    g = torch.Generator().manual_seed(0)
+    # top_k=1 always proposes token 3; with 3 filling the window it is redrawn from the full distribution
+    plain = [int(_sample(logits, 1.0, 1, None, None, 0.1, g)) for _ in range(50)]
+    hist = torch.full((1, 1, 10), 3)
+    redrawn = [int(_sample(logits, 1.0, 1, None, hist, 0.1, g)) for _ in range(50)]
+    assert set(plain) == {3}
+    assert sum(t != 3 for t in redrawn) > 25
+    fresh = torch.full((1, 1, 10), 7)
+    assert {int(_sample(logits, 1.0, 1, None, fresh, 0.1, g)) for _ in range(20)} == {3}
+
+
+def test_top_p_keeps_the_nucleus():
+    logits = torch.tensor([[[4.0, 1.0, 1.0, 1.0]]])  # p(0) ~ 0.87
+    g = torch.Generator().manual_seed(0)
+    assert {int(_sample(logits, 1.0, None, 0.8, None, 0.1, g)) for _ in range(30)} == {0}
+    assert len({int(_sample(logits, 1.0, None, None, None, 0.1, g)) for _ in range(60)}) > 1
+
+
+def test_bf16_autocast_forward_and_generate():
+    torch.manual_seed(0)
+    lm = _lm("parallel", 4)
+    src, codes = torch.randint(0, 10, (2, 5)), torch.randint(0, 16, (2, 4, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = lm(src, codes).loss
+        out, n = lm.generate(src, seed=0, max_len=6)
+    assert torch.isfinite(loss) and out.shape[:2] == (2, 4) and (n <= 6).all()
+
+
+def test_too_long_input_is_an_error():
+    lm = _lm("single", 1)
+    with pytest.raises(ValueError, match="too long"):
+        lm.generate(torch.zeros(1, 600, dtype=torch.long))
