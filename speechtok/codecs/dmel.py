@@ -45,10 +45,8 @@ class DMelCodec(Codec):
         self.codebook_size, self.log_min, self.log_max = n_bins, log_min, log_max
         self.context_frames = -(-n_fft // (2 * self.hop_length))
         mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
-        # float64 features make codes independent of batch size and chunking (no bin flips
-        # from float32 rounding differences at bin edges).
-        self.register_buffer("mel_fb", torch.from_numpy(mel.astype(np.float64)), persistent=False)
-        window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
+        self.register_buffer("mel_fb", torch.from_numpy(mel.T.copy()), persistent=False)  # [bins, mels]
+        window = torch.hann_window(win_length, periodic=True)
         left = (n_fft - win_length) // 2
         self.register_buffer("window", nn.functional.pad(window, (left, n_fft - win_length - left)), persistent=False)
         self.vocoder_config = vocoder
@@ -73,13 +71,17 @@ class DMelCodec(Codec):
 
     # --- features -----------------------------------------------------------------
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
-        """Log-mel [B, n_mels, F] (float64) of wav [B, 1, F*hop], frames centred on t*hop."""
-        x = wav.squeeze(1).to(torch.float64)
+        """Log-mel [B, n_mels, F] of wav [B, 1, F*hop], frames centred on t*hop.
+
+        Every frame is computed on its own samples with the same kernels whatever the batch
+        or chunk, so codes do not depend on either (tests check this bit for bit).
+        """
+        x = wav.squeeze(1).float()
         half = self.n_fft // 2
         x = nn.functional.pad(x, (half, half - self.hop_length))
         frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # [B, F, n_fft]
-        mag = torch.fft.rfft(frames, dim=-1).abs()
-        return torch.log(torch.clamp(mag @ self.mel_fb.T, min=1e-5)).transpose(1, 2)
+        power = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square().sum(-1)
+        return torch.log(torch.clamp(power.sqrt() @ self.mel_fb, min=1e-5)).transpose(1, 2)
 
     def quantize(self, log_mel: torch.Tensor) -> torch.Tensor:
         scale = (self.codebook_size - 1) / (self.log_max - self.log_min)
@@ -88,7 +90,7 @@ class DMelCodec(Codec):
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Bin values -> log-mel [B, n_mels, F] (float32)."""
         step = (self.log_max - self.log_min) / (self.codebook_size - 1)
-        return (self.log_min + codes.float() * step).to(torch.float32)
+        return self.log_min + codes.float() * step
 
     def _encode_frames(self, wav: torch.Tensor) -> torch.Tensor:
         return self.quantize(self.log_mel(wav))
@@ -113,11 +115,11 @@ class DMelCodec(Codec):
     def griffin_lim(self, log_mel: torch.Tensor, n_iter: int = 32) -> torch.Tensor:
         """Zero-training fallback: pseudo-inverse of the mel filterbank, then Griffin-Lim."""
         mel = log_mel.exp().double().cpu().numpy()
-        basis = self.mel_fb.cpu().numpy()
+        basis = self.mel_fb.T.double().cpu().numpy()
         mag = np.maximum(np.linalg.pinv(basis) @ mel, 0.0)  # [B, n_fft/2+1, F]
         mag = np.concatenate([mag, mag[..., -1:]], axis=-1)  # librosa frames a length-F*hop signal as F+1
         n = log_mel.shape[-1] * self.hop_length
-        win = self.window.cpu().numpy()
+        win = self.window.double().cpu().numpy()
         wav = [
             librosa.griffinlim(m, n_iter=n_iter, hop_length=self.hop_length, win_length=self.n_fft,
                                n_fft=self.n_fft, window=win, center=True, length=n,

@@ -1,0 +1,534 @@
+"""The `speechtok` command line: batch encode audio to token files, decode them, inspect them.
+
+Each subcommand is one function registered with `@command`: it adds its arguments to its
+parser and returns the function that runs it (args -> exit code). Only the chosen
+subcommand's function runs, so subcommands backed by optional modules (eval) import them
+lazily and the rest of the CLI works without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from speechtok import __version__
+from speechtok.codecs import PRETRAINED_DIR, CodecError, available_codecs, load_codec, read_config
+from speechtok.data.audio import AudioError, load_audio_with_sr, resample, save_audio
+from speechtok.data.manifest import Utterance, write_manifest
+from speechtok.tokens import (
+    TokenFile, TokenFileError, codec_hash, iter_tokens, load_shard, load_tokens, read_shard, save_shard,
+    save_tokens,
+)
+
+AUDIO_EXTENSIONS = frozenset(
+    {"." + f.lower() for f in sf.available_formats()} - {".raw", ".wavex"}
+    | {".aif", ".oga", ".opus", ".sph"}
+)
+FILES_PER_SHARD = 1000
+
+Runner = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as `speechtok: error: ...`, exits with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def command(name: str, help: str):
+    def register(setup: Callable[[argparse.ArgumentParser], Runner]):
+        COMMANDS[name] = (help, setup)
+        return setup
+    return register
+
+
+# --- distributed (torchrun) -------------------------------------------------------------
+class Dist:
+    """RANK/WORLD_SIZE from torchrun; a gloo group (when available) to gather failure reports."""
+
+    def __init__(self) -> None:
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.group = False
+        if self.world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("gloo")
+            self.group = True
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, on every rank (just ours without a process group)."""
+        if not self.group:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.group:
+            torch.distributed.destroy_process_group()
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got '{text}'")
+        return int(text)
+    return parse
+
+
+def _device(name: str) -> str:
+    if name.startswith("cuda") and ":" not in name and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return name
+
+
+def _error_reason(exc: Exception, path: Path) -> str:
+    """The reason column of a failure report: the message without its leading 'path: '."""
+    known = isinstance(exc, (AudioError, CodecError, TokenFileError))  # these already say what went wrong
+    return (str(exc) if known else f"{type(exc).__name__}: {exc}").removeprefix(f"{path}: ")
+
+
+def _report(failed: list[tuple[str, str]], report_dir: Path | None, what: str) -> int:
+    """Print the failures, mirror them to report_dir/failed.tsv (a stale one is removed); exit code."""
+    tsv = report_dir / "failed.tsv" if report_dir else None
+    if not failed:
+        if tsv and tsv.exists():
+            tsv.unlink()
+        return 0
+    failed = sorted(failed)
+    print(f"speechtok: {len(failed)} file(s) failed to {what}:", file=sys.stderr)
+    for path, reason in failed:
+        print(f"  {path}\t{reason}", file=sys.stderr)
+    if tsv:
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        tsv.write_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in failed))
+        print(f"speechtok: failures listed in {tsv}", file=sys.stderr)
+    return 1
+
+
+# --- encode -----------------------------------------------------------------------------
+@dataclass
+class Job:
+    src: Path
+    uid: str  # relative path without extension: the output name and manifest ID
+    out: Path | None = None
+
+
+def find_audio(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Audio files under root (recursive, by extension), skipping hidden files and `exclude`."""
+    files = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).parts
+        if p.suffix.lower() not in AUDIO_EXTENSIONS or any(s.startswith(".") for s in rel):
+            continue
+        if exclude is not None and p.is_relative_to(exclude):
+            continue
+        if p.is_file():
+            files.append(p)
+    return sorted(files)
+
+
+def plan_jobs(inp: Path, out: Path, sharded: bool) -> tuple[list[Job], Path | None]:
+    """Jobs sorted by ID and the folder for failed.tsv/shards (None for a file -> file.npz run)."""
+    if inp.is_file():
+        if out.suffix == ".npz" and not sharded:
+            return [Job(inp, inp.stem, out)], None
+        jobs = [Job(inp, inp.stem)]
+    elif inp.is_dir():
+        inside = out.resolve().is_relative_to(inp.resolve())  # output folder inside the input tree
+        files = find_audio(inp, exclude=inp / out.resolve().relative_to(inp.resolve()) if inside else None)
+        if not files:
+            raise CLIError(f"{inp}: no audio files found (extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})")
+        rels = [f.relative_to(inp) for f in files]
+        stems = [r.with_suffix("").as_posix() for r in rels]
+        clash = {s for s, n in Counter(stems).items() if n > 1}  # a.wav and a.flac -> keep the extension
+        jobs = [Job(f, r.as_posix() if s in clash else s) for f, r, s in zip(files, rels, stems)]
+    else:
+        raise CLIError(f"{inp}: no such file or folder")
+    for j in jobs:
+        j.out = out / f"{j.uid}.npz"
+    return sorted(jobs, key=lambda j: j.uid), out
+
+
+def _use_n_codebooks(codec, k: int | None) -> None:
+    if k is None or k == codec.n_codebooks:
+        return
+    setter = getattr(codec, "set_n_codebooks", None)
+    if setter is None:
+        raise CodecError(f"codec '{codec.name}' has a fixed number of codebooks ({codec.n_codebooks}); "
+                         f"cannot use --n-codebooks {k}")
+    setter(k)
+
+
+class _AudioBatches(torch.utils.data.Dataset):
+    """Item i = batch i of files, read and resampled (in DataLoader workers); errors as strings."""
+
+    def __init__(self, batches: list[list[Job]], sample_rate: int) -> None:
+        self.batches, self.sample_rate = batches, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> list[tuple[Job, torch.Tensor | None, int, str | None]]:
+        out = []
+        for job in self.batches[i]:
+            try:
+                wav, sr = load_audio_with_sr(job.src)
+                out.append((job, resample(wav, sr, self.sample_rate)[0], sr, None))
+            except Exception as exc:  # reported per file; the run goes on
+                out.append((job, None, 0, _error_reason(exc, job.src)))
+        return out
+
+
+def _identity(x):
+    return x
+
+
+def _length_batches(jobs: list[Job], sample_rate: int, batch_size: int, max_samples: int) -> list[list[Job]]:
+    """Group files of similar length (from headers) so padding stays small."""
+    if batch_size <= 1:
+        return [[j] for j in jobs]
+    lengths = {}
+    for j in jobs:
+        try:
+            info = sf.info(str(j.src))
+            lengths[j.uid] = math.ceil(info.frames * sample_rate / info.samplerate)
+        except Exception:
+            lengths[j.uid] = -1  # unreadable: encoded alone, where loading reports why
+    batches: list[list[Job]] = []
+    for j in sorted(jobs, key=lambda j: (lengths[j.uid], j.uid)):
+        last = batches[-1] if batches else None
+        if (last and lengths[j.uid] > 0 and len(last) < batch_size and lengths[last[0].uid] > 0
+                and (len(last) + 1) * lengths[j.uid] <= max_samples):
+            last.append(j)
+        else:
+            batches.append([j])
+    return batches
+
+
+def encode_jobs(codec, jobs: list[Job], args, progress: tqdm | None = None
+                ) -> Iterator[tuple[Job, TokenFile | None, str | None]]:
+    """(job, token file, None) or (job, None, reason) per job, in length-batched order."""
+    batches = _length_batches(jobs, codec.sample_rate, args.batch_size, int(args.max_batch_seconds * codec.sample_rate))
+    loader = torch.utils.data.DataLoader(_AudioBatches(batches, codec.sample_rate), batch_size=None,
+                                         num_workers=min(args.workers, len(batches)), collate_fn=_identity)
+    for batch in loader:
+        for job, _, _, err in batch:
+            if err is not None:
+                yield job, None, err
+        ok = [(job, wav, sr) for job, wav, sr, err in batch if err is None]
+        if len(ok) > 1:
+            lengths = torch.tensor([w.shape[-1] for _, w, _ in ok])
+            padded = torch.nn.utils.rnn.pad_sequence([w for _, w, _ in ok], batch_first=True).unsqueeze(1)
+            try:
+                codes, frames = codec.encode(padded.to(codec.device), lengths.to(codec.device))
+                encoded = [codes[i, :, : frames[i]] for i in range(len(ok))]
+            except Exception:  # isolate the bad item: fall back to one at a time
+                encoded = [None] * len(ok)
+        else:
+            encoded = [None] * len(ok)
+        for (job, wav, sr), codes in zip(ok, encoded):
+            try:
+                if codes is None:
+                    codes = codec.encode(wav.view(1, 1, -1).to(codec.device))[0]
+                yield job, TokenFile.from_codec(codec, codes, wav.shape[-1], sr), None
+            except Exception as exc:
+                yield job, None, _error_reason(exc, job.src)
+        if progress is not None:
+            progress.update(len(batch))
+
+
+def _done_file(path: Path, want_hash: str, k: int) -> bool:
+    try:
+        tf = load_tokens(path)
+    except TokenFileError:
+        return False
+    return tf.codec_hash == want_hash and tf.n_codebooks == k
+
+
+def _done_shard(path: Path, want_hash: str, k: int, jobs: list[Job]) -> list[tuple[str, str]] | None:
+    """The failures recorded in a complete, matching shard; None when it must be (re)done."""
+    try:
+        items, bad = read_shard(path)
+    except TokenFileError:
+        return None
+    src = {j.uid: str(j.src) for j in jobs}
+    if set(items) | set(bad) != set(src) or any(t.codec_hash != want_hash or t.n_codebooks != k
+                                                 for t in items.values()):
+        return None
+    return [(src[uid], reason) for uid, reason in bad.items()]
+
+
+@command("encode", "encode audio files or folders to token files (.npz)")
+def encode_command(p: argparse.ArgumentParser) -> Runner:
+    p.add_argument("input", type=Path, help="audio file or folder (searched recursively)")
+    p.add_argument("output", type=Path, help="output folder mirroring the input tree (or a .npz file for one input)")
+    p.add_argument("--codec", required=True, help="bundled codec name (see `speechtok codecs`) or codec folder")
+    p.add_argument("--n-codebooks", type=_at_least(1), help="codebooks to keep (codecs with a variable number)")
+    p.add_argument("--workers", type=_at_least(0), default=2, help="DataLoader processes reading/resampling audio")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=_at_least(1), default=8, help="files of similar length encoded together")
+    p.add_argument("--max-batch-seconds", type=float, default=600.0, help="cap on padded audio per batch")
+    p.add_argument("--layout", choices=["files", "sharded"], default="files",
+                   help="one .npz per input, or a few shard .npz files plus manifest.csv")
+    p.add_argument("--shards", type=_at_least(1), help=f"number of shards (implies --layout sharded; "
+                                              f"default one per {FILES_PER_SHARD} files)")
+    return run_encode
+
+
+def _shards(jobs: list[Job], out_dir: Path, n: int | None) -> list[tuple[Path, list[Job]]]:
+    """Contiguous runs of the sorted jobs, one per shard file."""
+    n = n or max(1, math.ceil(len(jobs) / FILES_PER_SHARD))
+    return [(out_dir / f"shard-{i:05d}.npz", jobs[i * len(jobs) // n:(i + 1) * len(jobs) // n]) for i in range(n)]
+
+
+def _plan_rank(jobs, shards, want: str, k: int, rank: int, world: int):
+    """This rank's share: work [(shard or None, jobs)], failures already recorded, files in its share."""
+    if shards is None:
+        mine = jobs[rank::world]
+        return [(None, [j for j in mine if not _done_file(j.out, want, k)])], [], len(mine)
+    work, failed = [], []
+    for path, js in shards[rank::world]:
+        done = _done_shard(path, want, k, js) if js else []
+        if done is None:
+            work.append((path, js))
+        failed += done or []
+    return work, failed, sum(len(js) for _, js in shards[rank::world])
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    sharded = args.layout == "sharded" or args.shards is not None
+    jobs, out_dir = plan_jobs(args.input, args.output, sharded)
+    codec = load_codec(args.codec, device=_device(args.device))
+    _use_n_codebooks(codec, args.n_codebooks)
+    dist = Dist()
+    try:
+        t0 = time.perf_counter()
+        shards = _shards(jobs, out_dir, args.shards) if sharded else None
+        work, failed, n_mine = _plan_rank(jobs, shards, codec_hash(codec), codec.n_codebooks, dist.rank, dist.world)
+        n_todo = sum(len(js) for _, js in work)
+        seconds, n_ok = 0.0, 0
+        with tqdm(total=n_todo, unit="file", desc=f"encode {codec.name}", disable=True if dist.rank else None) as bar:
+            for shard, group in work:
+                items, bad = {}, {}
+                for job, tf, err in encode_jobs(codec, group, args, bar):
+                    if err is not None:
+                        failed.append((str(job.src), err))
+                        bad[job.uid] = err
+                        continue
+                    seconds, n_ok = seconds + tf.duration, n_ok + 1
+                    if shard is None:
+                        save_tokens(job.out, tf)
+                    else:
+                        items[job.uid] = tf
+                if shard is not None and items:
+                    save_shard(shard, items, bad)
+                elif shard is not None and shard.exists():
+                    shard.unlink()
+        if dist.world > 1:
+            print(f"speechtok: rank {dist.rank}/{dist.world}: encoded {n_ok} file(s), {len(failed)} failed",
+                  file=sys.stderr)
+        # all_gather doubles as the barrier: after it every rank's files are written
+        stats = dist.gather((failed, seconds, n_ok, n_mine - n_todo, time.perf_counter() - t0))
+        failed = [f for s in stats for f in s[0]]
+        if dist.rank:
+            return 1 if failed else 0
+        if sharded:
+            _write_manifest(out_dir, shards)
+        seconds, n_ok, n_skip = (sum(s[i] for s in stats) for i in (1, 2, 3))
+        wall = max(s[4] for s in stats)
+        speed = f", {seconds / wall:.0f}x real time" if wall > 0 and seconds else ""
+        print(f"speechtok: encoded {n_ok} file(s) ({seconds / 60:.1f} min of audio) in {wall:.1f} s{speed}; "
+              f"skipped {n_skip} done before; {len(failed)} failed", file=sys.stderr)
+        return _report(failed, out_dir, "encode")
+    finally:
+        dist.close()
+
+
+def _write_manifest(out_dir: Path, shards: list[tuple[Path, list[Job]]]) -> None:
+    """manifest.csv (ID, path, duration, shard, n_frames) over all shards; drops stale shard files."""
+    utts, planned = [], {path.name for path, _ in shards}
+    for path, js in shards:
+        if not path.exists():
+            continue
+        src = {j.uid: j.src for j in js}
+        for uid, tf in load_shard(path).items():
+            utts.append(Utterance(ID=uid, path=str(src[uid].resolve()), duration=tf.duration, split="",
+                                  extra={"shard": path.name, "n_frames": tf.n_frames}))
+    for old in out_dir.glob("shard-*.npz"):
+        if old.name not in planned:
+            old.unlink()
+    write_manifest(out_dir / "manifest.csv", utts)
+
+
+# --- decode -----------------------------------------------------------------------------
+@command("decode", "decode token files (or a folder of them) back to wav")
+def decode_command(p: argparse.ArgumentParser) -> Runner:
+    p.add_argument("input", type=Path, help="token file (.npz), shard, or folder of them")
+    p.add_argument("output", type=Path, help="output folder (or a .wav file for one single-utterance input)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--codec", help="codec name or folder to load instead of the one named in the file "
+                                   "(its hash must still match)")
+    return run_decode
+
+
+def _codec_for(tf: TokenFile, path: Path, cache: dict, override: str | None, device: str):
+    name = override or tf.codec
+    if name not in cache:
+        cache[name] = load_codec(name, device=device)
+    codec = cache[name]
+    _use_n_codebooks(codec, tf.n_codebooks)
+    if codec_hash(codec) != tf.codec_hash:
+        raise TokenFileError(
+            f"{path}: token file made by another codec ('{tf.codec}', hash {tf.codec_hash}); the loaded "
+            f"codec '{name}' has hash {codec_hash(codec)}. Decode with the codec that encoded it (--codec)")
+    return codec
+
+
+def _wav_name(path: Path) -> Path:
+    """Append .wav (never with_suffix: IDs may hold dots, or a kept extension after a name clash)."""
+    return path if path.suffix.lower() == ".wav" else path.with_name(path.name + ".wav")
+
+
+def _decode_one(tf: TokenFile, path: Path, out: Path, cache: dict, args) -> None:
+    codec = _codec_for(tf, path, cache, args.codec, _device(args.device))
+    codes = torch.from_numpy(tf.codes.astype("int64"))[None].to(codec.device)
+    wav = codec.decode(codes)[0, :, : tf.n_samples]
+    tmp = out.with_name(f".{out.stem}.part{out.suffix}")
+    save_audio(tmp, wav, codec.sample_rate)
+    tmp.replace(out)
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    inp, out = args.input, args.output
+    cache: dict = {}
+    if inp.is_file():
+        entries = list(iter_tokens(inp))
+        if entries[0][0] is None:  # single utterance: errors propagate as `speechtok: error`
+            target = out if out.suffix.lower() in AUDIO_EXTENSIONS else out / f"{inp.stem}.wav"
+            _decode_one(entries[0][1], inp, target, cache, args)
+            return 0
+        files, root = [inp], inp.parent
+    elif inp.is_dir():
+        files, root = sorted(p for p in inp.rglob("*.npz") if not p.name.startswith(".")), inp
+        if not files:
+            raise CLIError(f"{inp}: no token files (.npz) found")
+    else:
+        raise CLIError(f"{inp}: no such file or folder")
+    failed = []
+    for path in tqdm(files, unit="file", desc="decode", disable=None):
+        rel = path.relative_to(root).with_suffix("")
+        try:
+            for uid, tf in iter_tokens(path):
+                target = _wav_name(out / (rel.parent / uid if uid is not None else rel))
+                _decode_one(tf, path, target, cache, args)
+        except (TokenFileError, AudioError, CodecError) as exc:
+            failed.append((str(path), _error_reason(exc, path)))
+    return _report(failed, out, "decode")
+
+
+# --- info / codecs ----------------------------------------------------------------------
+@command("info", "show what a token file holds")
+def info_command(p: argparse.ArgumentParser) -> Runner:
+    p.add_argument("file", type=Path)
+    return run_info
+
+
+def run_info(args: argparse.Namespace) -> int:
+    entries = list(iter_tokens(args.file))
+    tf = entries[0][1]
+    frames = sum(t.n_frames for _, t in entries)
+    seconds = sum(t.duration for _, t in entries)
+    rows = [("file", str(args.file)), ("codec", f"{tf.codec} (hash {tf.codec_hash})")]
+    if entries[0][0] is not None:
+        rows.append(("utterances", str(len(entries))))
+    rows += [
+        ("shape", f"{tf.n_codebooks} x {frames} (K x F), {tf.codes.dtype}"),
+        ("bitrate", f"{tf.bitrate:.0f} b/s ({tf.n_codebooks} x {math.log2(tf.codebook_size):g} bits "
+                    f"x {tf.frame_rate:g} frames/s)"),
+        ("duration", f"{seconds:.3f} s ({sum(t.n_samples for _, t in entries)} samples)"),
+        ("sample rate", f"{tf.sample_rate} Hz (source {', '.join(sorted({str(t.orig_sample_rate) for _, t in entries}))} Hz)"),
+        ("frame rate", f"{tf.frame_rate:g} Hz"),
+        ("format", str(tf.format_version)),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':<13}{value}")
+    return 0
+
+
+@command("codecs", "list the bundled codecs")
+def codecs_command(p: argparse.ArgumentParser) -> Runner:
+    return run_codecs
+
+
+def run_codecs(args: argparse.Namespace) -> int:
+    header = ("name", "family", "sample_rate", "frame_rate", "K", "codebook_size", "bitrate")
+    rows = []
+    for name in available_codecs():
+        m = read_config(PRETRAINED_DIR / name)
+        k, size, fr = m["n_codebooks"], m["codebook_size"], m["frame_rate"]
+        rows.append((name, m["family"], m["sample_rate"], f"{fr:g}", k, size, f"{k * math.log2(size) * fr:.0f}"))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+# --- subcommands backed by other modules ------------------------------------------------
+@command("eval", "evaluate a codec (reconstruction metrics) on a manifest or folder")
+def eval_command(p: argparse.ArgumentParser) -> Runner:
+    try:
+        from speechtok.eval import harness
+    except ImportError as exc:
+        raise CLIError(f"`speechtok eval` needs speechtok.eval.harness, which is not available ({exc})") from exc
+    harness.add_eval_arguments(p)
+    return harness.run_eval
+
+
+# --- entry point ------------------------------------------------------------------------
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands listed; only `selected` gets its arguments (and imports what it needs)."""
+    parser = argparse.ArgumentParser(prog="speechtok", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"speechtok {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help, setup) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        if name == selected:
+            p.set_defaults(run=setup(p))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        args = build_parser(selected).parse_args(argv)
+        return int(args.run(args) or 0)
+    except SystemExit as exc:  # argparse: usage errors (2), --help (0)
+        return exc.code if isinstance(exc.code, int) else 1
+    except CodecError as exc:
+        print(f"speechtok: error: {exc}", file=sys.stderr)
+        return 2
+    except (CLIError, TokenFileError, AudioError, OSError) as exc:
+        print(f"speechtok: error: {exc}", file=sys.stderr)
+        return exc.code if isinstance(exc, CLIError) else 1
+    except KeyboardInterrupt:
+        print("speechtok: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Manifests for the real recordings in ../shared/data (read in place, never copied).
+
+Each corpus keeps its own train/dev split (cathy: by prompt, LibriSpeech: by speaker, noise: by
+recording), so dev material never leaks into training. Durations come from FLAC headers.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from speechtok.data.audio import AudioError, duration_seconds
+from speechtok.data.manifest import Utterance
+
+SPLITS = ("train", "dev")
+
+
+def read_metadata(root: str | Path, required: tuple[str, ...]) -> list[dict]:
+    """Rows of `root/metadata.tsv`; text may contain quotes, so no CSV quoting is applied."""
+    path = Path(root) / "metadata.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metadata file not found (is the shared data at {Path(root).parent}?)")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing} (has {reader.fieldnames})")
+        rows = list(reader)
+    for i, row in enumerate(rows, start=2):
+        if row["split"] not in SPLITS:
+            raise ValueError(f"{path}:{i}: split {row['split']!r} is not one of {SPLITS}")
+    return rows
+
+
+def _utterance(root: Path, row: dict, prefix: str, speaker: str, text: str = "", **extra) -> Utterance:
+    path = (root / row["path"]).resolve()
+    if not path.is_file():
+        raise AudioError(f"{path}: listed in {root / 'metadata.tsv'} but missing")
+    return Utterance(
+        ID=f"{prefix}_{path.stem}",
+        path=str(path),
+        duration=duration_seconds(path),
+        speaker=speaker,
+        text=text,
+        split=row["split"],
+        extra=extra,
+    )
+
+
+def cathy_manifest(root: str | Path) -> list[Utterance]:
+    """One US-English female speaker reading CMU ARCTIC prompts (dev = prompts arctic_b0440+)."""
+    root = Path(root)
+    rows = read_metadata(root, ("path", "prompt_id", "split", "text"))
+    return [_utterance(root, r, "cathy", "cathy", r["text"], prompt_id=r["prompt_id"], sex="F") for r in rows]
+
+
+def _librispeech_sexes(root: Path) -> dict[str, str]:
+    """reader_id -> 'F'/'M' from LibriSpeech's SPEAKERS.TXT, if it is shipped with the audio."""
+    found = next((p for p in (root / "SPEAKERS.TXT", root / "audio" / "SPEAKERS.TXT") if p.is_file()), None)
+    if found is None:
+        return {}
+    sexes = {}
+    for line in found.read_text(encoding="utf-8").splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if line.startswith(";") or len(fields) < 2:
+            continue
+        sexes[fields[0]] = fields[1]
+    return sexes
+
+
+def librispeech_manifest(root: str | Path) -> list[Utterance]:
+    """LibriSpeech train-clean-100 subset, one utterance per speaker (dev = 25 held-out speakers)."""
+    root = Path(root)
+    rows = read_metadata(root, ("path", "speaker", "split", "text"))
+    sexes = _librispeech_sexes(root)
+    return [
+        _utterance(root, r, "ls", r["speaker"], r["text"], sex=sexes.get(r["speaker"], ""))
+        for r in rows
+    ]
+
+
+def noise_manifest(root: str | Path) -> list[Utterance]:
+    """Real background-noise recordings (dev = running_tap)."""
+    root = Path(root)
+    rows = read_metadata(root, ("path", "split"))
+    return [_utterance(root, r, "noise", "", license=r.get("license", "")) for r in rows]
+
+
+def split(utts: list[Utterance], name: str) -> list[Utterance]:
+    return [u for u in utts if u.split == name]
+
+
+def shared_manifests(shared_data: str | Path) -> dict[str, list[Utterance]]:
+    """{'cathy': [...], 'librispeech': [...], 'noise': [...]} for the shared-data folder."""
+    shared_data = Path(shared_data)
+    return {
+        "cathy": cathy_manifest(shared_data / "speech" / "cathy"),
+        "librispeech": librispeech_manifest(shared_data / "speech" / "librispeech_tc100"),
+        "noise": noise_manifest(shared_data / "noise"),
+    }
