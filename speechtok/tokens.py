@@ -35,8 +35,12 @@ class TokenFileError(ValueError):
 
 
 def codec_identity(codec) -> str:
-    """Canonical JSON of the codec's family and config: what the hash covers."""
-    return json.dumps({"family": codec.family, "config": codec.config()}, sort_keys=True,
+    """Canonical JSON of the codec's family and token config: what the hash covers.
+
+    Only what defines the token space counts, so codecs that share an encoder (dMel with a
+    vocoder or with Griffin-Lim) read each other's token files.
+    """
+    return json.dumps({"family": codec.family, "config": codec.token_config()}, sort_keys=True,
                       separators=(",", ":"))
 
 

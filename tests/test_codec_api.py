@@ -143,3 +143,10 @@ def test_griffin_lim_on_real_speech(shared_data, codec):
     x = load_audio(shared_data / "speech/cathy/audio/arctic_b0440_1592528910.flac", 16000)[None]
     y = codec.decode(codec.encode(x))[..., : x.shape[-1]]
     assert stoi(x[0, 0].numpy(), y[0, 0].numpy(), 16000) > 0.85
+
+
+def test_token_identity_ignores_the_decoder():
+    from speechtok.tokens import codec_hash
+
+    assert codec_hash(load_codec("dmel-16k")) == codec_hash(load_codec("dmel-16k-gl"))
+    assert codec_hash(DMelCodec(frame_rate=80)) != codec_hash(DMelCodec())

@@ -132,6 +132,10 @@ class Codec(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """Hyper-parameters that rebuild this codec with `cls(**config)`."""
 
+    def token_config(self) -> dict[str, Any]:
+        """The part of `config()` that determines the codes (decoder-only settings excluded)."""
+        return self.config()
+
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

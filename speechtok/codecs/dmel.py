@@ -69,6 +69,9 @@ class DMelCodec(Codec):
             vocoder=self.vocoder_config,
         )
 
+    def token_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.config().items() if k != "vocoder"}
+
     # --- features -----------------------------------------------------------------
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, n_mels, F] of wav [B, 1, F*hop], frames centred on t*hop.

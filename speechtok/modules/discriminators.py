@@ -41,9 +41,11 @@ class PeriodDiscriminator(nn.Module):
 
 
 class MultiPeriodDiscriminator(nn.Module):
-    def __init__(self, periods: tuple[int, ...] = (2, 3, 5, 7, 11), channels: int = 32) -> None:
+    def __init__(
+        self, periods: tuple[int, ...] = (2, 3, 5, 7, 11), channels: int = 32, max_channels: int = 512
+    ) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels) for p in periods)
+        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels, max_channels) for p in periods)
 
     def forward(self, x: torch.Tensor) -> tuple[Logits, FeatureMaps]:
         outs = [d(x) for d in self.discriminators]

@@ -10,6 +10,7 @@ multi-resolution STFT discriminators once `adv_start_step` is reached.
 
 Re-running the same command resumes from the last checkpoint; at the end the best
 checkpoint (dev PESQ) is exported as a codec folder (`config.json` + `model.safetensors`).
+Add `--export_only True` to export the best checkpoint so far without training.
 """
 
 from __future__ import annotations
@@ -147,14 +148,15 @@ def dev_subset(utts, n, seed=0):
     return [utts[i] for i in sorted(rng.choice(len(utts), size=min(n, len(utts)), replace=False))]
 
 
-def export(brain: VocoderBrain, hparams: dict) -> Path:
-    """Load the best checkpoint (by dev PESQ) and save it as a codec folder."""
-    brain.checkpointer.recover_if_possible(max_key="pesq_wb")
-    codec = brain.codec.cpu()
-    codec.vocoder.load_state_dict(brain.modules.generator.state_dict())
+def export(hparams: dict) -> Path:
+    """Save the best checkpoint so far (by dev PESQ) as a codec folder; safe while training runs."""
+    codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
+    checkpointer = sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"generator": codec.vocoder})
+    best = checkpointer.recover_if_possible(max_key="pesq_wb")
+    if best is None:
+        raise SystemExit(f"no checkpoint in {hparams['save_folder']} to export")
     out = codec.save_pretrained(hparams["export_folder"])
-    meta = brain.checkpointer.find_checkpoint(max_key="pesq_wb").meta
-    (out / "training.json").write_text(json.dumps({k: meta[k] for k in ("pesq_wb", "stoi", "step")}, indent=2) + "\n")
+    (out / "training.json").write_text(json.dumps({k: best.meta[k] for k in ("pesq_wb", "stoi", "step")}, indent=2) + "\n")
     return out
 
 
@@ -162,6 +164,9 @@ def main(argv: list[str]) -> None:
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file) as f:
         hparams = load_hyperpyyaml(f, overrides)
+    if hparams["export_only"]:
+        print(f"exported {export(hparams)}")
+        return
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -184,8 +189,7 @@ def main(argv: list[str]) -> None:
         valid_loader_kwargs={"batch_size": 1},
     )
     if sb.utils.distributed.if_main_process():
-        out = export(brain, hparams)
-        print(f"exported {out}")
+        print(f"exported {export(hparams)}")
 
 
 if __name__ == "__main__":
