@@ -9,6 +9,7 @@ lazily and the rest of the CLI works without them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -488,14 +489,29 @@ def run_codecs(args: argparse.Namespace) -> int:
 
 
 # --- subcommands backed by other modules ------------------------------------------------
-@command("eval", "evaluate a codec (reconstruction metrics) on a manifest or folder")
-def eval_command(p: argparse.ArgumentParser) -> Runner:
-    try:
-        from speechtok.eval import harness
-    except ImportError as exc:
-        raise CLIError(f"`speechtok eval` needs speechtok.eval.harness, which is not available ({exc})") from exc
-    harness.add_eval_arguments(p)
-    return harness.run_eval
+def _delegate(module: str, add_arguments: str, run: str) -> Callable[[argparse.ArgumentParser], Runner]:
+    """A subcommand whose arguments and runner live in `module`, imported only when chosen."""
+
+    def setup(p: argparse.ArgumentParser) -> Runner:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise CLIError(f"`speechtok {p.prog.split()[-1]}` needs {module}, which cannot be imported ({exc})") from exc
+        getattr(mod, add_arguments)(p)
+        return getattr(mod, run)
+
+    return setup
+
+
+for _name, _help, _module, _add, _run in [
+    ("eval", "evaluate a codec (reconstruction metrics) on a manifest or folder",
+     "speechtok.eval.harness", "add_eval_arguments", "run_eval"),
+    ("eval-tts", "score generated speech: WER (Whisper), speaker similarity, DNSMOS, with ceilings",
+     "speechtok.eval.generation", "add_eval_tts_arguments", "run_eval_tts"),
+    ("eval-enhance", "score enhanced speech per SNR band against noisy input and codec ceiling",
+     "speechtok.eval.generation", "add_eval_enhance_arguments", "run_eval_enhance"),
+]:
+    command(_name, _help)(_delegate(_module, _add, _run))
 
 
 # --- entry point ------------------------------------------------------------------------
