@@ -150,3 +150,20 @@ def test_token_identity_ignores_the_decoder():
 
     assert codec_hash(load_codec("dmel-16k")) == codec_hash(load_codec("dmel-16k-gl"))
     assert codec_hash(DMelCodec(frame_rate=80)) != codec_hash(DMelCodec())
+
+
+def test_long_audio_is_encoded_in_bounded_chunks(monkeypatch):
+    codec = DMelCodec()
+    seen = []
+    inner = codec._encode_frames
+    monkeypatch.setattr(codec, "_encode_frames", lambda w: seen.append(w.shape[-1]) or inner(w))
+    x = torch.randn(1, 1, 16000 * 150) * 0.1  # 150 s = 7500 frames, chunks of 3000
+    codes = codec.encode(x)
+    assert codes.shape[-1] == 7500
+    assert len(seen) == 3 and max(seen) <= (codec.chunk_frames + 2 * codec.context_frames) * codec.hop_length
+
+
+def test_frame_rate_option():
+    codec = DMelCodec(frame_rate=80)
+    assert codec.hop_length == 200 and codec.bitrate == 80 * 4 * 80
+    assert codec.encode(torch.randn(1, 1, 16000) * 0.1).shape == (1, 80, 80)
