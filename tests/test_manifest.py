@@ -36,3 +36,38 @@ def test_missing_columns(tmp_path):
     (tmp_path / "bad.csv").write_text("path,text\nx.wav,hi\n")
     with pytest.raises(ValueError, match="bad.csv.*ID"):
         read_manifest(tmp_path / "bad.csv")
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
+    (tmp_path / "pack/manifests").mkdir(parents=True)
+    (tmp_path / "pack/manifests/m.csv").write_text("ID,path,duration\nx,../audio/x.ogg,1.0\n")
+    (utt,) = read_manifest(tmp_path / "pack/manifests/m.csv")
+    assert utt.path == str((tmp_path / "pack/audio/x.ogg").resolve())
+
+
+def test_training_pack_is_portable(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    from speechtok.data import load_audio
+
+    src = tmp_path / "src"
+    src.mkdir()
+    utts = []
+    for i in range(2):
+        sf.write(src / f"u{i}.flac", (0.3 * np.sin(np.arange(16000) * 0.05 * (i + 1))).astype("float32"), 16000)
+        utts.append(Utterance(f"u{i}", str(src / f"u{i}.flac"), 1.0, "spk", "hi", "", "train"))
+    write_manifest(tmp_path / "m/toy_train.csv", utts)
+    out = tmp_path / "pack"
+    cmd = [sys.executable, "recipes/data/pack.py", "--manifests", str(tmp_path / "m"), "--names", "toy",
+           "--splits", "train", "--out", str(out), "--workers", "1"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=__import__("pathlib").Path(__file__).parents[1])
+    moved = tmp_path / "moved"
+    out.rename(moved)  # the pack works from anywhere
+    back = read_manifest(moved / "manifests/toy_train.csv")
+    assert [u.ID for u in back] == ["u0", "u1"] and back[0].text == "hi"
+    wav = load_audio(back[1].path, 16000)
+    assert back[1].path.endswith(".ogg") and abs(wav.shape[-1] - 16000) < 400

@@ -2,7 +2,8 @@
 
 Columns: ID, path, duration, speaker, text, phonemes, split (plus optional extras such as
 `clean_path` and `snr_db` for enhancement pairs). SpeechBrain requires the `ID` column and
-parses `duration` as float; paths are absolute so a manifest works from any directory.
+parses `duration` as float. Paths are written absolute; a relative path (as in a portable
+training pack) is read relative to the manifest's own folder.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             extra = {k: v for k, v in row.items() if k not in known}
             base = {k: v for k, v in row.items() if k in known}
             base["duration"] = float(base["duration"])
+            if not Path(base["path"]).is_absolute():
+                base["path"] = str((path.parent / base["path"]).resolve())
             out.append(Utterance(**base, extra=extra))
     return out
 
