@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PKGS=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox)
+APT_PKGS=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox chromium)
 PYTHON=${PYTHON:-python3.11}
-EXTRAS=${SPEECHTOK_EXTRAS:-test,eval}
+EXTRAS=${SPEECHTOK_EXTRAS:-test,eval,demo}
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

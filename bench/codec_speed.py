@@ -102,7 +102,7 @@ def main() -> None:
     rows = measure(args)
     add_ratios(rows)
     print(f"{args.seconds:g} s of audio per item, {args.threads} threads, best of {args.repeats}")
-    print(f"| system | op | batch | x real time | vs EnCodec | vs Vocos-mel |\n|---|---|---:|---:|---:|---:|")
+    print("| system | op | batch | x real time | vs EnCodec | vs Vocos-mel |\n|---|---|---:|---:|---:|---:|")
     for r in rows:
         vv = f"{r['vs_vocos']:.2f}" if "vs_vocos" in r else ""
         print(f"| {r['system']} | {r['op']} | {r['batch']} | {r['x_realtime']:.1f} | {r['vs_encodec']:.2f} | {vv} |")

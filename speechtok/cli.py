@@ -510,6 +510,8 @@ for _name, _help, _module, _add, _run in [
      "speechtok.eval.generation", "add_eval_tts_arguments", "run_eval_tts"),
     ("eval-enhance", "score enhanced speech per SNR band against noisy input and codec ceiling",
      "speechtok.eval.generation", "add_eval_enhance_arguments", "run_eval_enhance"),
+    ("demo", "start the browser demo (codec comparison, TTS, enhancement, listening tests)",
+     "speechtok.demo.app", "add_demo_arguments", "run_demo"),
 ]:
     command(_name, _help)(_delegate(_module, _add, _run))
 

@@ -4,7 +4,9 @@ Tests that read ../shared/data skip when it is absent (a user's machine), unless
 SPEECHTOK_REQUIRE_SHARED=1 (set by .ci/run) turns the skip into a failure.
 """
 
+import importlib
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,13 +16,30 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SPEECHTOK_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def missing(msg: str, module_level: bool = False):
+    """Skip on a user's machine; fail in CI (SPEECHTOK_REQUIRE_SHARED=1), which installs everything."""
+    if os.environ.get("SPEECHTOK_REQUIRE_SHARED") == "1":
+        pytest.fail(msg + " (SPEECHTOK_REQUIRE_SHARED=1)", pytrace=False)
+    pytest.skip(msg, allow_module_level=module_level)
+
+
+def require_modules(*names: str, hint: str, module_level: bool = False):
+    """Import optional packages (an extra of speechtok), or `missing()`; returns the module(s)."""
+    mods = []
+    for name in names:
+        try:
+            with warnings.catch_warnings():  # some judges import deprecated modules
+                warnings.simplefilter("ignore")
+                mods.append(importlib.import_module(name))
+        except ImportError as exc:
+            missing(f"{name} is not installed ({exc}; {hint})", module_level)
+    return mods[0] if len(mods) == 1 else mods
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
-        msg = f"shared data not found at {SHARED_DATA}"
-        if os.environ.get("SPEECHTOK_REQUIRE_SHARED") == "1":
-            pytest.fail(msg + " (SPEECHTOK_REQUIRE_SHARED=1)")
-        pytest.skip(msg)
+        missing(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
 
 

@@ -2,14 +2,13 @@
 
 import argparse
 import csv
-import importlib
 import json
 import os
 import socket
-import warnings
 
 import numpy as np
 import pytest
+from conftest import require_modules
 import soundfile as sf
 import torch
 
@@ -24,16 +23,7 @@ from speechtok.eval.harness import EvalError  # noqa: E402
 
 def need(*modules):
     """Skip without the judge packages (the `eval` extra); fail instead on CI."""
-    for name in modules:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                importlib.import_module(name)
-        except ImportError as exc:
-            msg = f"judge package missing: {exc} (pip install 'speechtok[eval]')"
-            if os.environ.get("SPEECHTOK_REQUIRE_SHARED") == "1":
-                pytest.fail(msg + " (SPEECHTOK_REQUIRE_SHARED=1)")
-            pytest.skip(msg)
+    require_modules(*modules, hint="pip install 'speechtok[eval]'")
 
 
 @pytest.fixture(scope="module")

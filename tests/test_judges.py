@@ -3,13 +3,12 @@ similarity (resemblyzer) and DNSMOS. Judge packages are the `eval` extra: their 
 without them, unless SPEECHTOK_REQUIRE_SHARED=1 (CI), where a missing judge fails."""
 
 import csv
-import importlib
 import os
 import socket
-import warnings
 
 import numpy as np
 import pytest
+from conftest import require_modules
 import soundfile as sf
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the judges must never need the Hugging Face hub
@@ -19,16 +18,8 @@ from speechtok.eval.harness import EvalError  # noqa: E402
 
 
 def need(*modules):
-    for name in modules:
-        try:
-            with warnings.catch_warnings():  # resemblyzer's imports are old (pkg_resources, scipy)
-                warnings.simplefilter("ignore")
-                importlib.import_module(name)
-        except ImportError as exc:
-            msg = f"judge package missing: {exc} (pip install 'speechtok[eval]')"
-            if os.environ.get("SPEECHTOK_REQUIRE_SHARED") == "1":
-                pytest.fail(msg + " (SPEECHTOK_REQUIRE_SHARED=1)")
-            pytest.skip(msg)
+    """Skip without the judge packages (the `eval` extra); fail instead on CI."""
+    require_modules(*modules, hint="pip install 'speechtok[eval]'")
 
 
 @pytest.fixture(scope="module")

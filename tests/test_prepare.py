@@ -1,12 +1,11 @@
 """recipes/data/prepare.py end to end with tiny settings, then a resumed run with a stage off."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import missing
 import soundfile as sf
 
 from speechtok.data.manifest import read_manifest
@@ -28,9 +27,7 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
     try:
         check_engines(DEFAULT_VOICES)
     except EngineMissing as exc:
-        if os.environ.get("SPEECHTOK_REQUIRE_SHARED") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        missing(str(exc))
     out = tmp_path / "data"
     stdout, summary = run_prepare(shared_data, out)
     m = summary["manifests"]

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import missing
 import soundfile as sf
 
 from speechtok.data.manifest import read_manifest, write_manifest
@@ -40,9 +41,7 @@ def require_engines(voices):
     try:
         check_engines([parse_voice(v) for v in voices])
     except EngineMissing as exc:
-        if os.environ.get("SPEECHTOK_REQUIRE_SHARED") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        missing(str(exc))
 
 
 def test_default_voices_are_many_distinct_and_round_trip():
