@@ -510,6 +510,10 @@ for _name, _help, _module, _add, _run in [
      "speechtok.eval.generation", "add_eval_tts_arguments", "run_eval_tts"),
     ("eval-enhance", "score enhanced speech per SNR band against noisy input and codec ceiling",
      "speechtok.eval.generation", "add_eval_enhance_arguments", "run_eval_enhance"),
+    ("tts", "speak text with a bundled or trained token-LM (optionally in the voice of a prompt)",
+     "speechtok.lm.cli", "add_tts_arguments", "run_tts"),
+    ("enhance", "clean noisy speech token-to-token with an enhancement LM (file or folder)",
+     "speechtok.lm.cli", "add_enhance_arguments", "run_enhance"),
     ("demo", "start the browser demo (codec comparison, TTS, enhancement, listening tests)",
      "speechtok.demo.app", "add_demo_arguments", "run_demo"),
 ]:

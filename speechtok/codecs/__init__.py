@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -17,10 +18,15 @@ def available_codecs() -> list[str]:
     """Short names of the bundled checkpoints."""
     if not PRETRAINED_DIR.is_dir():
         return []
-    return sorted(
-        p.name for p in PRETRAINED_DIR.iterdir()
-        if (p / "config.json").exists() and read_config(p)["family"] in FAMILIES
-    )
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if _family(p) in FAMILIES)
+
+
+def _family(folder: Path) -> str | None:
+    """The family a pretrained folder declares (LM checkpoints live beside codecs)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("family")
+    except (OSError, ValueError):
+        return None
 
 
 def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> Codec:

@@ -1,0 +1,148 @@
+"""A trained token LM on disk: a folder with `config.json` and fp16 `model.safetensors`.
+
+config.json holds the task (tts | enhance), the codec it was trained on (name and the hash of
+its token config, which leaves out decoder-only settings, so a codec that makes the same
+codes with a better decoder, e.g. dmel-16k vs dmel-16k-gl, still matches), the pattern, the model config, the text vocabulary (TTS), sampling defaults and an
+optional default voice (a short prompt whose codes sit in model.safetensors under
+`default_prompt.codes`). The `family`/`format_version`/`config` keys follow the codec
+folders' layout, so both kinds of folder can live side by side in `speechtok/pretrained/`.
+Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from speechtok.lm.model import LMConfig, TokenLM
+from speechtok.tokens import codec_hash
+
+FAMILY = "token-lm"
+FORMAT_VERSION = 1
+TASKS = ("tts", "enhance")
+PROMPT_KEY = "default_prompt.codes"
+
+
+class CheckpointError(ValueError):
+    """A missing, malformed or mismatched LM checkpoint; the message names the folder."""
+
+
+def codec_info(codec) -> dict[str, Any]:
+    return {"name": str(codec.name), "hash": codec_hash(codec), "family": codec.family, "sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
+            "n_codebooks": int(codec.n_codebooks), "codebook_size": int(codec.codebook_size)}
+
+
+def save_lm(directory: str | Path, lm: TokenLM, task: str, codec, *, text: dict | None = None,
+            default_prompt: dict | None = None, sampling: dict | None = None, training: dict | None = None,
+            dtype: torch.dtype = torch.float16) -> Path:
+    """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...}."""
+    if task not in TASKS:
+        raise CheckpointError(f"{directory}: task must be one of {TASKS}, got {task!r}")
+    if (task == "tts") != (text is not None):
+        raise CheckpointError(f"{directory}: a tts model needs its text vocabulary (and only tts has one)")
+    cfg = lm.cfg
+    if (cfg.n_codebooks, cfg.codebook_size) != (codec.n_codebooks, codec.codebook_size):
+        raise CheckpointError(f"{directory}: model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
+                              f"'{codec.name}' makes {codec.n_codebooks} x {codec.codebook_size}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in lm.state_dict().items()}
+    prompt_meta = None
+    if default_prompt is not None:
+        codes = torch.as_tensor(default_prompt["codes"])
+        if codes.dim() != 2 or codes.shape[0] != codec.n_codebooks:
+            raise CheckpointError(f"{directory}: default prompt codes must be [K={codec.n_codebooks}, P], "
+                                  f"got {tuple(codes.shape)}")
+        state[PROMPT_KEY] = codes.to(torch.int32).contiguous()
+        prompt_meta = {k: v for k, v in default_prompt.items() if k != "codes"}
+    meta = {
+        "family": FAMILY, "format_version": FORMAT_VERSION, "task": task, "pattern": cfg.pattern,
+        "codec": codec_info(codec), "config": asdict(cfg), "text": text, "default_prompt": prompt_meta,
+        "sampling": sampling or {}, "training": training or {},
+    }
+    save_file(state, str(directory / "model.safetensors"), metadata={"family": FAMILY, "task": task})
+    (directory / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    return directory
+
+
+def is_lm_folder(path: str | Path) -> bool:
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("family") == FAMILY
+    except (OSError, ValueError):
+        return False
+
+
+def read_lm_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not an LM folder (no config.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    if meta.get("family") != FAMILY:
+        raise CheckpointError(f"{path}: not a token LM (family {meta.get('family')!r}, expected {FAMILY!r})")
+    missing = [k for k in ("format_version", "task", "codec", "config", "pattern") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {meta['format_version']} is newer than this speechtok "
+                              f"supports ({FORMAT_VERSION}); upgrade speechtok")
+    if meta["task"] not in TASKS:
+        raise CheckpointError(f"{path}: unknown task {meta['task']!r}")
+    if meta["config"].get("pattern") != meta["pattern"]:
+        raise CheckpointError(f"{path}: pattern {meta['pattern']!r} disagrees with the model config")
+    return meta
+
+
+def check_codec(meta: dict, codec, where: str | Path) -> None:
+    """Raise unless `codec` makes the codes the model was trained on."""
+    want = meta["codec"]
+    if codec_hash(codec) != want["hash"]:
+        raise CheckpointError(
+            f"{where}: model was trained on codec '{want['name']}' (hash {want['hash']}), but codec "
+            f"'{codec.name}' makes different codes (hash {codec_hash(codec)}); use a model for that codec")
+
+
+def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu") -> tuple[TokenLM, dict]:
+    """(model in eval mode, config dict); meta["default_prompt"]["codes"] is a LongTensor [K, P] if present.
+    With `codec`, also checks that it makes the codes the model expects."""
+    directory = Path(directory)
+    meta = read_lm_config(directory)
+    if codec is not None:
+        check_codec(meta, codec, directory)
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: model.safetensors is missing")
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # truncated or not a safetensors file
+        raise CheckpointError(f"{weights}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+    prompt = state.pop(PROMPT_KEY, None)
+    try:
+        lm = TokenLM(LMConfig(**meta["config"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory}/config.json: invalid model config ({exc})") from exc
+    own = lm.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{weights}: weights do not match config.json (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
+    lm.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    if meta.get("default_prompt") is not None:
+        if prompt is None:
+            raise CheckpointError(f"{weights}: config.json names a default prompt but its codes are missing")
+        meta["default_prompt"]["codes"] = prompt.long()
+    return lm.to(device).eval(), meta
+
+
+__all__ = ["FAMILY", "FORMAT_VERSION", "CheckpointError", "check_codec", "codec_info", "is_lm_folder", "load_lm",
+           "read_lm_config", "save_lm"]

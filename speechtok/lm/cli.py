@@ -1,0 +1,170 @@
+"""`speechtok tts` and `speechtok enhance`: argument set-up and runners for the main CLI.
+
+The main CLI registers the subcommands and calls `add_*_arguments(parser)`, then `run_*(args)`,
+which return an exit code: 0 on success, 1 when some inputs of a batch failed (listed on
+stderr and in OUT/failed.tsv), 2 for a bad model, codec or input that stops the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from speechtok.codecs import CodecError
+from speechtok.data.audio import AudioError, save_audio
+from speechtok.lm.checkpoint import CheckpointError
+from speechtok.lm.inference import LMInputError, load_enhancer, load_tts
+from speechtok.lm.text import TextError
+from speechtok.tokens import TokenFileError
+
+ERRORS = (TextError, LMInputError, CheckpointError, CodecError, AudioError, TokenFileError)
+
+
+def _common(p: argparse.ArgumentParser, task: str) -> None:
+    p.add_argument("--model", help=f"bundled {task} model name or model folder (default: the one for --codec)")
+    p.add_argument("--codec", help="codec to use (picks the bundled model trained on it)")
+    p.add_argument("--seed", type=int, help="random seed: same seed, same output")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy); default from the model")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold")
+
+
+def _fail(exc: Exception) -> int:
+    print(f"speechtok: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _sampling(args) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+
+
+# --- tts ---------------------------------------------------------------------------------
+def add_tts_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="?", help="text to speak (or use --text-file)")
+    p.add_argument("-o", "--output", type=Path, help="output .wav (one text)")
+    p.add_argument("--text-file", type=Path, help="batch mode: one sentence a line, written to --out-dir")
+    p.add_argument("--out-dir", type=Path, help="batch mode output folder (0001.wav, 0002.wav, ...)")
+    p.add_argument("--prompt", help="reference clip (~3 s) of the voice to use: audio file or token file (.npz)")
+    p.add_argument("--prompt-text", help="transcript of --prompt: continue the clip instead (VALL-E style)")
+    p.add_argument("--batch-size", type=int, default=8, help="sentences generated together in batch mode")
+    p.add_argument("--max-seconds", type=float, help="longest output per sentence")
+    _common(p, "tts")
+
+
+def run_tts(args: argparse.Namespace) -> int:
+    if (args.text is None) == (args.text_file is None):
+        return _fail("give either a text or --text-file")
+    if args.text is not None and args.output is None:
+        return _fail("say where to write the audio: -o out.wav")
+    if args.text_file is not None and args.out_dir is None:
+        return _fail("batch mode needs --out-dir")
+    try:
+        synth = load_tts(args.model, codec=args.codec, device=args.device)
+        kw = dict(prompt_wav=args.prompt, prompt_text=args.prompt_text, seed=args.seed,
+                  max_seconds=args.max_seconds, **_sampling(args))
+        if args.text is not None:
+            t0 = time.perf_counter()
+            wav = synth.tts(args.text, **kw)
+            save_audio(args.output, wav, synth.sample_rate)
+            _speed(wav.shape[-1] / synth.sample_rate, time.perf_counter() - t0, args.output)
+            return 0
+        lines = [line.strip() for line in args.text_file.read_text(encoding="utf-8").splitlines()]
+        jobs = [(i, line) for i, line in enumerate(lines, 1) if line]
+        if not jobs:
+            return _fail(f"{args.text_file}: no sentences (one a line)")
+    except ERRORS as exc:
+        return _fail(exc)
+    return _tts_batch(synth, jobs, args, kw)
+
+
+def _tts_batch(synth, jobs, args, kw) -> int:
+    width = max(4, len(str(jobs[-1][0])))
+    failed, seconds, t0 = [], 0.0, time.perf_counter()
+    for start in range(0, len(jobs), max(args.batch_size, 1)):
+        chunk = jobs[start : start + args.batch_size]
+        try:
+            wavs = synth.tts_batch([t for _, t in chunk], **kw)
+        except (TextError, LMInputError):  # one bad line: do this batch line by line to name it
+            wavs = []
+            for n, text in chunk:
+                try:
+                    wavs.append(synth.tts(text, **kw))
+                except (TextError, LMInputError) as exc:
+                    wavs.append(None)
+                    failed.append((f"line {n}", str(exc)))
+        except ERRORS as exc:
+            return _fail(exc)
+        for (n, _), wav in zip(chunk, wavs):
+            if wav is not None:
+                save_audio(args.out_dir / f"{n:0{width}d}.wav", wav, synth.sample_rate)
+                seconds += wav.shape[-1] / synth.sample_rate
+    _speed(seconds, time.perf_counter() - t0, args.out_dir)
+    return _report(failed, args.out_dir, "synthesize")
+
+
+# --- enhance -----------------------------------------------------------------------------
+def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", type=Path, help="noisy audio file, token file (.npz) or folder (searched recursively)")
+    p.add_argument("output", type=Path, help="output .wav for one file, or a folder mirroring the input tree")
+    _common(p, "enhance")
+
+
+def run_enhance(args: argparse.Namespace) -> int:
+    from speechtok.cli import find_audio  # the main CLI's notion of an audio file
+
+    inp, out = args.input, args.output
+    try:
+        enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
+        if inp.is_file():
+            target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"
+            t0 = time.perf_counter()
+            wav = enhancer.enhance(inp, seed=args.seed, **_sampling(args))
+            save_audio(target, wav, enhancer.sample_rate)
+            _speed(wav.shape[-1] / enhancer.sample_rate, time.perf_counter() - t0, target)
+            return 0
+        if not inp.is_dir():
+            return _fail(f"{inp}: no such file or folder")
+        files = find_audio(inp, exclude=out if out.resolve().is_relative_to(inp.resolve()) else None)
+        files += sorted(p for p in inp.rglob("*.npz") if not p.name.startswith("."))
+        if not files:
+            return _fail(f"{inp}: no audio or token files found")
+    except ERRORS as exc:
+        return _fail(exc)
+    failed, seconds, t0 = [], 0.0, time.perf_counter()
+    for f in files:
+        try:
+            wav = enhancer.enhance(f, seed=args.seed, **_sampling(args))
+        except (AudioError, TokenFileError, LMInputError) as exc:
+            failed.append((str(f), str(exc).removeprefix(f"{f}: ")))
+            continue
+        rel = f.relative_to(inp)
+        save_audio(out / rel.with_suffix(".wav"), wav, enhancer.sample_rate)
+        seconds += wav.shape[-1] / enhancer.sample_rate
+    _speed(seconds, time.perf_counter() - t0, out)
+    return _report(failed, out, "enhance")
+
+
+# --- shared ------------------------------------------------------------------------------
+def _speed(audio_s: float, wall_s: float, where) -> None:
+    rtf = f", {audio_s / wall_s:.2f}x real time" if wall_s > 0 and audio_s > 0 else ""
+    print(f"speechtok: wrote {audio_s:.1f} s of audio to {where} in {wall_s:.1f} s{rtf}", file=sys.stderr)
+
+
+def _report(failed: list[tuple[str, str]], out_dir: Path, what: str) -> int:
+    tsv = out_dir / "failed.tsv"
+    if not failed:
+        if tsv.exists():
+            tsv.unlink()
+        return 0
+    print(f"speechtok: {len(failed)} input(s) failed to {what}:", file=sys.stderr)
+    for name, reason in failed:
+        print(f"  {name}\t{reason}", file=sys.stderr)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tsv.write_text("input\treason\n" + "".join(f"{n}\t{r}\n" for n, r in failed))
+    return 1
+
+
+__all__ = ["add_enhance_arguments", "add_tts_arguments", "run_enhance", "run_tts"]

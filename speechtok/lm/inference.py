@@ -1,0 +1,283 @@
+"""Use trained token LMs: text-to-speech (`Synthesizer`) and speech enhancement (`Enhancer`).
+
+TTS lays a row out as [phonemes] [sep] [prompt audio] and lets the LM continue the audio:
+- with a reference clip *and its transcript*, VALL-E continuation: the source is
+  transcript + text and the clip's codes are the start of the audio;
+- with a clip alone, a speaker prompt: the source is the text and the first ~3 s of the clip
+  (silence trimmed) stand before the target audio, as the recipe trains it;
+- with neither, the checkpoint's default voice (a stored clip with its transcript).
+Enhancement encodes the noisy waveform, generates clean codes of the same length (long
+inputs in chunks that fit the model) and decodes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+
+from speechtok.codecs import PRETRAINED_DIR, load_codec
+from speechtok.data.audio import AudioError, check_waveform, load_audio
+from speechtok.lm.checkpoint import CheckpointError, is_lm_folder, load_lm, read_lm_config
+from speechtok.lm.text import TextError, TextFrontend
+from speechtok.tokens import TokenFileError, codec_hash, load_tokens
+
+Audio = str | Path | torch.Tensor
+
+
+class LMInputError(ValueError):
+    """Bad input to TTS or enhancement (prompt, audio, length); the message says what to change."""
+
+
+def available_models(task: str | None = None, folder: str | Path = PRETRAINED_DIR) -> list[str]:
+    """Names of the bundled LMs (e.g. 'tts-dmel-16k'), optionally of one task."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = []
+    for p in sorted(folder.iterdir()):
+        if is_lm_folder(p):
+            try:
+                if task is None or read_lm_config(p)["task"] == task:
+                    names.append(p.name)
+            except CheckpointError:
+                continue
+    return names
+
+
+def _resolve(task: str, name_or_path, codec, folder: Path) -> tuple[Path, object]:
+    """The model folder and the codec to decode with (a name, a Codec, or None: the model's own)."""
+    if name_or_path is not None:
+        path = Path(name_or_path)
+        if is_lm_folder(path):
+            return path, codec
+        if is_lm_folder(folder / str(name_or_path)):
+            return folder / str(name_or_path), codec
+        raise CheckpointError(f"unknown model '{name_or_path}': not a bundled name and not a model folder. "
+                              f"Bundled {task} models: {', '.join(available_models(task, folder)) or 'none'}")
+    names = available_models(task, folder)
+    if not names:
+        raise CheckpointError(f"no {task} model is bundled in {folder}; train one with recipes/lm/train.py "
+                              f"(recipes/lm/{task}/hparams) or pass a model folder")
+    if codec is None:
+        return folder / names[0], None
+    codec = load_codec(codec) if isinstance(codec, (str, Path)) else codec
+    own = folder / f"{task}-{codec.name}"
+    if is_lm_folder(own):
+        return own, codec
+    for n in names:  # a model trained on a codec with the same codes (e.g. another decoder)
+        if read_lm_config(folder / n)["codec"]["hash"] == codec_hash(codec):
+            return folder / n, codec
+    raise CheckpointError(f"no bundled {task} model for codec '{codec.name}'; bundled: {', '.join(names)}")
+
+
+def _load(task: str, name_or_path, codec, device, folder):
+    path, codec = _resolve(task, name_or_path, codec, Path(folder))
+    meta = read_lm_config(path)
+    if meta["task"] != task:
+        raise CheckpointError(f"{path}: is a {meta['task']} model, not {task}")
+    if codec is None:
+        codec = load_codec(meta["codec"]["name"], device=device)
+    elif isinstance(codec, (str, Path)):
+        codec = load_codec(codec, device=device)
+    lm, meta = load_lm(path, codec, device=device)
+    return lm, meta, codec.to(device).eval(), path
+
+
+class _Runner:
+    def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
+        self.lm, self.codec, self.meta, self.path = lm, codec, meta, path
+        self.sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "rep_window": 0, **meta.get("sampling", {})}
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def _audio(self, audio: Audio, sr: int | None, what: str) -> torch.Tensor:
+        """Mono waveform [1, T] at the codec's rate: files are resampled, tensors must already be there."""
+        if isinstance(audio, (str, Path)):
+            return load_audio(audio, self.sample_rate)
+        if not torch.is_tensor(audio):
+            raise LMInputError(f"{what}: expected a file path or a waveform tensor, got {type(audio).__name__}")
+        if sr is not None and int(sr) != self.sample_rate:
+            raise LMInputError(f"{what}: audio is at {sr} Hz but codec '{self.codec.name}' needs {self.sample_rate} "
+                               "Hz; resample it (speechtok.data.audio.resample) or pass the file path")
+        wav = audio.float()
+        if wav.dim() == 1:
+            wav = wav[None]
+        if wav.dim() != 2 or wav.shape[0] != 1:
+            raise LMInputError(f"{what}: expected mono audio [T] or [1, T], got {tuple(audio.shape)}")
+        return check_waveform(wav, what)
+
+    def _codes_from_file(self, path: Path, what: str) -> torch.Tensor:
+        tf = load_tokens(path)
+        if tf.codec_hash != codec_hash(self.codec):
+            raise TokenFileError(f"{path}: {what} tokens were made by codec '{tf.codec}' (hash {tf.codec_hash}), "
+                                 f"whose codes differ from those of '{self.codec.name}' that this model uses; "
+                                 f"encode the audio again with --codec {self.codec.name}, or pass the audio file")
+        return torch.from_numpy(tf.codes.astype("int64"))
+
+    def _encode(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int]:
+        """Codes [K, F] and length in samples of a waveform, path or token file (.npz)."""
+        if isinstance(audio, (str, Path)) and Path(audio).suffix == ".npz":
+            codes = self._codes_from_file(Path(audio), what)
+            return codes, codes.shape[-1] * self.codec.hop_length
+        wav = self._audio(audio, sr, what)
+        return self.codec.encode(wav[None].to(self.codec.device))[0].long().cpu(), wav.shape[-1]
+
+    def _decode(self, codes: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for c, n in zip(codes, lengths.tolist()):  # n >= 1: generation runs with min_len >= 1
+            wav = self.codec.decode(c[None, :, :n].to(self.codec.device))[0].float().cpu()
+            out.append(wav[:, : n * self.codec.hop_length])
+        return out
+
+    def _generate(self, src, src_len, prompt, prompt_len, seed, overrides, **kw):
+        opts = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
+        dev = self.device
+        try:
+            return self.lm.generate(src.to(dev), src_len.to(dev), None if prompt is None else prompt.to(dev),
+                                    None if prompt_len is None else prompt_len.to(dev), seed=seed, **opts, **kw)
+        except ValueError as exc:
+            if "too long" in str(exc):
+                raise LMInputError(f"input too long for this model ({exc}); split it into shorter pieces") from exc
+            raise
+
+
+class Synthesizer(_Runner):
+    """Text to speech with a TTS checkpoint (see the module docstring for the prompt modes)."""
+
+    prompt_seconds = 3.0
+
+    def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
+        super().__init__(lm, codec, meta, path)
+        if meta.get("text") is None:
+            raise CheckpointError(f"{path}: TTS checkpoint has no text vocabulary")
+        self.frontend = TextFrontend.from_config(meta["text"])
+        self.default_prompt = meta.get("default_prompt")
+
+    def _prompt(self, prompt_wav, prompt_sr, prompt_text) -> tuple[torch.Tensor | None, str]:
+        """Prompt codes [K, P] (or None) and the symbols to put before the text ('' if none)."""
+        if prompt_wav is None:
+            if prompt_text is not None:
+                raise LMInputError("prompt_text given without prompt audio")
+            dp = self.default_prompt
+            return (None, "") if dp is None else (dp["codes"], dp["symbols"])
+        if prompt_text is not None:  # continuation: the whole clip, its transcript before the text
+            codes, _ = self._encode(prompt_wav, prompt_sr, "prompt")
+            return codes, self.frontend.to_symbols(prompt_text)
+        if isinstance(prompt_wav, (str, Path)) and Path(prompt_wav).suffix == ".npz":
+            codes, _ = self._encode(prompt_wav, prompt_sr, "prompt")
+        else:
+            wav = self._audio(prompt_wav, prompt_sr, "prompt")
+            trimmed, _ = librosa.effects.trim(wav[0].numpy(), top_db=40)
+            if len(trimmed) < 0.5 * self.sample_rate or float(np.abs(trimmed).max()) < 1e-3:
+                raise LMInputError(f"prompt: only {len(trimmed) / self.sample_rate:.2f} s of sound after trimming "
+                                   "silence (or it is silent); give a clip of about 3 s of speech")
+            wav = torch.from_numpy(trimmed[: int(self.prompt_seconds * self.sample_rate)])[None]
+            codes, _ = self._encode(wav, None, "prompt")
+        return codes[:, : round(self.prompt_seconds * self.codec.frame_rate)], ""
+
+    @torch.inference_mode()
+    def tts_batch(self, texts: Sequence[str], prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
+                  prompt_text: str | None = None, seed: int | None = None, max_seconds: float | None = None,
+                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
+                  ) -> list[torch.Tensor]:
+        """Waveforms [1, T] at `sample_rate`, one per text, all in the same voice (one batch)."""
+        if isinstance(texts, str):
+            raise TypeError("tts_batch takes a list of texts; use tts() for one")
+        if not texts:
+            return []
+        prompt, before = self._prompt(prompt_wav, prompt_sr, prompt_text)
+        symbols = self.frontend.to_symbols_many(list(texts))
+        ids = [self.frontend.ids((before + " " + s) if before else s) for s in symbols]
+        src_len = torch.tensor([len(i) for i in ids])
+        src = torch.zeros(len(ids), int(src_len.max()), dtype=torch.long)
+        for row, i in zip(src, ids):
+            row[: len(i)] = torch.tensor(i)
+        P = prompt_len = None
+        if prompt is not None:
+            P = prompt[None].expand(len(ids), -1, -1)
+            prompt_len = torch.full((len(ids),), prompt.shape[-1])
+        max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
+        codes, lengths = self._generate(src, src_len, P, prompt_len, seed,
+                                        {"temperature": temperature, "top_k": top_k, "top_p": top_p}, max_len=max_len,
+                                        min_len=1)
+        return self._decode(codes.cpu(), lengths.cpu())
+
+    def tts(self, text: str, prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
+            prompt_text: str | None = None, seed: int | None = None, **kw) -> torch.Tensor:
+        """Speak `text`; returns a waveform [1, T] at `sample_rate`."""
+        return self.tts_batch([text], prompt_wav, prompt_sr=prompt_sr, prompt_text=prompt_text, seed=seed, **kw)[0]
+
+
+class Enhancer(_Runner):
+    """Noisy speech in, clean speech out, token to token."""
+
+    @property
+    def chunk_frames(self) -> int:
+        """Longest source (frames) whose same-length target still fits the model's positions."""
+        p = self.lm.pattern
+        return (self.lm.cfg.transformer.max_len - max(p.tail, 1)) // (1 + p.steps_per_frame) - 1
+
+    @torch.inference_mode()
+    def enhance_batch(self, wavs: Sequence[Audio], sr: int | None = None, seed: int | None = None,
+                      **overrides) -> list[torch.Tensor]:
+        """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`)."""
+        items = [self._encode(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w))
+                 for i, w in enumerate(wavs)]
+        # cut every input into chunks that fit, enhance all chunks as one batch, stitch them back
+        C, pieces, owner = self.chunk_frames, [], []
+        for j, (codes, _) in enumerate(items):
+            for s in range(0, codes.shape[-1], C):
+                pieces.append(codes[:, s : s + C])
+                owner.append(j)
+        src_len = torch.tensor([p.shape[-1] for p in pieces])
+        src = torch.zeros(len(pieces), pieces[0].shape[0], int(src_len.max()), dtype=torch.long)
+        for row, p in zip(src, pieces):
+            row[:, : p.shape[-1]] = p
+        out, lengths = self._generate(src, src_len, None, None, seed, overrides, min_len=int(src_len.min()))
+        out, lengths = out.cpu(), lengths.cpu()
+        results = []
+        for j, (codes, n_samples) in enumerate(items):
+            parts = []
+            for i in (i for i in range(len(pieces)) if owner[i] == j):
+                n, got = int(src_len[i]), int(min(lengths[i], src_len[i]))
+                part = out[i, :, :got]
+                if got < n:  # the row ended early: hold its last frame to keep the input's length
+                    hold = part[:, -1:] if got else torch.zeros_like(out[i, :, :1])
+                    part = torch.cat([part, hold.expand(-1, n - got)], -1)
+                parts.append(part)
+            full = torch.cat(parts, -1)
+            wav = self._decode(full[None], torch.tensor([full.shape[-1]]))[0]
+            results.append(torch.nn.functional.pad(wav, (0, max(n_samples - wav.shape[-1], 0)))[:, :n_samples])
+        return results
+
+    def enhance(self, wav: Audio, sr: int | None = None, seed: int | None = None, **overrides) -> torch.Tensor:
+        """Enhance one waveform [T]/[1, T] (at `sample_rate`, or say `sr` to be checked), path or token file."""
+        return self.enhance_batch([wav], sr=sr, seed=seed, **overrides)[0]
+
+
+def load_tts(name_or_path: str | Path | None = None, codec=None, device: str | torch.device = "cpu",
+             folder: str | Path = PRETRAINED_DIR) -> Synthesizer:
+    """A Synthesizer from a bundled name ('tts-dmel-16k'), a folder, or (None) the model for `codec`
+    (any bundled one when codec is None too). `codec` (name or Codec) overrides the decoder."""
+    lm, meta, codec, path = _load("tts", name_or_path, codec, device, folder)
+    return Synthesizer(lm, codec, meta, path)
+
+
+def load_enhancer(name_or_path: str | Path | None = None, codec=None, device: str | torch.device = "cpu",
+                  folder: str | Path = PRETRAINED_DIR) -> Enhancer:
+    lm, meta, codec, path = _load("enhance", name_or_path, codec, device, folder)
+    return Enhancer(lm, codec, meta, path)
+
+
+__all__ = ["AudioError", "CheckpointError", "Enhancer", "LMInputError", "Synthesizer", "TextError",
+           "TokenFileError", "available_models", "load_enhancer", "load_tts"]

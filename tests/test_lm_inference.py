@@ -1,0 +1,181 @@
+"""TTS and enhancement inference on tiny random models: checkpoints, prompts, errors, CLI."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechtok.codecs import DMelCodec, load_codec
+from speechtok.lm import LMConfig, TokenLM, TransformerConfig
+from speechtok.lm import cli as lm_cli
+from speechtok.lm.checkpoint import CheckpointError, load_lm, save_lm
+from speechtok.lm.inference import LMInputError, available_models, load_enhancer, load_tts
+from speechtok.lm.text import TextError, TextFrontend
+from speechtok.tokens import TokenFile, TokenFileError, save_tokens
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tone(seconds, f0=140.0, sr=SR):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.2 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec("dmel-16k-gl")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, codec):
+    """A folder with a tiny tts and enhance model for dmel-16k-gl."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("pretrained")
+    fe = TextFrontend("chars")
+    tts = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
+                           max_len_ratio=2.0, transformer=TransformerConfig.tiny()))
+    prompt = codec.encode(torch.from_numpy(tone(0.6)).view(1, 1, -1))[0]
+    save_lm(folder / "tts-dmel-16k-gl", tts, "tts", codec, text=fe.config(),
+            default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"}, sampling={"temperature": 1.0})
+    enh = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=16, src_codebooks=80,
+                           max_len_ratio=1.0, transformer=TransformerConfig.tiny(max_len=64)))
+    save_lm(folder / "enhance-dmel-16k-gl", enh, "enhance", codec, sampling={"temperature": 0.0})
+    return folder
+
+
+def test_checkpoint_round_trip_is_fp16_safetensors(models, codec):
+    path = models / "tts-dmel-16k-gl"
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["task"] == "tts" and meta["pattern"] == "parallel" and meta["codec"]["name"] == "dmel-16k-gl"
+    assert meta["text"]["kind"] == "chars" and meta["format_version"] == 1
+    assert (path / "model.safetensors").read_bytes()[:1] != b"\x80"  # not a pickle
+    lm, meta2 = load_lm(path, codec)
+    torch.manual_seed(0)  # the fixture's model, rebuilt: loaded weights are its fp16 rounding
+    fe = TextFrontend("chars")
+    ref = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
+                           max_len_ratio=2.0, transformer=TransformerConfig.tiny()))
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(lm.state_dict()[k], v.half().float())
+    assert meta2["default_prompt"]["codes"].shape == (80, 30)
+
+
+def test_codec_with_other_codes_is_refused_but_another_decoder_is_fine(models):
+    with pytest.raises(CheckpointError, match="makes different codes"):
+        load_lm(models / "tts-dmel-16k-gl", DMelCodec(n_bins=8))
+    vocoded = DMelCodec(vocoder={"dim": 8, "intermediate_dim": 16, "n_layers": 1})
+    load_lm(models / "tts-dmel-16k-gl", vocoded)  # same codes, a different decoder
+
+
+def test_model_discovery_and_errors(models):
+    assert available_models(folder=models) == ["enhance-dmel-16k-gl", "tts-dmel-16k-gl"]
+    assert available_models("tts", folder=models) == ["tts-dmel-16k-gl"]
+    assert load_tts(codec="dmel-16k-gl", folder=models).path.name == "tts-dmel-16k-gl"
+    with pytest.raises(CheckpointError, match="unknown model 'nope'"):
+        load_tts("nope", folder=models)
+    with pytest.raises(CheckpointError, match="is a enhance model"):
+        load_tts(models / "enhance-dmel-16k-gl", folder=models)
+
+
+def test_tts_is_reproducible_with_a_seed_and_batches(models):
+    synth = load_tts(folder=models)
+    a = synth.tts("hello world", seed=3)
+    assert a.dim() == 2 and a.shape[0] == 1 and a.shape[1] > 0 and a.shape[1] % 320 == 0
+    assert torch.equal(a, synth.tts("hello world", seed=3))
+    assert not torch.equal(a, synth.tts("hello world", seed=4))
+    batch = synth.tts_batch(["one", "two three four"], seed=0, max_seconds=0.2)
+    assert [w.shape[-1] <= 0.2 * SR for w in batch] == [True, True]
+
+
+def test_tts_text_errors(models):
+    synth = load_tts(folder=models)
+    with pytest.raises(TextError, match="empty"):
+        synth.tts("  ")
+    with pytest.raises(TextError, match="no speakable characters"):
+        synth.tts("?!...")
+
+
+def test_prompt_sample_rate_rules(models, tmp_path):
+    synth = load_tts(folder=models)
+    with pytest.raises(LMInputError, match="22050 Hz.*needs 16000 Hz"):
+        synth.tts("hi", prompt_wav=torch.from_numpy(tone(2.0, sr=22050)), prompt_sr=22050)
+    path = tmp_path / "ref22k.wav"
+    sf.write(path, tone(2.0, sr=22050), 22050)  # a file at another rate is resampled
+    assert synth.tts("hi", prompt_wav=path, seed=0, max_seconds=0.3).shape[-1] > 0
+    assert synth.tts("hi", prompt_wav=torch.from_numpy(tone(2.0)), seed=0, max_seconds=0.3).shape[-1] > 0
+    with pytest.raises(LMInputError, match="sound after trimming"):
+        synth.tts("hi", prompt_wav=torch.zeros(SR))
+
+
+def test_token_file_from_another_codec_is_refused(models, tmp_path, codec):
+    other = DMelCodec(n_bins=8)
+    other.name = "dmel-8bins"
+    wav = torch.from_numpy(tone(1.0)).view(1, 1, -1)
+    bad = save_tokens(tmp_path / "other.npz", TokenFile.from_codec(other, other.encode(wav)[0], SR, SR))
+    good = save_tokens(tmp_path / "same.npz", TokenFile.from_codec(codec, codec.encode(wav)[0], SR, SR))
+    synth = load_tts(folder=models)
+    with pytest.raises(TokenFileError, match="made by codec 'dmel-8bins'"):
+        synth.tts("hi", prompt_wav=bad)
+    assert synth.tts("hi", prompt_wav=good, seed=0, max_seconds=0.2).shape[-1] > 0
+    enhancer = load_enhancer(folder=models)
+    with pytest.raises(TokenFileError, match="made by codec 'dmel-8bins'"):
+        enhancer.enhance(bad)
+    assert enhancer.enhance(good).shape == (1, SR)
+
+
+def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
+    enhancer = load_enhancer(folder=models)
+    assert enhancer.chunk_frames < 50  # max_len 64: a 1.3 s input needs several chunks
+    wav = torch.from_numpy(tone(1.3)) + 0.05 * torch.randn(int(1.3 * SR))
+    out = enhancer.enhance(wav)
+    assert out.shape == (1, wav.shape[-1]) and torch.isfinite(out).all()
+    assert [w.shape for w in enhancer.enhance_batch([wav[:8000], wav])] == [(1, 8000), (1, wav.shape[-1])]
+    with pytest.raises(LMInputError, match="8000 Hz"):
+        enhancer.enhance(wav, sr=8000)
+
+
+def _args(add, argv):
+    p = argparse.ArgumentParser()
+    add(p)
+    return p.parse_args([str(a) for a in argv])
+
+
+def test_cli_tts_single_and_batch(models, tmp_path, capsys):
+    model = models / "tts-dmel-16k-gl"
+    out = tmp_path / "one.wav"
+    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["hello", "-o", out, "--model", model, "--seed", 1,
+                                                         "--max-seconds", 0.3]))
+    assert rc == 0 and sf.info(out).samplerate == SR
+    lines = tmp_path / "lines.txt"
+    lines.write_text("first line\n\n!!!\nthird line\n")
+    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["--text-file", lines, "--out-dir", tmp_path / "batch",
+                                                         "--model", model, "--max-seconds", 0.3]))
+    assert rc == 1  # the "!!!" line failed and is reported; the others were written
+    assert sorted(p.name for p in (tmp_path / "batch").glob("*.wav")) == ["0001.wav", "0004.wav"]
+    assert "line 3" in (tmp_path / "batch" / "failed.tsv").read_text()
+    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["", "-o", out, "--model", model]))
+    assert rc == 2 and "empty" in capsys.readouterr().err
+
+
+def test_cli_enhance_file_and_folder(models, tmp_path):
+    model = models / "enhance-dmel-16k-gl"
+    noisy = tmp_path / "in"
+    (noisy / "sub").mkdir(parents=True)
+    sf.write(noisy / "a.flac", tone(0.5), SR)
+    sf.write(noisy / "sub" / "b.wav", tone(0.7, sr=8000), 8000)
+    (noisy / "broken.wav").write_bytes(b"not audio")
+    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "a.wav", "--model", model]))
+    assert rc == 0 and sf.info(tmp_path / "a.wav").frames == 8000
+    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy, tmp_path / "out", "--model", model]))
+    assert rc == 1 and "broken.wav" in (tmp_path / "out" / "failed.tsv").read_text()
+    assert sf.info(tmp_path / "out" / "sub" / "b.wav").frames == int(0.7 * SR)
