@@ -6,6 +6,7 @@ SPEECHTOK_REQUIRE_SHARED=1 (set by .ci/run) turns the skip into a failure.
 
 import importlib
 import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,23 @@ def require_modules(*names: str, hint: str, module_level: bool = False):
         except ImportError as exc:
             missing(f"{name} is not installed ({exc}; {hint})", module_level)
     return mods[0] if len(mods) == 1 else mods
+
+
+def need_judges(*modules: str):
+    """The offline judges of the `eval` extra (Whisper, resemblyzer, ...)."""
+    require_modules(*modules, hint="pip install 'speechtok[eval]'")
+
+
+@pytest.fixture(scope="module")
+def offline():
+    """Refuse every network connection while the judges load and run."""
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted by an offline judge")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        mp.setattr(socket, "create_connection", refuse)
+        yield
 
 
 @pytest.fixture(scope="session")

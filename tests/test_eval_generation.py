@@ -4,11 +4,10 @@ import argparse
 import csv
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
-from conftest import require_modules
+from conftest import need_judges as need
 import soundfile as sf
 import torch
 
@@ -21,21 +20,6 @@ from speechtok.eval import generation as G  # noqa: E402
 from speechtok.eval.harness import EvalError  # noqa: E402
 
 
-def need(*modules):
-    """Skip without the judge packages (the `eval` extra); fail instead on CI."""
-    require_modules(*modules, hint="pip install 'speechtok[eval]'")
-
-
-@pytest.fixture(scope="module")
-def offline():
-    """Refuse every network connection while the judges load and run."""
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted by an offline judge")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket, "create_connection", refuse)
-        yield
 
 
 def cathy(shared_data, split="dev"):

@@ -4,11 +4,10 @@ without them, unless SPEECHTOK_REQUIRE_SHARED=1 (CI), where a missing judge fail
 
 import csv
 import os
-import socket
 
 import numpy as np
 import pytest
-from conftest import require_modules
+from conftest import need_judges as need
 import soundfile as sf
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the judges must never need the Hugging Face hub
@@ -17,21 +16,6 @@ from speechtok.eval import judges as J  # noqa: E402
 from speechtok.eval.harness import EvalError  # noqa: E402
 
 
-def need(*modules):
-    """Skip without the judge packages (the `eval` extra); fail instead on CI."""
-    require_modules(*modules, hint="pip install 'speechtok[eval]'")
-
-
-@pytest.fixture(scope="module")
-def offline():
-    """Refuse every network connection while the judges load and run."""
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted by an offline judge")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket, "create_connection", refuse)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from torch.nn.utils.rnn import pad_sequence
 from speechtok.codecs import load_codec
 from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
+from speechtok.data.segments import EpochSeeded, ItemList, fixed_subset
 from speechtok.lm import LMConfig, TokenLM, count_parameters
 from speechtok.lm.checkpoint import save_lm
 from speechtok.lm.inference import Enhancer, Synthesizer
@@ -174,25 +175,20 @@ def collate(rows: list[dict], group: str = "") -> dict:
     }
 
 
-class TTSBatches(torch.utils.data.Dataset):
+class TTSBatches(EpochSeeded):
     """Item i is a whole batch of utterances of similar length, drawn from (seed, epoch, i)."""
 
     def __init__(self, items, n_batches, max_batch_frames, max_batch_size, prompt_prob, prompt_frames, seed):
+        super().__init__(n_batches, seed)
         self.items = sorted(items, key=lambda r: r["codes"].shape[-1])
-        self.n_batches, self.max_frames, self.max_size = n_batches, max_batch_frames, max_batch_size
-        self.prompt_prob, self.prompt_frames, self.seed, self.epoch = prompt_prob, prompt_frames, seed, 0
+        self.max_frames, self.max_size = max_batch_frames, max_batch_size
+        self.prompt_prob, self.prompt_frames = prompt_prob, prompt_frames
         self.by_speaker = defaultdict(list)
         for j, r in enumerate(self.items):
             self.by_speaker[r["speaker"]].append(j)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n_batches
-
     def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = self.rng(i)
         n = len(self.items)
         a = int(rng.integers(n))
         cost = self.items[a]["codes"].shape[-1] + self.prompt_frames * self.prompt_prob + len(self.items[a]["src"])
@@ -215,21 +211,15 @@ def with_prompt(items, by_speaker, j, rng, prompt_frames, use_prompt) -> dict:
     return {"src": row["src"], "codes": torch.cat([other[:, start : start + P], row["codes"]], -1), "prompt_len": P}
 
 
-class PairBatches(torch.utils.data.Dataset):
+class PairBatches(EpochSeeded):
     """Item i is a batch of aligned random crops (noisy -> clean) drawn from (seed, epoch, i)."""
 
     def __init__(self, items, n_batches, batch_size, crop_frames, seed):
-        self.items, self.n_batches, self.batch_size, self.crop = items, n_batches, batch_size, crop_frames
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n_batches
+        super().__init__(n_batches, seed)
+        self.items, self.batch_size, self.crop = items, batch_size, crop_frames
 
     def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = self.rng(i)
         rows = []
         for j in rng.choice(len(self.items), size=self.batch_size):
             r = self.items[int(j)]
@@ -247,22 +237,6 @@ def fixed_batches(rows: list[dict], group: str, max_batch_frames: int) -> list[d
             cur = []
         cur.append(r)
     return batches + ([collate(cur, group)] if cur else [])
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
-def dev_subset(n_items: int, n: int, seed: int = 0) -> list[int]:
-    """Indices of a fixed random subset (evaluation must not drift between runs)."""
-    return sorted(int(i) for i in np.random.default_rng(seed).choice(n_items, size=min(n, n_items), replace=False))
 
 
 # --- training -----------------------------------------------------------------------------
@@ -345,7 +319,7 @@ def prepare(hp, codec):
         for j, r in enumerate(dev):
             by_speaker[r["speaker"]].append(j)
         rows = {"seen": [], "new": []}
-        for j in dev_subset(len(dev), hp["n_dev"], hp["seed"]):
+        for j in fixed_subset(len(dev), hp["n_dev"], hp["seed"]):
             row = with_prompt(dev, by_speaker, j, rng, hp["prompt_frames"], True)
             rows["seen" if dev[j]["speaker"] in seen else "new"].append(row)
         dev_batches = [b for g, rs in rows.items() for b in fixed_batches(rs, g, hp["max_batch_frames"])]
@@ -356,7 +330,7 @@ def prepare(hp, codec):
         lm = build_model(hp, codec, codec.codebook_size, codec.n_codebooks)
         train = enhance_items(train_m, hp, codec)
         dev = enhance_items(dev_m, hp, codec)
-        dev = [dev[j] for j in dev_subset(len(dev), hp["n_dev"], hp["seed"])]
+        dev = [dev[j] for j in fixed_subset(len(dev), hp["n_dev"], hp["seed"])]
         crop = hp["crop_frames"]
         dev_batches = fixed_batches([{"src": r["noisy"][:, :crop], "codes": r["codes"][:, :crop]} for r in dev],
                                     "dev", hp["max_batch_frames"])
@@ -428,7 +402,7 @@ def main(argv: list[str]) -> None:
     brain = LMBrain(modules={"lm": lm}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts,
                     checkpointer=hp["checkpointer"])
     brain.train_set = train_set
-    brain.fit(hp["epoch_counter"], train_set, ListDataset(dev_batches),
+    brain.fit(hp["epoch_counter"], train_set, ItemList(dev_batches),
               train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
               valid_loader_kwargs={"batch_size": None})
     if sb.utils.distributed.if_main_process():

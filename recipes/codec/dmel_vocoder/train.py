@@ -27,7 +27,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs.dmel import DMelCodec
 from speechtok.data.audio import load_audio
-from speechtok.data.segments import RandomSegments, read_manifests
+from speechtok.data.segments import ItemList, RandomSegments, fixed_subset, read_manifests
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 
@@ -131,23 +131,6 @@ class VocoderBrain(sb.Brain):
         )
 
 
-class DevUtterances(torch.utils.data.Dataset):
-    def __init__(self, utts, sample_rate):
-        self.wavs = [load_audio(u.path, sample_rate) for u in utts]
-
-    def __len__(self):
-        return len(self.wavs)
-
-    def __getitem__(self, i):
-        return self.wavs[i]
-
-
-def dev_subset(utts, n, seed=0):
-    """A fixed, speaker-spread subset of the dev set (evaluation must not drift between runs)."""
-    rng = np.random.default_rng(seed)
-    return [utts[i] for i in sorted(rng.choice(len(utts), size=min(n, len(utts)), replace=False))]
-
-
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ) as a codec folder; safe while training runs."""
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
@@ -177,7 +160,9 @@ def main(argv: list[str]) -> None:
         sample_rate=codec.sample_rate, n_items=hparams["steps_per_epoch"] * hparams["batch_size"],
         seed=hparams["seed"],
     )
-    dev_set = DevUtterances(dev_subset(read_manifests(hparams["dev_manifests"]), hparams["n_dev_utts"]), codec.sample_rate)
+    dev_utts = read_manifests(hparams["dev_manifests"])
+    dev_utts = [dev_utts[i] for i in fixed_subset(len(dev_utts), hparams["n_dev_utts"])]
+    dev_set = ItemList([load_audio(u.path, codec.sample_rate) for u in dev_utts])
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)
     brain = VocoderBrain(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
