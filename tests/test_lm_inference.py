@@ -19,12 +19,7 @@ from speechtok.tokens import TokenFile, TokenFileError, save_tokens
 SR = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tone(seconds, f0=140.0, sr=SR):

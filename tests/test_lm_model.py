@@ -7,13 +7,7 @@ from speechtok.lm.model import _sample
 PATTERN_K = [("single", 1), ("flatten", 2), ("delay", 3), ("parallel", 3)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread than fighting for two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lm(pattern="delay", K=3, card=16, src_vocab=10, sharp=False, **kw) -> TokenLM:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from speechtok.codecs.base import Codec, CodecError, read_config
+from speechtok.codecs.base import Codec, CodecError, declared_family, read_config
 from speechtok.codecs.dmel import DMelCodec
 
 FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec,)}
@@ -18,15 +17,7 @@ def available_codecs() -> list[str]:
     """Short names of the bundled checkpoints."""
     if not PRETRAINED_DIR.is_dir():
         return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if _family(p) in FAMILIES)
-
-
-def _family(folder: Path) -> str | None:
-    """The family a pretrained folder declares (LM checkpoints live beside codecs)."""
-    try:
-        return json.loads((folder / "config.json").read_text()).get("family")
-    except (OSError, ValueError):
-        return None
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if declared_family(p) in FAMILIES)
 
 
 def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> Codec:

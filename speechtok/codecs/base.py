@@ -182,17 +182,32 @@ class Codec(nn.Module, ABC):
         return codec.to(device).eval()
 
 
-def read_config(directory: Path) -> dict[str, Any]:
-    path = directory / "config.json"
-    if not path.exists():
-        raise CodecError(f"{directory}: not a codec folder (no config.json)")
+def declared_family(folder: Path) -> str | None:
+    """The `family` a saved folder declares, or None (codecs and LM checkpoints live side by side)."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()).get("family")
+    except (OSError, ValueError):
+        return None
+
+
+def read_json_config(directory: Path, required: tuple[str, ...], what: str, error: type[Exception]) -> dict:
+    """config.json of a saved model folder, with errors that name the file and the problem."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise error(f"{directory}: not {what} folder (no config.json)")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise CodecError(f"{path}: invalid JSON ({exc})") from exc
-    for key in ("family", "format_version", "config"):
-        if key not in meta:
-            raise CodecError(f"{path}: missing '{key}'")
+        raise error(f"{path}: invalid JSON ({exc})") from exc
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise error(f"{path}: missing {', '.join(repr(k) for k in missing)}")
+    return meta
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    meta = read_json_config(directory, ("family", "format_version", "config"), "a codec", CodecError)
+    path = directory / "config.json"
     if meta["format_version"] > FORMAT_VERSION:
         raise CodecError(
             f"{path}: format version {meta['format_version']} is newer than this speechtok "

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from speechtok.codecs.base import declared_family, read_json_config
 from speechtok.lm.model import LMConfig, TokenLM
 from speechtok.tokens import codec_hash
 
@@ -72,21 +73,13 @@ def save_lm(directory: str | Path, lm: TokenLM, task: str, codec, *, text: dict 
 
 
 def is_lm_folder(path: str | Path) -> bool:
-    try:
-        return json.loads((Path(path) / "config.json").read_text()).get("family") == FAMILY
-    except (OSError, ValueError):
-        return False
+    return declared_family(Path(path)) == FAMILY
 
 
 def read_lm_config(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: not an LM folder (no config.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
+    meta = read_json_config(directory, (), "an LM", CheckpointError)
     if meta.get("family") != FAMILY:
         raise CheckpointError(f"{path}: not a token LM (family {meta.get('family')!r}, expected {FAMILY!r})")
     missing = [k for k in ("format_version", "task", "codec", "config", "pattern") if k not in meta]
