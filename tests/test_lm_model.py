@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from speechtok.lm import IGNORE, LMConfig, TokenLM, Transformer, TransformerConfig
-from speechtok.lm.model import _sample
+from speechtok.lm.model import _gate_end, _sample
 
 PATTERN_K = [("single", 1), ("flatten", 2), ("delay", 3), ("parallel", 3)]
 
@@ -112,6 +112,38 @@ def test_loss_only_on_target_cells():
     logits = out.logits.detach().requires_grad_()
     torch.nn.functional.cross_entropy(logits.flatten(0, 2), out.targets.flatten(), ignore_index=IGNORE).backward()
     assert torch.equal(logits.grad.abs().sum(-1) > 0, out.targets != IGNORE)
+
+
+def test_end_weight_scales_the_end_cells_in_the_loss():
+    torch.manual_seed(0)
+    lm = _lm("parallel", 3)
+    heavy = _lm("parallel", 3, end_weight=5.0)
+    heavy.load_state_dict(lm.state_dict())
+    src, codes, T = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, 3, 8)), torch.tensor([8, 5])
+    out = lm(src, codes, code_lengths=T)
+    ce = torch.nn.functional.cross_entropy(out.logits.flatten(0, 2), out.targets.flatten(), ignore_index=IGNORE,
+                                           reduction="none")
+    is_end, kept = out.targets.flatten() == lm.pattern.end_id, out.targets.flatten() != IGNORE
+    torch.testing.assert_close(out.loss, ce[kept].mean())
+    want = (ce[kept].sum() + 4 * ce[is_end].sum()) / (kept.sum() + 4 * is_end.sum())
+    torch.testing.assert_close(heavy(src, codes, code_lengths=T).loss, want)
+
+
+def test_end_threshold_decides_the_stop_instead_of_sampling_it():
+    end = 3
+    head0 = torch.tensor([[0.0, 0.0, 0.0, 2.0]]).log_softmax(-1).repeat(3, 1)  # P(end) = e^2 / (e^2 + 3) ~ 0.71
+    decide = torch.tensor([True, True, False])
+    out = _gate_end(head0, end, 0.5, decide)
+    assert out[0].argmax() == end and torch.isinf(out[0, :end]).all()  # must end
+    assert torch.equal(out[2], head0[2])  # not free to decide (forced or not yet allowed): untouched
+    assert torch.isinf(_gate_end(head0, end, 0.8, decide)[0, end])  # below threshold: must not end
+    torch.manual_seed(0)
+    lm = _lm("parallel", 3)
+    src = torch.randint(0, 10, (2, 5))
+    _, n = lm.generate(src, seed=0, max_len=9, min_len=2, end_threshold=0.0)
+    assert n.tolist() == [2, 2]  # P(end) >= 0 always: stop at the first frame allowed
+    _, n = lm.generate(src, seed=0, max_len=9, end_threshold=1.01)
+    assert n.tolist() == [9, 9]  # never reached: run to the budget
 
 
 def test_codec_source_for_enhancement():

@@ -14,8 +14,8 @@ from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.lm.inference import load_enhancer, load_tts
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--model", "{dim: 32, n_layers: 1, n_heads: 2, max_len: 512}", "--warmup_steps", "1", "--lr", "0.003",
-        "--num_workers", "0", "--n_dev", "4", "--n_export_samples", "1", "--noprogressbar"]
+TINY = {"--model": "{dim: 32, n_layers: 1, n_heads: 2, max_len: 512}", "--warmup_steps": "1", "--lr": "0.003",
+        "--num_workers": "0", "--n_dev": "4", "--n_export_samples": "1"}
 SENTENCES = ["the cat sat", "a dog ran far", "we speak now", "tones are not words", "one more line", "hello there"]
 
 
@@ -25,8 +25,10 @@ def harmonic(seconds, f0, sr=16000):
 
 
 def run(hparams, out, extra):
+    """Train with the TINY settings; `extra` (flag, value pairs) wins over them."""
+    opts = {**TINY, **dict(zip(extra[::2], extra[1::2]))}
     cmd = [sys.executable, str(REPO / "recipes/lm/train.py"), str(REPO / hparams), "--output_folder", str(out),
-           *TINY, *extra]
+           *(a for kv in opts.items() for a in kv), "--noprogressbar"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
 
@@ -64,7 +66,7 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
     assert len(losses) == 2 and losses[1] < losses[0] < 3.0  # ln(18) = 2.89 at chance
     log = (out / "train_log.txt").read_text()
     assert "loss_new" in log and "loss_seen" in log  # held-out voice reported apart
-    synth = load_tts(out / "export" / "tts-dmel-16k-gl")
+    synth = load_tts(out / "export" / "tts-dmel-16k")
     assert synth.default_prompt["text"] in SENTENCES
     assert synth.tts("the cat", seed=0, max_seconds=0.5).shape[-1] > 0
     assert list((out / "samples").glob("*.wav"))
@@ -91,6 +93,13 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = dev_losses(out)
     assert losses[1] < losses[0]
-    enhancer = load_enhancer(out / "export" / "enhance-dmel-16k-gl")
+    export = out / "export" / "enhance-dmel-16k"
+    enhancer = load_enhancer(export)
     wav = torch.from_numpy(harmonic(0.7, 150))
     assert enhancer.enhance(wav).shape == (1, wav.shape[-1])
+    # fine-tuning starts from the exported weights: one tiny step keeps its dev loss, far from chance
+    tuned = tmp_path / "tuned"
+    proc = run("recipes/lm/enhance/hparams/cpu.yaml", tuned,
+               [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert abs(dev_losses(tuned)[0] - min(losses)) < 0.02 < losses[0] - min(losses)

@@ -38,7 +38,7 @@ from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import EpochSeeded, ItemList, fixed_subset
 from speechtok.lm import LMConfig, TokenLM, count_parameters
-from speechtok.lm.checkpoint import save_lm
+from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.inference import Enhancer, Synthesizer
 from speechtok.lm.text import TextFrontend, characters, phonemize_many
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
@@ -288,8 +288,19 @@ class LMBrain(sb.Brain):
 def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
     cfg = LMConfig(pattern=hp["pattern"], n_codebooks=codec.n_codebooks, codebook_size=codec.codebook_size,
                    src_vocab=src_vocab, src_codebooks=src_codebooks, max_len_ratio=hp["max_len_ratio"],
-                   transformer=dict(hp["model"]))
+                   end_weight=hp.get("end_weight", 1.0), transformer=dict(hp["model"]))
     return TokenLM(cfg)
+
+
+def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
+    """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins)."""
+    src, meta = load_lm(folder, codec)
+    if meta.get("task") != task:
+        raise ValueError(f"init_from {folder}: a {meta.get('task')!r} model, this run trains {task!r}")
+    try:
+        lm.load_state_dict(src.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"init_from {folder}: weights do not fit this model ({exc})") from exc
 
 
 def fits(lm: TokenLM, n_src: int, n_frames: int) -> bool:
@@ -395,6 +406,8 @@ def main(argv: list[str]) -> None:
     manifests = manifest_paths(hp, "train_manifests") + manifest_paths(hp, "dev_manifests")
     sb.utils.distributed.run_on_main(build_caches, args=[hp, manifests])
     lm, train_set, dev_batches, extra = prepare(hp, codec)
+    if hp.get("init_from"):
+        warm_start(lm, hp["init_from"], hp["task"], codec)
     if sb.utils.distributed.if_main_process():
         print(f"{hp['task']}: {count_parameters(lm) / 1e6:.2f} M parameters, {len(extra['train'])} training items, "
               f"{len(dev_batches)} dev batches", flush=True)

@@ -41,6 +41,7 @@ class LMConfig:
     src_vocab: int = 256  # text/phoneme vocabulary, or the source codec's codebook size
     src_codebooks: int = 0  # 0: source is ids [B, L]; Ks > 0: source is codec codes [B, Ks, L]
     max_len_ratio: float = 20.0  # default generation budget: target frames per source token
+    end_weight: float = 1.0  # loss weight of the end cell: one cell per row, so its signal is weak
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self) -> None:
@@ -144,7 +145,11 @@ class TokenLM(nn.Module):
         frame, _ = p.layout(S)
         keep = (seq != p.pad_id) & (frame.to(seq.device)[None] >= P[:, None, None])
         targets = seq.masked_fill(~keep, IGNORE)
-        loss = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), ignore_index=IGNORE)
+        ce = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), ignore_index=IGNORE, reduction="none")
+        weight = keep.flatten().float()
+        if self.cfg.end_weight != 1.0:
+            weight = torch.where(targets.flatten() == p.end_id, self.cfg.end_weight, weight)
+        loss = (ce * weight).sum() / weight.sum().clamp(min=1)
         return LMOutput(loss, logits, targets)
 
     # --- generation ------------------------------------------------------------------------
@@ -153,8 +158,8 @@ class TokenLM(nn.Module):
                  prompt_codes: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None, *,
                  max_len: int | None = None, min_len: int = 0, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, rep_window: int = 10,
-                 rep_ratio: float = 0.1, seed: int | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 rep_ratio: float = 0.1, end_threshold: float | None = None, seed: int | None = None,
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Continue each row's source (and optional audio prompt) with target audio.
 
         Inputs are right-padded: src [B, L] or [B, Ks, L] with src_lengths, prompt_codes
@@ -163,7 +168,9 @@ class TokenLM(nn.Module):
         max_len); no end before `min_len` frames. temperature <= 0 is greedy (argmax, no
         repetition check). Sampling applies top_k, then top_p (nucleus); with rep_window > 0,
         a sampled token that fills more than rep_ratio of its codebook's last rep_window tokens
-        is redrawn from the full (temperature-only) distribution, as in VALL-E 2. `seed` (or
+        is redrawn from the full (temperature-only) distribution, as in VALL-E 2. With
+        end_threshold, stopping is not sampled: a row ends as soon as the model's end
+        probability reaches the threshold, and never before (like Tacotron's stop gate). `seed` (or
         `generator`) makes sampling reproducible. Returns the target codes [B, K, T] (prompt
         not included; 0 beyond each row's length) and lengths [B].
         """
@@ -171,12 +178,12 @@ class TokenLM(nn.Module):
         self.eval()
         try:
             return self._generate(src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature,
-                                  top_k, top_p, rep_window, rep_ratio, seed, generator, use_cache)
+                                  top_k, top_p, rep_window, rep_ratio, end_threshold, seed, generator, use_cache)
         finally:
             self.train(was_training)
 
     def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature, top_k,
-                  top_p, rep_window, rep_ratio, seed, generator, use_cache):
+                  top_p, rep_window, rep_ratio, end_threshold, seed, generator, use_cache):
         p, dev = self.pattern, src.device
         B, V = src.shape[0], p.vocab_size
         src_len = _lengths(src, src_lengths, -1)
@@ -236,6 +243,8 @@ class TokenLM(nn.Module):
             allowed = torch.where((forced >= 0)[..., None], vocab == forced[..., None], allowed)
 
             logits = self._logits(last).float().masked_fill(~allowed, float("-inf"))
+            if end_threshold is not None:
+                logits[:, 0] = _gate_end(logits[:, 0], p.end_id, end_threshold, decide=forced[:, 0] < 0)
             history = self._history(steps, s, rep_window, spf)
             tok = _sample(logits, temperature, top_k, top_p, history, rep_ratio, generator)
 
@@ -271,6 +280,18 @@ class TokenLM(nn.Module):
         rows = torch.arange(steps.shape[0], device=s.device)[:, None]
         hist = steps[rows, back.clamp(min=0)]  # [B, W, H]
         return hist.masked_fill((back < 0)[..., None], -1).transpose(1, 2)
+
+
+def _gate_end(head0: torch.Tensor, end_id: int, threshold: float, decide: torch.Tensor) -> torch.Tensor:
+    """Head-0 logits [B, V] where rows free to end (decide, end allowed) either must end
+    (end probability >= threshold) or must not."""
+    inf = float("-inf")
+    decide = decide & torch.isfinite(head0[:, end_id])
+    stop = head0.softmax(-1)[:, end_id] >= threshold
+    is_end = torch.arange(head0.shape[-1], device=head0.device) == end_id
+    only_end = head0.masked_fill(~is_end, inf)
+    no_end = head0.masked_fill(is_end, inf)
+    return torch.where((decide & stop)[:, None], only_end, torch.where(decide[:, None], no_end, head0))
 
 
 def _sample(logits, temperature, top_k, top_p, history, rep_ratio, generator) -> torch.Tensor:
