@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 from speechtok.codecs import DMelCodec, load_codec
+from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig
 from speechtok.lm import cli as lm_cli
 from speechtok.lm.checkpoint import CheckpointError, load_lm, save_lm
@@ -160,6 +161,25 @@ def test_cli_tts_single_and_batch(models, tmp_path, capsys):
     assert "line 3" in (tmp_path / "batch" / "failed.tsv").read_text()
     rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["", "-o", out, "--model", model]))
     assert rc == 2 and "empty" in capsys.readouterr().err
+
+
+def test_cli_tts_manifest_gives_each_row_its_id_and_voice(models, tmp_path):
+    sf.write(tmp_path / "voice.wav", tone(1.0, 220.0), SR)
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    rows = [Utterance("a1", "x", 1.0, text="first line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
+            Utterance("a2", "x", 1.0, text="second line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
+            Utterance("b1", "x", 1.0, text="third line", extra={"prompt_path": str(tmp_path / "broken.wav")}),
+            Utterance("c1", "x", 1.0, text="no prompt here", extra={"prompt_path": ""})]
+    write_manifest(tmp_path / "sentences.csv", rows)
+    out = tmp_path / "gen"
+    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["--text-file", tmp_path / "sentences.csv", "--out-dir", out,
+                                                         "--model", models / "tts-dmel-16k-gl", "--max-seconds", 0.3]))
+    assert rc == 1 and sorted(p.name for p in out.glob("*.wav")) == ["a1.wav", "a2.wav", "c1.wav"]
+    assert "b1\tbroken.wav" in (out / "failed.tsv").read_text().replace(str(tmp_path) + "/", "")
+    write_manifest(tmp_path / "empty.csv", [Utterance("e", "x", 1.0, text=" ")])
+    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["--text-file", tmp_path / "empty.csv", "--out-dir", out,
+                                                         "--model", models / "tts-dmel-16k-gl"]))
+    assert rc == 2
 
 
 def test_cli_enhance_file_and_folder(models, tmp_path):

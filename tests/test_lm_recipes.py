@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from speechtok.data.manifest import Utterance, write_manifest
+from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.lm.inference import load_enhancer, load_tts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,3 +103,20 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
                [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert abs(dev_losses(tuned)[0] - min(losses)) < 0.02 < losses[0] - min(losses)
+
+
+def test_tts_eval_set_prompts_each_row_with_another_utterance_of_its_speaker(tmp_path):
+    rows = [Utterance(f"{spk}{i}", f"/a/{spk}{i}.wav", 1.0 + i, speaker=spk, text=f"line {i}", split="dev")
+            for spk, n in (("a", 5), ("b", 2), ("solo", 1)) for i in range(n)]
+    write_manifest(tmp_path / "dev.csv", rows)
+    out = tmp_path / "eval.csv"
+    proc = subprocess.run([sys.executable, str(REPO / "recipes/lm/tts_eval_set.py"), str(tmp_path / "dev.csv"),
+                           "--per-speaker", "3", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    picked = read_manifest(out)
+    assert [u.speaker for u in picked].count("a") == 3 and [u.speaker for u in picked].count("b") == 2
+    assert "solo" not in {u.speaker for u in picked}  # nobody else to prompt with
+    for u in picked:
+        prompt = u.extra["prompt_id"]
+        assert prompt != u.ID and prompt[:-1] == u.speaker and u.extra["prompt_path"] == f"/a/{prompt}.wav"
+    assert all(u.extra["prompt_id"] in ("a1", "a2", "a3") for u in picked if u.speaker == "a")  # 2-4 s preferred

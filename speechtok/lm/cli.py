@@ -14,6 +14,7 @@ from pathlib import Path
 
 from speechtok.codecs import CodecError
 from speechtok.data.audio import AudioError, save_audio
+from speechtok.data.manifest import read_manifest
 from speechtok.lm.checkpoint import CheckpointError
 from speechtok.lm.inference import LMInputError, load_enhancer, load_tts
 from speechtok.lm.text import TextError
@@ -45,8 +46,10 @@ def _sampling(args) -> dict:
 def add_tts_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="?", help="text to speak (or use --text-file)")
     p.add_argument("-o", "--output", type=Path, help="output .wav (one text)")
-    p.add_argument("--text-file", type=Path, help="batch mode: one sentence a line, written to --out-dir")
-    p.add_argument("--out-dir", type=Path, help="batch mode output folder (0001.wav, 0002.wav, ...)")
+    p.add_argument("--text-file", type=Path,
+                   help="batch mode: one sentence a line (written as 0001.wav, ...), or a manifest .csv "
+                        "(text column; written as <ID>.wav; a prompt_path column gives each row its voice)")
+    p.add_argument("--out-dir", type=Path, help="batch mode output folder")
     p.add_argument("--prompt", help="reference clip (~3 s) of the voice to use: audio file or token file (.npz)")
     p.add_argument("--prompt-text", help="transcript of --prompt: continue the clip instead (VALL-E style)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together in batch mode")
@@ -71,35 +74,55 @@ def run_tts(args: argparse.Namespace) -> int:
             save_audio(args.output, wav, synth.sample_rate)
             _speed(wav.shape[-1] / synth.sample_rate, time.perf_counter() - t0, args.output)
             return 0
-        lines = [line.strip() for line in args.text_file.read_text(encoding="utf-8").splitlines()]
-        jobs = [(i, line) for i, line in enumerate(lines, 1) if line]
-        if not jobs:
-            return _fail(f"{args.text_file}: no sentences (one a line)")
-    except ERRORS as exc:
+        jobs = _tts_jobs(args.text_file, args.prompt)
+    except ERRORS + (ValueError, FileNotFoundError) as exc:  # bad manifest too
         return _fail(exc)
     return _tts_batch(synth, jobs, args, kw)
 
 
+def _tts_jobs(text_file: Path, prompt: str | None) -> list[tuple[str, str, str, str | None]]:
+    """(output name, name in error reports, text, voice prompt) per sentence of a text file or manifest."""
+    if text_file.suffix.lower() == ".csv":
+        rows = read_manifest(text_file)
+        jobs = [(u.ID, u.ID, u.text.strip(), u.extra.get("prompt_path") or prompt) for u in rows]
+        missing = [u.ID for u in rows if not u.text.strip()]
+        if missing:
+            raise TextError(f"{text_file}: no text for {len(missing)} rows (e.g. {', '.join(missing[:3])})")
+    else:
+        lines = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines()]
+        width = max(4, len(str(len(lines))))
+        jobs = [(f"{i:0{width}d}", f"line {i}", line, prompt) for i, line in enumerate(lines, 1) if line]
+    if not jobs:
+        raise TextError(f"{text_file}: no sentences (one a line, or a manifest with a text column)")
+    return jobs
+
+
 def _tts_batch(synth, jobs, args, kw) -> int:
-    width = max(4, len(str(jobs[-1][0])))
+    """Batches of up to --batch-size sentences that share a voice prompt; bad lines are named, not fatal."""
     failed, seconds, t0 = [], 0.0, time.perf_counter()
-    for start in range(0, len(jobs), max(args.batch_size, 1)):
-        chunk = jobs[start : start + args.batch_size]
+    batches = []
+    for name, label, text, prompt in jobs:
+        if batches and batches[-1][0] == prompt and len(batches[-1][1]) < max(args.batch_size, 1):
+            batches[-1][1].append((name, label, text))
+        else:
+            batches.append((prompt, [(name, label, text)]))
+    for prompt, chunk in batches:
+        opts = {**kw, "prompt_wav": prompt}
         try:
-            wavs = synth.tts_batch([t for _, t in chunk], **kw)
-        except (TextError, LMInputError):  # one bad line: do this batch line by line to name it
+            wavs = synth.tts_batch([t for _, _, t in chunk], **opts)
+        except (TextError, LMInputError, AudioError):  # one bad line or prompt: go line by line to name it
             wavs = []
-            for n, text in chunk:
+            for _, label, text in chunk:
                 try:
-                    wavs.append(synth.tts(text, **kw))
-                except (TextError, LMInputError) as exc:
+                    wavs.append(synth.tts(text, **opts))
+                except (TextError, LMInputError, AudioError) as exc:
                     wavs.append(None)
-                    failed.append((f"line {n}", str(exc)))
+                    failed.append((label, str(exc)))
         except ERRORS as exc:
             return _fail(exc)
-        for (n, _), wav in zip(chunk, wavs):
+        for (name, _, _), wav in zip(chunk, wavs):
             if wav is not None:
-                save_audio(args.out_dir / f"{n:0{width}d}.wav", wav, synth.sample_rate)
+                save_audio(args.out_dir / f"{name}.wav", wav, synth.sample_rate)
                 seconds += wav.shape[-1] / synth.sample_rate
     _speed(seconds, time.perf_counter() - t0, args.out_dir)
     return _report(failed, args.out_dir, "synthesize")
