@@ -1,12 +1,14 @@
-"""Decoding speed of TokenLM with and without the KV cache, on the CPU by default.
+"""Decoding speed of TokenLM with and without the KV cache, and of the shipped TTS/enhancement models.
 
-Generates exactly N tokens (min_len = max_len, greedy) after a short source, for a ~20 M
-parameter model, and prints tokens/s; results go to bench/results/lm_speed.json. Without the
-cache every step re-runs the whole sequence (quadratic), so beyond --uncached-max tokens that
-run is estimated instead: full forward passes are timed at a few lengths and the per-step
-times interpolated and summed ("estimated": true in the JSON).
+Part 1 generates exactly N tokens (min_len = max_len, greedy) after a short source, for a ~20 M
+parameter model, and prints tokens/s. Without the cache every step re-runs the whole sequence
+(quadratic), so beyond --uncached-max tokens that run is estimated instead: full forward passes
+are timed at a few lengths and the per-step times interpolated and summed ("estimated": true).
+Part 2 times every bundled `tts-*` / `enhance-*` model end to end (text or noisy audio in,
+waveform out, codec included) on about --seconds of speech and prints its real-time factor.
+Results go to bench/results/lm_speed.json.
 
-    python bench/lm_speed.py [--lengths 100 500 1000] [--device cpu] [--threads N]
+    python bench/lm_speed.py [--lengths 100 500 1000] [--device cpu] [--threads N] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -21,7 +23,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speechtok.data.audio import load_audio
+from speechtok.data.noise import colored_noise, mix_at_snr
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig, count_parameters
+from speechtok.lm.inference import available_models, load_enhancer, load_tts
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# about 10 s of read speech at a typical rate
+PARAGRAPH = ("The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, "
+             "and watched the ships pass safely through the dark and stormy channel.")
+
+
+def noisy_clip(seconds: float, sr: int, snr_db: float = 5.0) -> torch.Tensor:
+    """[1, T]: the bundled example speech, repeated to `seconds`, in pink noise at `snr_db`."""
+    speech = torch.cat([load_audio(f, sr) for f in sorted(EXAMPLES.glob("*.flac"))], -1)
+    n = int(seconds * sr)
+    clean = speech.repeat(1, n // speech.shape[-1] + 1)[:, :n]
+    return mix_at_snr(clean, colored_noise(n, 1.0, np.random.default_rng(0)), snr_db)[0]
+
+
+def shipped_rtf(seconds: float, device: str) -> list[dict]:
+    """End-to-end real-time factor of each bundled token-LM on about `seconds` of speech."""
+    rows = []
+    for name in available_models():
+        if name.startswith("tts-"):
+            runner = load_tts(name, device=device)
+            runner.tts("Warm up.", seed=0)
+            job, what = (lambda: runner.tts(PARAGRAPH, seed=0)), f"{len(PARAGRAPH.split())} words of text"
+        else:
+            runner = load_enhancer(name, device=device)
+            wav = noisy_clip(seconds, runner.sample_rate)
+            runner.enhance(wav[:, : runner.sample_rate], seed=0)
+            job, what = (lambda: runner.enhance(wav, seed=0)), f"{seconds:g} s of speech in pink noise at 5 dB"
+        t0 = time.perf_counter()
+        out = job()
+        wall = time.perf_counter() - t0
+        audio = out.shape[-1] / runner.sample_rate
+        rows.append({"model": name, "input": what, "audio_s": round(audio, 2), "wall_s": round(wall, 2),
+                     "x_real_time": round(audio / wall, 2)})
+        print(f"{name:>24}: {audio:.1f} s of audio in {wall:.2f} s = {audio / wall:.1f}x real time ({what})",
+              flush=True)
+    return rows
 
 
 def main() -> None:
@@ -37,6 +79,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--uncached-max", type=int, default=500, help="longest uncached run timed in full")
+    ap.add_argument("--seconds", type=float, default=10.0, help="speech per shipped-model run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "lm_speed.json"))
     args = ap.parse_args()
     if args.threads:
@@ -100,7 +143,8 @@ def main() -> None:
         c, u = (next(r for r in rows if r["tokens"] == n and r["cache"] == flag) for flag in (True, False))
         print(f"{n:>6} | {c['tokens_per_s']:>12.1f} | {u['tokens_per_s']:>13.1f}{'*' if u['estimated'] else ' '} | "
               f"{c['tokens_per_s'] / u['tokens_per_s']:.1f}x")
-    print("* estimated from timed full forward passes")
+    print("* estimated from timed full forward passes\n")
+    shipped = shipped_rtf(args.seconds, args.device)
 
     result = {
         "model": {"params": count_parameters(lm), "pattern": args.pattern, "codebooks": args.codebooks,
@@ -109,6 +153,7 @@ def main() -> None:
                   "cpu": platform.processor() or platform.machine(), "src_len": args.src_len,
                   "load_avg_at_end": os.getloadavg()[0], "decoding": "greedy, batch 1, fp32"},
         "results": rows,
+        "shipped": shipped,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
