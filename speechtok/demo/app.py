@@ -464,8 +464,9 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                             tts_seed = gr.Number(0, precision=0, label="Seed")
                             tts_go = gr.Button("Synthesise", variant="primary")
                         with gr.Column():
-                            tts_status = gr.Markdown()
-                            tts_out = gr.Audio(label="Synthesised speech", interactive=False)
+                            tts_status = gr.Markdown(elem_id="tts-status")
+                            tts_out = gr.Audio(label="Synthesised speech", interactive=False, buttons=["download"],
+                                               elem_id="tts-audio")
 
                     def on_tts(m, text, prompt, prompt_text, seed):
                         try:
@@ -486,12 +487,13 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                         with gr.Column():
                             enh_model = gr.Dropdown(models, value=models[0], label="Model")
                             enh_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                              label="Noisy speech")
+                                              label="Noisy speech", elem_id="enhance-input")
                             enh_go = gr.Button("Enhance", variant="primary")
                         with gr.Column():
-                            enh_status = gr.Markdown()
+                            enh_status = gr.Markdown(elem_id="enhance-status")
                             enh_noisy = gr.Audio(label="Input (as used)", interactive=False)
-                            enh_out = gr.Audio(label="Enhanced", interactive=False)
+                            enh_out = gr.Audio(label="Enhanced", interactive=False, buttons=["download"],
+                                               elem_id="enhance-audio")
 
                     def on_enhance(m, path):
                         if not path:
