@@ -138,6 +138,8 @@ def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
     assert [w.shape for w in enhancer.enhance_batch([wav[:8000], wav])] == [(1, 8000), (1, wav.shape[-1])]
     with pytest.raises(LMInputError, match="8000 Hz"):
         enhancer.enhance(wav, sr=8000)
+    enhancer.meta["training"] = {"crop_frames": 10}  # chunks no longer than the training crops
+    assert enhancer.chunk_frames == 10 and enhancer.enhance(wav).shape == (1, wav.shape[-1])
 
 
 def _args(add, argv):

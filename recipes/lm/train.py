@@ -385,7 +385,8 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
         for r in extra["dev"][: hp["n_export_samples"]]:
             save_audio(samples / f"{r['id']}.wav", runner.tts(r["text"], seed=0, max_seconds=15)[0], codec.sample_rate)
     else:
-        save_lm(out, lm, "enhance", codec, sampling=dict(hp["sampling"]), training=training)
+        save_lm(out, lm, "enhance", codec, sampling=dict(hp["sampling"]),
+                training={**training, "crop_frames": hp["crop_frames"]})  # the enhancer's chunk size
         runner = Enhancer(lm, codec, json.loads((out / "config.json").read_text()), out)
         for r in extra["dev"][: hp["n_export_samples"]]:
             wav = codec.decode(r["noisy"][None].long())[0]
@@ -415,9 +416,12 @@ def main(argv: list[str]) -> None:
     brain = LMBrain(modules={"lm": lm}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts,
                     checkpointer=hp["checkpointer"])
     brain.train_set = train_set
-    brain.fit(hp["epoch_counter"], train_set, ItemList(dev_batches),
-              train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
-              valid_loader_kwargs={"batch_size": None})
+    if not hp.get("export_only", False):  # export_only: write the best checkpoint so far, e.g. mid-run
+        brain.fit(hp["epoch_counter"], train_set, ItemList(dev_batches),
+                  train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
+                  valid_loader_kwargs={"batch_size": None})
+    elif brain.checkpointer.find_checkpoint(min_key="loss") is None:
+        raise SystemExit(f"export_only: no checkpoint with a dev loss in {hp['save_folder']} yet")
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(brain, hp, codec.cpu(), extra)}", flush=True)
 

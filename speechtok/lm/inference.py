@@ -223,9 +223,12 @@ class Enhancer(_Runner):
 
     @property
     def chunk_frames(self) -> int:
-        """Longest source (frames) whose same-length target still fits the model's positions."""
+        """Source frames per chunk: what fits the model's positions, and no longer than the crops it
+        was trained on (`training.crop_frames`): the aligned source frame then sits at a distance
+        the model has seen."""
         p = self.lm.pattern
-        return (self.lm.cfg.transformer.max_len - max(p.tail, 1)) // (1 + p.steps_per_frame) - 1
+        fits = (self.lm.cfg.transformer.max_len - max(p.tail, 1)) // (1 + p.steps_per_frame) - 1
+        return min(fits, int(self.meta.get("training", {}).get("crop_frames") or fits))
 
     @torch.inference_mode()
     def enhance_batch(self, wavs: Sequence[Audio], sr: int | None = None, seed: int | None = None,
