@@ -129,6 +129,33 @@ def test_end_weight_scales_the_end_cells_in_the_loss():
     torch.testing.assert_close(heavy(src, codes, code_lengths=T).loss, want)
 
 
+def test_guided_attention_prefers_the_diagonal_and_only_adds_in_training():
+    torch.manual_seed(0)
+    lm = _lm("parallel", 2, guided_attention=1.0)
+    src_len, T, P = torch.tensor([6, 4]), torch.tensor([12, 8]), torch.tensor([0, 2])
+    L = 6 + 1 + 12
+
+    def scores(flip: bool) -> torch.Tensor:
+        s = torch.zeros(2, L, L)
+        for b in range(2):
+            for f in range(int(P[b]), int(T[b])):
+                frac = (f - P[b]) / (T[b] - P[b])
+                t = int(frac * src_len[b]) if not flip else int(src_len[b]) - 1 - int(frac * src_len[b])
+                s[b, src_len[b] + f, t] = 20.0  # query predicting frame f looks at source token t
+        return s
+
+    diagonal, anti = lm._guide_loss([scores(False)], src_len, T, P), lm._guide_loss([scores(True)], src_len, T, P)
+    assert 0 <= diagonal < 0.1 < 0.4 < anti <= 1
+    src, codes = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, 2, 12))
+    plain = _lm("parallel", 2)
+    plain.load_state_dict(lm.state_dict())
+    args = (src, codes, src_len, T, P)
+    torch.testing.assert_close(lm(*args).loss, plain(*args).loss)  # eval mode: the LM loss alone
+    lm.train(), plain.train()
+    assert lm(*args).loss > plain(*args).loss + 0.05
+    assert all(b.attn.scores is None for b in lm.transformer.blocks)  # nothing kept after the step
+
+
 def test_end_threshold_decides_the_stop_instead_of_sampling_it():
     end = 3
     head0 = torch.tensor([[0.0, 0.0, 0.0, 2.0]]).log_softmax(-1).repeat(3, 1)  # P(end) = e^2 / (e^2 + 3) ~ 0.71

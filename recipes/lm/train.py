@@ -288,7 +288,8 @@ class LMBrain(sb.Brain):
 def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
     cfg = LMConfig(pattern=hp["pattern"], n_codebooks=codec.n_codebooks, codebook_size=codec.codebook_size,
                    src_vocab=src_vocab, src_codebooks=src_codebooks, max_len_ratio=hp["max_len_ratio"],
-                   end_weight=hp.get("end_weight", 1.0), transformer=dict(hp["model"]))
+                   end_weight=hp.get("end_weight", 1.0), guided_attention=hp.get("guided_attention", 0.0),
+                   guide_sigma=hp.get("guide_sigma", 0.2), transformer=dict(hp["model"]))
     return TokenLM(cfg)
 
 

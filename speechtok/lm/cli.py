@@ -39,7 +39,8 @@ def _fail(exc: Exception) -> int:
 
 
 def _sampling(args) -> dict:
-    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "end_threshold": getattr(args, "end_threshold", None)}
 
 
 # --- tts ---------------------------------------------------------------------------------
@@ -54,6 +55,9 @@ def add_tts_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-text", help="transcript of --prompt: continue the clip instead (VALL-E style)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together in batch mode")
     p.add_argument("--max-seconds", type=float, help="longest output per sentence")
+    p.add_argument("--end-threshold", type=float,
+                   help="stop when the model's end probability reaches this (default from the model; "
+                        "unset: the stop is sampled like any token)")
     _common(p, "tts")
 
 

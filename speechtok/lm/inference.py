@@ -188,9 +188,9 @@ class Synthesizer(_Runner):
     @torch.inference_mode()
     def tts_batch(self, texts: Sequence[str], prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
                   prompt_text: str | None = None, seed: int | None = None, max_seconds: float | None = None,
-                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
-                  ) -> list[torch.Tensor]:
-        """Waveforms [1, T] at `sample_rate`, one per text, all in the same voice (one batch)."""
+                  **overrides) -> list[torch.Tensor]:
+        """Waveforms [1, T] at `sample_rate`, one per text, all in the same voice (one batch).
+        `overrides` replace the model's sampling defaults (temperature, top_k, top_p, end_threshold, ...)."""
         if isinstance(texts, str):
             raise TypeError("tts_batch takes a list of texts; use tts() for one")
         if not texts:
@@ -207,9 +207,7 @@ class Synthesizer(_Runner):
             P = prompt[None].expand(len(ids), -1, -1)
             prompt_len = torch.full((len(ids),), prompt.shape[-1])
         max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
-        codes, lengths = self._generate(src, src_len, P, prompt_len, seed,
-                                        {"temperature": temperature, "top_k": top_k, "top_p": top_p}, max_len=max_len,
-                                        min_len=1)
+        codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1)
         return self._decode(codes.cpu(), lengths.cpu())
 
     def tts(self, text: str, prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
