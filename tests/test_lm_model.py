@@ -68,15 +68,18 @@ def test_overfits_one_utterance_and_greedy_decoding_reproduces_it(pattern, K):
     assert n.tolist() == [7] and torch.equal(out, codes[..., 5:])
 
 
+@pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("pattern,K", PATTERN_K)
-def test_greedy_generation_agrees_with_teacher_forcing(pattern, K):
-    """Each generated token is the best allowed one under forward() on [prompt + output]."""
+def test_greedy_generation_agrees_with_teacher_forcing(pattern, K, aligned):
+    """Each generated token is the best allowed one under forward() on [prompt + output]
+    (aligned positions: generated at the rate forward() derives from the output's length)."""
     torch.manual_seed(2)
-    lm = _lm(pattern, K, sharp=True)
+    lm = _lm(pattern, K, sharp=True, aligned_positions=aligned)
     p = lm.pattern
     src, prompt = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, K, 4))
     src_len, p_len = torch.tensor([6, 4]), torch.tensor([4, 2])
-    out, n = lm.generate(src, src_len, prompt, p_len, temperature=0, min_len=5, max_len=9)
+    kw = dict(min_len=7, max_len=7, rate=p.frame_step(7) / src_len.float()) if aligned else dict(min_len=5, max_len=9)
+    out, n = lm.generate(src, src_len, prompt, p_len, temperature=0, **kw)
     codes = torch.zeros(2, K, 4 + out.shape[-1], dtype=torch.long)
     for b in range(2):
         codes[b, :, : p_len[b] + n[b]] = torch.cat([prompt[b, :, : p_len[b]], out[b, :, : n[b]]], -1)
@@ -156,6 +159,18 @@ def test_guided_attention_prefers_the_diagonal_and_only_adds_in_training():
     assert all(b.attn.scores is None for b in lm.transformer.blocks)  # nothing kept after the step
 
 
+def test_aligned_positions_put_the_source_on_the_target_timeline():
+    lm = _lm("parallel", 2, aligned_positions=True)
+    pos = lm._positions(torch.tensor([3, 2]), 8, torch.tensor([-2, 0]), torch.tensor([2.0, 1.5]))
+    assert pos.tolist() == [[0, 2, 4, -3, -2, -1, 0, 1],  # 3 tokens, separator, 2 prompt steps, target from 0
+                            [0, 1.5, -1, 0, 1, 2, 3, 4]]  # continuation: the prompt starts the timeline
+    src, codes = torch.randint(0, 10, (1, 4)), torch.randint(0, 16, (1, 2, 8))
+    plain = _lm("parallel", 2)
+    plain.load_state_dict(lm.state_dict())
+    assert not torch.allclose(lm(src, codes).logits, plain(src, codes).logits)  # the positions matter
+    assert _lm("parallel", 2)._positions(torch.tensor([3]), 8, torch.tensor([0]), torch.tensor([1.0])) is None
+
+
 def test_end_threshold_decides_the_stop_instead_of_sampling_it():
     end = 3
     head0 = torch.tensor([[0.0, 0.0, 0.0, 2.0]]).log_softmax(-1).repeat(3, 1)  # P(end) = e^2 / (e^2 + 3) ~ 0.71
@@ -197,10 +212,10 @@ def test_sampling_is_reproducible_with_a_seed():
     assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("pattern,K", [("delay", 3), ("flatten", 2)])
-def test_batched_generation_equals_one_at_a_time(pattern, K):
+@pytest.mark.parametrize("pattern,K,aligned", [("delay", 3, False), ("flatten", 2, False), ("parallel", 3, True)])
+def test_batched_generation_equals_one_at_a_time(pattern, K, aligned):
     torch.manual_seed(1)
-    lm = _lm(pattern, K, sharp=True)
+    lm = _lm(pattern, K, sharp=True, aligned_positions=aligned, default_rate=1.7)
     src = torch.randint(0, 10, (2, 7))
     prompt = torch.randint(0, 16, (2, K, 5))
     src_len, p_len = torch.tensor([7, 3]), torch.tensor([2, 5])

@@ -55,7 +55,7 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
             "--token_cache", str(cache), "--text", "{kind: chars, language: en-us}", "--default_voice", "spk0",
             "--max_frames", "200", "--prompt_frames", "20", "--max_batch_frames", "300", "--steps_per_epoch", "20"]
     first = run("recipes/lm/tts/hparams/cpu.yaml", out, [*args, "--number_of_epochs", "1"])
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     tokens = sorted(cache.rglob("*.npz"))
     assert len(tokens) == 8
     stamps = [p.stat().st_mtime_ns for p in tokens]

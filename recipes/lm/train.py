@@ -289,7 +289,8 @@ def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
     cfg = LMConfig(pattern=hp["pattern"], n_codebooks=codec.n_codebooks, codebook_size=codec.codebook_size,
                    src_vocab=src_vocab, src_codebooks=src_codebooks, max_len_ratio=hp["max_len_ratio"],
                    end_weight=hp.get("end_weight", 1.0), guided_attention=hp.get("guided_attention", 0.0),
-                   guide_sigma=hp.get("guide_sigma", 0.2), transformer=dict(hp["model"]))
+                   guide_sigma=hp.get("guide_sigma", 0.2), aligned_positions=hp.get("aligned_positions", False),
+                   transformer=dict(hp["model"]))
     return TokenLM(cfg)
 
 
@@ -325,6 +326,9 @@ def prepare(hp, codec):
         dev_ids = {u.ID for m in dev_m for u in read_manifest(m)}
         train = [r for r in usable if r["id"] not in dev_ids]
         dev = [r for r in usable if r["id"] in dev_ids]
+        # the speaking rate a prompt without transcript is generated at: median target steps per symbol
+        lm.cfg.default_rate = float(np.median([int(lm.pattern.frame_step(r["codes"].shape[-1])) / len(r["src"])
+                                               for r in train])) if train else 1.0
         seen = {r["speaker"] for r in train}
         rng = np.random.default_rng(hp["seed"])
         by_speaker = defaultdict(list)

@@ -207,7 +207,13 @@ class Synthesizer(_Runner):
             P = prompt[None].expand(len(ids), -1, -1)
             prompt_len = torch.full((len(ids),), prompt.shape[-1])
         max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
-        codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1)
+        timeline = {}
+        if self.lm.cfg.aligned_positions and before and prompt is not None:
+            # continuation: the clip starts the target's timeline, and its transcript gives the speaking rate
+            rate = self.lm.pattern.frame_step(prompt.shape[-1]) / (len(self.frontend.ids(before)) + 1)
+            timeline = {"rate": rate, "continue_prompt": True}
+        codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1,
+                                        **timeline)
         return self._decode(codes.cpu(), lengths.cpu())
 
     def tts(self, text: str, prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,

@@ -12,6 +12,13 @@ prompt/target boundary correctly. The loss is cross-entropy over target cells on
 frames, source, separator and pad cells are ignored; the end token (on head 0 at the step
 where frame T would start) is a target.
 
+With `aligned_positions`, rotary positions are not token indices: target step s sits at s,
+prompt steps just before 0, and source token i at i * rate, where rate is the true target
+steps per source token in training (1 for enhancement) and `default_rate` (or a caller's
+estimate) in generation. A target step then finds the source tokens it renders at relative
+distance ~0 - alignment by construction, which a small model cannot otherwise learn in a few
+thousand steps (the idea of giving the total duration up front, as in E2/F5-TTS).
+
 Batches are right-padded with explicit lengths. `generate` packs each row as
 [source, separator, prompt] right-padded, prefills the KV cache, then decodes all rows in
 lock-step, each at its own cache position (see `transformer.py`), so a row's output does not
@@ -44,6 +51,8 @@ class LMConfig:
     end_weight: float = 1.0  # loss weight of the end cell: one cell per row, so its signal is weak
     guided_attention: float = 0.0  # weight of the text-alignment prior (TTS); 0 = off
     guide_sigma: float = 0.2  # width of that prior's diagonal band (fraction of the utterance)
+    aligned_positions: bool = False  # rotary positions put source token i at i * rate on the target's timeline
+    default_rate: float = 1.0  # target steps per source token at inference (training uses the true rate)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self) -> None:
@@ -114,6 +123,15 @@ class TokenLM(nn.Module):
         idx = torch.where(p < sl, p, Ls + p - sl).clamp(max=cat.shape[1] - 1)
         return cat.gather(1, idx[..., None].expand(-1, -1, cat.shape[-1])), lengths
 
+    def _positions(self, src_len, length: int, origin, rate) -> torch.Tensor | None:
+        """Rotary positions [B, length] of the assembled rows (None: token indices); `origin` [B]
+        is the position of audio step 0 and `rate` [B] the target steps per source token."""
+        if not self.cfg.aligned_positions:
+            return None
+        i = torch.arange(length, device=src_len.device)[None].float()
+        sl, origin, rate = src_len[:, None].float(), origin[:, None].float(), rate[:, None].float()
+        return torch.where(i < sl, i * rate, origin + i - sl - 1)
+
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h).unflatten(-1, (self.pattern.n_heads, self.pattern.vocab_size))
 
@@ -141,9 +159,10 @@ class TokenLM(nn.Module):
         seq[rows, p.frame_step(T), 0] = p.end_id
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1)
         guide = self.cfg.guided_attention > 0 and self.training
-        for block in self.transformer.blocks[1:]:
+        for block in self._probed():
             block.attn.probe = guide
-        h = self.transformer(x)
+        rate = p.frame_step(T - P).float() / src_len.clamp(min=1).float()
+        h = self.transformer(x, positions=self._positions(src_len, x.shape[1], -p.frame_step(P), rate))
         # the separator and each audio step predict the next audio step
         pos = (src_len[:, None] + torch.arange(S, device=h.device)).clamp(max=h.shape[1] - 1)
         logits = self._logits(h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1])))
@@ -156,11 +175,17 @@ class TokenLM(nn.Module):
             weight = torch.where(targets.flatten() == p.end_id, self.cfg.end_weight, weight)
         loss = (ce * weight).sum() / weight.sum().clamp(min=1)
         if guide:
-            scores = [block.attn.scores for block in self.transformer.blocks[1:]]
+            scores = [block.attn.scores for block in self._probed()]
             loss = loss + self.cfg.guided_attention * self._guide_loss(scores, src_len, T, P)
-            for block in self.transformer.blocks[1:]:
+            for block in self._probed():
                 block.attn.probe, block.attn.scores = False, None
         return LMOutput(loss, logits, targets)
+
+    def _probed(self) -> list:
+        """The blocks whose head 0 the alignment prior shapes: all but the first (its queries know
+        little yet), or the only one."""
+        blocks = list(self.transformer.blocks)
+        return blocks[1:] or blocks
 
     def _guide_loss(self, scores: list[torch.Tensor], src_len, T, P) -> torch.Tensor:
         """Guided attention (Tachibana et al., DCTTS): head 0 of each probed layer, restricted to
@@ -189,7 +214,8 @@ class TokenLM(nn.Module):
                  prompt_codes: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None, *,
                  max_len: int | None = None, min_len: int = 0, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, rep_window: int = 10,
-                 rep_ratio: float = 0.1, end_threshold: float | None = None, seed: int | None = None,
+                 rep_ratio: float = 0.1, end_threshold: float | None = None, rate=None,
+                 continue_prompt: bool = False, seed: int | None = None,
                  generator: torch.Generator | None = None, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Continue each row's source (and optional audio prompt) with target audio.
 
@@ -201,7 +227,10 @@ class TokenLM(nn.Module):
         a sampled token that fills more than rep_ratio of its codebook's last rep_window tokens
         is redrawn from the full (temperature-only) distribution, as in VALL-E 2. With
         end_threshold, stopping is not sampled: a row ends as soon as the model's end
-        probability reaches the threshold, and never before (like Tacotron's stop gate). `seed` (or
+        probability reaches the threshold, and never before (like Tacotron's stop gate). With
+        aligned positions, `rate` (target steps per source token, a number or [B]; default
+        cfg.default_rate) sets the expected length, and `continue_prompt` says the prompt is the
+        start of the target itself (its transcript begins the source), not another clip. `seed` (or
         `generator`) makes sampling reproducible. Returns the target codes [B, K, T] (prompt
         not included; 0 beyond each row's length) and lengths [B].
         """
@@ -209,12 +238,13 @@ class TokenLM(nn.Module):
         self.eval()
         try:
             return self._generate(src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature,
-                                  top_k, top_p, rep_window, rep_ratio, end_threshold, seed, generator, use_cache)
+                                  top_k, top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt, seed,
+                                  generator, use_cache)
         finally:
             self.train(was_training)
 
     def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature, top_k,
-                  top_p, rep_window, rep_ratio, end_threshold, seed, generator, use_cache):
+                  top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt, seed, generator, use_cache):
         p, dev = self.pattern, src.device
         B, V = src.shape[0], p.vocab_size
         src_len = _lengths(src, src_lengths, -1)
@@ -245,14 +275,17 @@ class TokenLM(nn.Module):
         x, plen = self._assemble(src, src_len, steps, step)
         n_iter = int((self._steps_needed(total) - step).max())
         cap = x.shape[1] + n_iter
+        rate = torch.as_tensor(self.cfg.default_rate if rate is None else rate, dtype=torch.float, device=dev)
+        origin = torch.zeros_like(step) if continue_prompt else -step
+        pos = self._positions(src_len, cap, origin, rate.expand(B))
         if use_cache:
             cache = self.transformer.new_cache(B, cap, device=dev)
-            h = self.transformer(x, cache=cache, lengths=plen)
+            h = self.transformer(x, cache=cache, lengths=plen, positions=None if pos is None else pos[:, : x.shape[1]])
         else:
             xbuf = x.new_zeros(B, cap, x.shape[-1])
             xbuf[:, : x.shape[1]] = x
             filled = x.shape[1]
-            h = self.transformer(x)
+            h = self.transformer(x, positions=None if pos is None else pos[:, :filled])
         rows = torch.arange(B, device=dev)
         last, cur = h[rows, plen - 1], plen.clone()
 
@@ -287,11 +320,11 @@ class TokenLM(nn.Module):
                 break
             xn = self._embed_audio(tok[:, None])
             if use_cache:
-                last = self.transformer(xn, cache=cache)[:, 0]
+                last = self.transformer(xn, cache=cache, positions=None if pos is None else pos[rows, cur][:, None])[:, 0]
             else:
                 xbuf[rows, cur] = xn[:, 0]
                 filled += 1
-                last = self.transformer(xbuf[:, :filled])[rows, cur]
+                last = self.transformer(xbuf[:, :filled], positions=None if pos is None else pos[:, :filled])[rows, cur]
             step, cur = step + 1, cur + 1
 
         lengths = end_frame.clamp(max=S) - P

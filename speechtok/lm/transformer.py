@@ -145,10 +145,12 @@ class Transformer(nn.Module):
         c = self.cfg
         return KVCache(c.n_layers, batch_size, c.n_heads, c.dim // c.n_heads, max_len, device, dtype)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, lengths: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         """Run on x [B, L, dim]. With a cache, x continues each row at cache.pos; the cache then
-        advances by `lengths` (valid tokens per row of a right-padded x) or by L."""
+        advances by `lengths` (valid tokens per row of a right-padded x) or by L. `positions`
+        [B, L] (any real numbers) replaces the token index as the rotary position; causality
+        still follows the index."""
         B, L, _ = x.shape
         steps = torch.arange(L, device=x.device)
         if cache is None:
@@ -161,6 +163,8 @@ class Transformer(nn.Module):
             # query at position p iff j <= p (each row's slots beyond its position hold stale data).
             keys = torch.arange(cache.filled + L, device=x.device)
             mask = None if cache.filled == 0 else (keys[None, None] <= pos[:, :, None])[:, None]
+        if positions is not None:
+            pos = positions
         angles = pos[..., None].float() * self.inv_freq  # [B|1, L, hd/2]
         cos, sin = angles.cos()[:, None], angles.sin()[:, None]
         for i, block in enumerate(self.blocks):
