@@ -171,6 +171,23 @@ def test_aligned_positions_put_the_source_on_the_target_timeline():
     assert _lm("parallel", 2)._positions(torch.tensor([3]), 8, torch.tensor([0]), torch.tensor([1.0])) is None
 
 
+@pytest.mark.parametrize("pattern,K", [("parallel", 3), ("delay", 2)])
+def test_frame_dropout_blanks_target_inputs_in_training_only(pattern, K):
+    torch.manual_seed(0)
+    lm = _lm(pattern, K, frame_dropout=1.0)
+    src, codes = torch.randint(0, 10, (1, 5)), torch.randint(0, 16, (1, K, 9))
+    other = codes.clone()
+    other[..., 4:] = (other[..., 4:] + 1) % 16  # different target frames, same 4 prompt frames
+    P = torch.tensor([4])
+    assert not torch.allclose(lm(src, codes, prompt_lengths=P).logits, lm(src, other, prompt_lengths=P).logits)
+    lm.train()
+    a, b = lm(src, codes, prompt_lengths=P).logits, lm(src, other, prompt_lengths=P).logits
+    torch.testing.assert_close(a, b)  # every target frame blanked: only source and prompt are seen
+    prompt_changed = other.clone()
+    prompt_changed[..., :4] = (prompt_changed[..., :4] + 1) % 16
+    assert not torch.allclose(b, lm(src, prompt_changed, prompt_lengths=P).logits)  # the prompt never is
+
+
 def test_end_threshold_decides_the_stop_instead_of_sampling_it():
     end = 3
     head0 = torch.tensor([[0.0, 0.0, 0.0, 2.0]]).log_softmax(-1).repeat(3, 1)  # P(end) = e^2 / (e^2 + 3) ~ 0.71

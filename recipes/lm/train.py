@@ -290,6 +290,7 @@ def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
                    src_vocab=src_vocab, src_codebooks=src_codebooks, max_len_ratio=hp["max_len_ratio"],
                    end_weight=hp.get("end_weight", 1.0), guided_attention=hp.get("guided_attention", 0.0),
                    guide_sigma=hp.get("guide_sigma", 0.2), aligned_positions=hp.get("aligned_positions", False),
+                   frame_dropout=hp.get("frame_dropout", 0.0),
                    transformer=dict(hp["model"]))
     return TokenLM(cfg)
 

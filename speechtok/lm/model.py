@@ -52,6 +52,7 @@ class LMConfig:
     guided_attention: float = 0.0  # weight of the text-alignment prior (TTS); 0 = off
     guide_sigma: float = 0.2  # width of that prior's diagonal band (fraction of the utterance)
     aligned_positions: bool = False  # rotary positions put source token i at i * rate on the target's timeline
+    frame_dropout: float = 0.0  # training: share of target input frames blanked, so the source must be used
     default_rate: float = 1.0  # target steps per source token at inference (training uses the true rate)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
@@ -111,9 +112,12 @@ class TokenLM(nn.Module):
         """Audio steps [B, S, H] -> [B, S, D] (sum of the heads' embeddings)."""
         return self.audio_emb(steps + self.head_offset).sum(-2)
 
-    def _assemble(self, src, src_len, steps, n_steps) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings [B, L, D] of [src_b, sep, steps_b[:n_steps_b]] per row, right-padded; lengths [B]."""
+    def _assemble(self, src, src_len, steps, n_steps, blank=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings [B, L, D] of [src_b, sep, steps_b[:n_steps_b]] per row, right-padded; lengths [B].
+        Audio steps where `blank` [B, S] is set enter as zeros."""
         xs, xa = self._embed_src(src, src_len), self._embed_audio(steps)
+        if blank is not None:
+            xa = xa.masked_fill(blank[..., None], 0.0)
         B, Ls = xs.shape[:2]
         cat = torch.cat([xs, self.sep.to(xs.dtype).expand(B, 1, -1), xa], dim=1)
         lengths = src_len + 1 + n_steps
@@ -157,7 +161,12 @@ class TokenLM(nn.Module):
         seq = F.pad(seq, (0, 0, 0, S - seq.shape[1]), value=p.pad_id)
         rows = torch.arange(len(T), device=T.device)
         seq[rows, p.frame_step(T), 0] = p.end_id
-        x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1)
+        blank = None
+        if self.training and self.cfg.frame_dropout > 0:  # like Tacotron's prenet dropout: whole target frames
+            frame_in = p.layout(S)[0].to(seq.device)[None, : S - 1, 0]  # frame of each input step (head 0)
+            drop = torch.rand(len(T), int(frame_in.max().clamp(min=0)) + 1, device=seq.device) < self.cfg.frame_dropout
+            blank = drop.gather(1, frame_in.clamp(min=0).expand(len(T), -1)) & (frame_in >= P[:, None])
+        x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank)
         guide = self.cfg.guided_attention > 0 and self.training
         for block in self._probed():
             block.attn.probe = guide
