@@ -372,9 +372,13 @@ def default_prompt(items, speaker: str, frame_rate: float, seconds=(2.0, 4.0)) -
 
 
 def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
-    """Save the best checkpoint (lowest dev loss) as a model folder; write a few samples beside it."""
-    brain.checkpointer.recover_if_possible(min_key="loss")
-    ckpt = brain.checkpointer.find_checkpoint(min_key="loss")
+    """Save the best checkpoint (lowest dev loss; `export_checkpoint: last` for the newest) as a
+    model folder; write a few samples beside it."""
+    key = {"ckpt_predicate": lambda c: "step" in c.meta}  # end-of-epoch checkpoints (with a dev loss)
+    if hp.get("export_checkpoint", "best") != "last":
+        key["min_key"] = "loss"
+    brain.checkpointer.recover_if_possible(**key)
+    ckpt = brain.checkpointer.find_checkpoint(**key)
     lm = brain.modules.lm.module if hasattr(brain.modules.lm, "module") else brain.modules.lm
     lm = lm.float().cpu().eval()
     training = {"step": ckpt.meta["step"], **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss")},
@@ -426,8 +430,8 @@ def main(argv: list[str]) -> None:
         brain.fit(hp["epoch_counter"], train_set, ItemList(dev_batches),
                   train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
                   valid_loader_kwargs={"batch_size": None})
-    elif brain.checkpointer.find_checkpoint(min_key="loss") is None:
-        raise SystemExit(f"export_only: no checkpoint with a dev loss in {hp['save_folder']} yet")
+    elif brain.checkpointer.find_checkpoint() is None:
+        raise SystemExit(f"export_only: no checkpoint in {hp['save_folder']} yet")
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(brain, hp, codec.cpu(), extra)}", flush=True)
 
