@@ -200,24 +200,37 @@ def _start(page, title: str, listener: str) -> None:
     expect(page.locator("#listen-status")).to_contain_text(f"as listener {listener}")
 
 
+def _run_trials(page, plan, answer, screenshot: str) -> dict:
+    """Answer every trial with answer(i, trial) -> {(item, system): score} and submit it; the
+    scores the ratings table should now hold."""
+    expected = {}
+    for i, trial in enumerate(plan):
+        expect(page.locator("#listen-progress")).to_contain_text(f"trial {i + 1} of {len(plan)}")
+        expected.update(answer(i, trial))
+        if i == 0:
+            page.screenshot(path=SHOTS / screenshot, full_page=True)
+        page.locator("#listen-submit").click()
+        expect(page.locator("#listen-status")).to_contain_text("Thank you" if i == len(plan) - 1 else f"Saved trial {i + 1}")
+    return expected
+
+
 def test_mushra_test(page, server):
     spec = L.load_test(REPO / "demo" / "listening_tests" / "example_mushra.yaml")
     plan = L.plan_trials(spec, "pw-mushra")
     _start(page, spec.title, "pw-mushra")
     expect(page.locator("#listen-reference")).to_be_visible()
-    expected = {}
-    for i, trial in enumerate(plan):
-        expect(page.locator("#listen-progress")).to_contain_text(f"trial {i + 1} of {len(plan)}")
+
+    def rate(i, trial) -> dict:
+        scores = {}
         for k, system in enumerate(trial.systems):
             score = 100 if system == L.REFERENCE else 10 * (k + 1) + i
             box = page.locator(f"#listen-slider-{k} input[type=number]")
             box.fill(str(score))
             box.press("Enter")
-            expected[(trial.item, system)] = float(score)
-        if i == 0:
-            page.screenshot(path=SHOTS / "listening-mushra.png", full_page=True)
-        page.locator("#listen-submit").click()
-        expect(page.locator("#listen-status")).to_contain_text("Thank you" if i == len(plan) - 1 else f"Saved trial {i + 1}")
+            scores[(trial.item, system)] = float(score)
+        return scores
+
+    expected = _run_trials(page, plan, rate, "listening-mushra.png")
     rows = _ratings(server[1], "pw-mushra")
     assert {(item, system): score for _, item, _, system, score in rows} == expected
     assert {r[0] for r in rows} == {"example-mushra"} and len(rows) == len(spec.items) * len(spec.conditions)
@@ -228,16 +241,13 @@ def test_ab_test(page, server):
     plan = L.plan_trials(spec, "pw-ab")
     _start(page, spec.title, "pw-ab")
     expect(page.locator("#listen-reference")).to_be_hidden()
-    expected = {}
-    for i, trial in enumerate(plan):
-        expect(page.locator("#listen-progress")).to_contain_text(f"trial {i + 1} of {len(plan)}")
+
+    def choose_side(i, trial) -> dict:
         answer = "A" if i % 2 == 0 else "No preference"
         page.locator("#listen-choice").get_by_label(answer, exact=True).check()
-        expected.update({(trial.item, s): v for s, v in L.trial_scores(spec, trial, answer).items()})
-        if i == 0:
-            page.screenshot(path=SHOTS / "listening-ab.png", full_page=True)
-        page.locator("#listen-submit").click()
-        expect(page.locator("#listen-status")).to_contain_text("Thank you" if i == len(plan) - 1 else f"Saved trial {i + 1}")
+        return {(trial.item, s): v for s, v in L.trial_scores(spec, trial, answer).items()}
+
+    expected = _run_trials(page, plan, choose_side, "listening-ab.png")
     rows = _ratings(server[1], "pw-ab")
     assert {(item, system): score for _, item, _, system, score in rows} == expected
 

@@ -26,7 +26,7 @@ from speechtok.data.audio import load_audio_with_sr, resample
 from speechtok.data.manifest import Utterance
 from speechtok.eval import judges as J
 from speechtok.eval import metrics as M
-from speechtok.eval.harness import EvalError, _fmt, _json_safe, _signal_metrics, load_items
+from speechtok.eval.harness import EvalError, _fmt, _json_safe, _signal_metrics, load_items, report_command
 
 BAND_EDGES = (0.0, 10.0)  # dB: bands < 0, 0-10, >= 10
 TTS_SYSTEMS = {"generated": "generated", "ground_truth": "ground truth", "codec_resynth": "codec resynth"}
@@ -340,18 +340,15 @@ def _tts_inputs(args) -> dict:
 
 
 def run_eval_tts(args: argparse.Namespace) -> int:
-    try:
-        inputs = _tts_inputs(args)
-        codec = load_codec(args.codec, args.device) if args.codec else None
-        result = evaluate_tts(**inputs, codec=codec, dnsmos=not args.no_dnsmos, progress=True)
-        meta = {"generated": str(args.generated), "data": args.data, "texts": args.texts, "split": args.split}
-        paths = write_report(args.out, result, meta)
-    except (ValueError, FileNotFoundError) as exc:  # EvalError, AudioError, CodecError, bad manifest
-        print(f"speechtok eval-tts: error: {exc}", file=sys.stderr)
-        return 2
-    print(paths["md"].read_text(), end="")
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return report_command("eval-tts", lambda: _eval_tts(args))
+
+
+def _eval_tts(args: argparse.Namespace) -> dict[str, Path]:
+    inputs = _tts_inputs(args)
+    codec = load_codec(args.codec, args.device) if args.codec else None
+    result = evaluate_tts(**inputs, codec=codec, dnsmos=not args.no_dnsmos, progress=True)
+    meta = {"generated": str(args.generated), "data": args.data, "texts": args.texts, "split": args.split}
+    return write_report(args.out, result, meta)
 
 
 def _band_edges(spec: str) -> list[float]:
@@ -383,26 +380,23 @@ def add_eval_enhance_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
 
 
 def run_eval_enhance(args: argparse.Namespace) -> int:
-    try:
-        data = load_items(args.data, args.split, args.limit)
-        bad = [u.ID for u in data if not u.extra.get("clean_path") or not u.extra.get("snr_db")]
-        if bad:
-            raise EvalError(f"{args.data}: rows without clean_path/snr_db columns (e.g. {', '.join(bad[:3])}); "
-                            "expected a noisy-pair manifest")
-        enhanced = _match(data, args.enhanced, "enhanced")
-        texts = None if args.no_wer else [u.text or None for u in data]
-        codec = load_codec(args.codec, args.device) if args.codec else None
-        result = evaluate_enhancement(
-            [_load(u.path) for u in data], [_load(u.path) for u in enhanced],
-            [_load(u.extra["clean_path"]) for u in data], [float(u.extra["snr_db"]) for u in data],
-            codec=codec, transcripts=texts, ids=[u.ID for u in data], band_edges=args.bands,
-            dnsmos=not args.no_dnsmos, progress=True,
-        )
-        paths = write_report(args.out, result, {"data": str(args.data), "enhanced": str(args.enhanced),
-                                                "split": args.split})
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"speechtok eval-enhance: error: {exc}", file=sys.stderr)
-        return 2
-    print(paths["md"].read_text(), end="")
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+    return report_command("eval-enhance", lambda: _eval_enhance(args))
+
+
+def _eval_enhance(args: argparse.Namespace) -> dict[str, Path]:
+    data = load_items(args.data, args.split, args.limit)
+    bad = [u.ID for u in data if not u.extra.get("clean_path") or not u.extra.get("snr_db")]
+    if bad:
+        raise EvalError(f"{args.data}: rows without clean_path/snr_db columns (e.g. {', '.join(bad[:3])}); "
+                        "expected a noisy-pair manifest")
+    enhanced = _match(data, args.enhanced, "enhanced")
+    texts = None if args.no_wer else [u.text or None for u in data]
+    codec = load_codec(args.codec, args.device) if args.codec else None
+    result = evaluate_enhancement(
+        [_load(u.path) for u in data], [_load(u.path) for u in enhanced],
+        [_load(u.extra["clean_path"]) for u in data], [float(u.extra["snr_db"]) for u in data],
+        codec=codec, transcripts=texts, ids=[u.ID for u in data], band_edges=args.bands,
+        dnsmos=not args.no_dnsmos, progress=True,
+    )
+    return write_report(args.out, result, {"data": str(args.data), "enhanced": str(args.enhanced),
+                                           "split": args.split})

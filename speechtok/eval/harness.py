@@ -330,24 +330,35 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def report_command(command: str, build: Callable[[], dict[str, Path]]) -> int:
+    """Run `build` (it writes a report and returns its paths), print the Markdown table and
+    return 0; a bad input (EvalError, AudioError, CodecError, bad manifest) is one line on
+    stderr and exit code 2."""
     try:
-        if args.limit is not None and args.limit < 1:
-            raise EvalError(f"--limit must be >= 1, got {args.limit}")
-        extras = parse_extras(args.extras)
-        items = load_items(args.data, args.split, args.limit)
-        runs = []
-        for name in args.codec:
-            codec = load_codec(name, args.device)
-            if args.decoder:
-                set_decoder(codec, args.decoder)
-            for n in args.n_codebooks or [None]:
-                runs.append(evaluate_codec(codec, items, n, extras, progress=True))
-        meta = {"data": str(args.data), "split": args.split, "limit": args.limit, "device": str(args.device)}
-        paths = write_results(args.out, runs, meta)
-    except (ValueError, FileNotFoundError) as exc:  # EvalError, CodecError, AudioError, bad manifest
-        print(f"speechtok eval: error: {exc}", file=sys.stderr)
+        paths = build()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"speechtok {command}: error: {exc}", file=sys.stderr)
         return 2
     print(paths["md"].read_text(), end="")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    return report_command("eval", lambda: _eval_codecs(args))
+
+
+def _eval_codecs(args: argparse.Namespace) -> dict[str, Path]:
+    if args.limit is not None and args.limit < 1:
+        raise EvalError(f"--limit must be >= 1, got {args.limit}")
+    extras = parse_extras(args.extras)
+    items = load_items(args.data, args.split, args.limit)
+    runs = []
+    for name in args.codec:
+        codec = load_codec(name, args.device)
+        if args.decoder:
+            set_decoder(codec, args.decoder)
+        for n in args.n_codebooks or [None]:
+            runs.append(evaluate_codec(codec, items, n, extras, progress=True))
+    meta = {"data": str(args.data), "split": args.split, "limit": args.limit, "device": str(args.device)}
+    return write_results(args.out, runs, meta)
