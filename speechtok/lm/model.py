@@ -161,9 +161,10 @@ class TokenLM(nn.Module):
         seq = F.pad(seq, (0, 0, 0, S - seq.shape[1]), value=p.pad_id)
         rows = torch.arange(len(T), device=T.device)
         seq[rows, p.frame_step(T), 0] = p.end_id
+        frame = p.layout(S)[0].to(seq.device)  # [S, H]: the frame of each cell
         blank = None
         if self.training and self.cfg.frame_dropout > 0:  # like Tacotron's prenet dropout: whole target frames
-            frame_in = p.layout(S)[0].to(seq.device)[None, : S - 1, 0]  # frame of each input step (head 0)
+            frame_in = frame[None, : S - 1, 0]  # frame of each input step (head 0)
             drop = torch.rand(len(T), int(frame_in.max().clamp(min=0)) + 1, device=seq.device) < self.cfg.frame_dropout
             blank = drop.gather(1, frame_in.clamp(min=0).expand(len(T), -1)) & (frame_in >= P[:, None])
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank)
@@ -175,8 +176,7 @@ class TokenLM(nn.Module):
         # the separator and each audio step predict the next audio step
         pos = (src_len[:, None] + torch.arange(S, device=h.device)).clamp(max=h.shape[1] - 1)
         logits = self._logits(h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1])))
-        frame, _ = p.layout(S)
-        keep = (seq != p.pad_id) & (frame.to(seq.device)[None] >= P[:, None, None])
+        keep = (seq != p.pad_id) & (frame[None] >= P[:, None, None])
         targets = seq.masked_fill(~keep, IGNORE)
         ce = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), ignore_index=IGNORE, reduction="none")
         weight = keep.flatten().float()
