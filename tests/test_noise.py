@@ -178,6 +178,13 @@ def test_make_noisy_corpus_deterministic_and_resumable(pool, tmp_path):
         else:
             assert f.stat().st_mtime_ns == mtimes[f], f
 
+    # more hours extend the corpus: the pairs written so far keep their IDs and bytes
+    longer = read_manifest(make_noisy_corpus(pool["clean_csv"], pool["noise_csv"], tmp_path / "a", 2 * hours,
+                                             seed=5, workers=0))
+    same = {u.ID: u.extra for u in longer}
+    assert len(longer) > len(utts) and all(same.get(u.ID) == u.extra for u in utts)
+    assert all(f.stat().st_mtime_ns == mtimes[f] for f in files if f.stem != victim.ID)
+
 
 def test_real_shared_noise_split_matched(shared_data, pool):
     noise = read_noise_list(shared_data / "noise" / "metadata.tsv")

@@ -76,12 +76,13 @@ def noisy_stage(hp: dict, manifests: Path, summary: dict) -> None:
     write_splits(manifests, "clean", clean, summary)
     noise_ok = all((manifests / f"noise_{s}.csv").is_file() for s in SPLITS)
     utts = []
-    for split, frac in (("train", 1 - hp["dev_fraction"]), ("dev", hp["dev_fraction"])):
-        if frac <= 0 or not summary["manifests"][f"clean_{split}"]["files"]:
+    for split in SPLITS:
+        hours = hp[f"noisy_{split}_hours"]
+        if hours <= 0 or not summary["manifests"][f"clean_{split}"]["files"]:
             continue
         path = make_noisy_corpus(
             manifests / f"clean_{split}.csv", manifests / f"noise_{split}.csv" if noise_ok else None,
-            hp["output_folder"] / "noisy" / split, hours=hp["noisy_hours"] * frac,
+            hp["output_folder"] / "noisy" / split, hours=hours,
             snr_range=tuple(hp["snr_range"]), seed=hp["seed"], reverb_prob=hp["reverb_prob"],
             workers=hp["workers"], sample_rate=hp["sample_rate"],
         )
