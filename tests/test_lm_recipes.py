@@ -103,6 +103,11 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
                [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert abs(dev_losses(tuned)[0] - min(losses)) < 0.02 < losses[0] - min(losses)
+    # export_only before any end-of-epoch checkpoint: a clear error, no folder
+    empty = tmp_path / "empty"
+    proc = run("recipes/lm/enhance/hparams/cpu.yaml", empty, [*args, "--export_only", "True"])
+    assert proc.returncode != 0 and "no end-of-epoch checkpoint" in proc.stderr, proc.stderr[-2000:]
+    assert not (empty / "export").exists()
 
 
 def test_tts_eval_set_prompts_each_row_with_another_utterance_of_its_speaker(tmp_path):

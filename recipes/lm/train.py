@@ -13,8 +13,8 @@ half the time (`prompt_prob`) the prompt is a crop of another utterance by the s
 is what VALL-E continuation needs. Enhancement rows are [noisy codes][sep][clean codes] on
 aligned random crops. The dev loss is reported per group (TTS: voices seen in training vs
 held-out voices, always with a speaker prompt). Re-running the same command resumes (also
-mid-epoch, every `ckpt_interval_minutes`); at the end the best checkpoint (dev loss) is
-exported as a model folder that `speechtok.lm.inference` loads.
+mid-epoch, every `ckpt_interval_minutes`); at the end the best (dev loss) or the last
+end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.lm.inference` loads.
 """
 
 from __future__ import annotations
@@ -373,12 +373,15 @@ def default_prompt(items, speaker: str, frame_rate: float, seconds=(2.0, 4.0)) -
 
 def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     """Save the best checkpoint (lowest dev loss; `export_checkpoint: last` for the newest) as a
-    model folder; write a few samples beside it."""
-    key = {"ckpt_predicate": lambda c: "step" in c.meta}  # end-of-epoch checkpoints (with a dev loss)
+    model folder; write a few samples beside it. Only end-of-epoch checkpoints have a dev loss
+    and a step, so mid-epoch ones are never exported."""
+    key = {"ckpt_predicate": lambda c: "step" in c.meta}
     if hp.get("export_checkpoint", "best") != "last":
         key["min_key"] = "loss"
-    brain.checkpointer.recover_if_possible(**key)
     ckpt = brain.checkpointer.find_checkpoint(**key)
+    if ckpt is None:
+        raise SystemExit(f"export: no end-of-epoch checkpoint in {hp['save_folder']} yet")
+    brain.checkpointer.recover_if_possible(**key)
     lm = brain.modules.lm.module if hasattr(brain.modules.lm, "module") else brain.modules.lm
     lm = lm.float().cpu().eval()
     training = {"step": ckpt.meta["step"], **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss")},
@@ -426,12 +429,10 @@ def main(argv: list[str]) -> None:
     brain = LMBrain(modules={"lm": lm}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts,
                     checkpointer=hp["checkpointer"])
     brain.train_set = train_set
-    if not hp.get("export_only", False):  # export_only: write the best checkpoint so far, e.g. mid-run
+    if not hp.get("export_only", False):  # export_only: export what is there so far, e.g. mid-run
         brain.fit(hp["epoch_counter"], train_set, ItemList(dev_batches),
                   train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
                   valid_loader_kwargs={"batch_size": None})
-    elif brain.checkpointer.find_checkpoint() is None:
-        raise SystemExit(f"export_only: no checkpoint in {hp['save_folder']} yet")
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(brain, hp, codec.cpu(), extra)}", flush=True)
 
