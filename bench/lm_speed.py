@@ -6,6 +6,12 @@ parameter model, and prints tokens/s. Without the cache every step re-runs the w
 are timed at a few lengths and the per-step times interpolated and summed ("estimated": true).
 Part 2 times every bundled `tts-*` / `enhance-*` model end to end (text or noisy audio in,
 waveform out, codec included) on about --seconds of speech and prints its real-time factor.
+Part 3 asks whether lossless speculative decoding could speed those models up with the model as
+its own draft (frame dropout trains it to predict a frame without having seen the one before):
+for every generated frame it compares the prediction made with the previous frame blanked (the
+draft) with the one made after seeing it (the verifier), and prints how often a drafted frame
+would be accepted - greedy: all heads' argmax agree; sampling: prod_h sum_v min(p, q), the
+acceptance probability of speculative sampling - with the per-head agreement beside it.
 Results go to bench/results/lm_speed.json.
 
     python bench/lm_speed.py [--lengths 100 500 1000] [--device cpu] [--threads N] [--seconds 10]
@@ -63,6 +69,65 @@ def shipped_rtf(seconds: float, device: str) -> list[dict]:
                      "x_real_time": round(audio / wall, 2)})
         print(f"{name:>24}: {audio:.1f} s of audio in {wall:.2f} s = {audio / wall:.1f}x real time ({what})",
               flush=True)
+    return rows
+
+
+@torch.no_grad()
+def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: float, chunk: int = 16) -> dict:
+    """Acceptance of self-drafted frames (see the module docstring) along one generated `target`
+    [K, T] after `prompt` [K, P]; for patterns with one step per frame (single, parallel)."""
+    p, dev = lm.pattern, src.device
+    Pn, T = prompt.shape[-1], target.shape[-1]
+    codes = torch.cat([prompt, target], -1)[None]
+    prompt_len = torch.tensor([Pn], device=dev)
+    verify = lm(src, codes, src_len, prompt_lengths=prompt_len).logits[0]  # [S, H, V]
+    frames = torch.arange(Pn + 1, Pn + T, device=dev)  # drafted frames: the one before is a target frame
+    accept, agree = [], []
+    for fr in frames.split(chunk):
+        B = len(fr)
+        blank = torch.zeros(B, Pn + T, dtype=torch.bool, device=dev)
+        blank[torch.arange(B), fr - 1] = True
+        rows = lm(src.expand(B, *src.shape[1:]), codes.expand(B, -1, -1), src_len.expand(B),
+                  prompt_lengths=prompt_len.expand(B), blank_frames=blank).logits
+        q = rows[torch.arange(B), p.frame_step(fr)][..., : p.codebook_size].float()  # draft  [B, H, C]
+        v = verify[p.frame_step(fr)][..., : p.codebook_size].float()  # verifier
+        if temperature <= 0:
+            same = q.argmax(-1) == v.argmax(-1)
+            accept.append(same.all(-1).float())
+            agree.append(same.float().mean(-1))
+        else:
+            overlap = torch.minimum((q / temperature).softmax(-1), (v / temperature).softmax(-1)).sum(-1)
+            accept.append(overlap.prod(-1))
+            agree.append(overlap.mean(-1))
+    return {"frames": len(frames), "accept": round(float(torch.cat(accept).mean()), 4),
+            "per_head": round(float(torch.cat(agree).mean()), 4)}
+
+
+def shipped_draft_acceptance(seconds: float, device: str) -> list[dict]:
+    """Self-draft acceptance (draft_acceptance) of each bundled token-LM on its own output: TTS of
+    PARAGRAPH in the voice of the first bundled example (a speaker prompt, laid out as in
+    training), enhancement of one chunk of `noisy_clip`."""
+    rows = []
+    for name in available_models():
+        if name.startswith("tts-"):
+            runner = load_tts(name, device=device)
+            src, src_len, prompt, _, _ = runner.inputs([PARAGRAPH], sorted(EXAMPLES.glob("*.flac"))[0])
+        else:
+            runner = load_enhancer(name, device=device)
+            src = runner.codec.encode(noisy_clip(seconds, runner.sample_rate)[None].to(device)).long().cpu()
+            src = src[..., : runner.chunk_frames]
+            src_len, prompt = torch.tensor([src.shape[-1]]), torch.zeros(1, src.shape[1], 0, dtype=torch.long)
+        lm, sampling = runner.lm, runner.sampling
+        if lm.pattern.steps_per_frame != 1 or lm.pattern.tail:
+            continue  # a frame spans several steps: drafting whole frames does not apply as measured here
+        src, src_len, prompt = src.to(device), src_len.to(device), prompt.to(device)
+        min_len = 1 if name.startswith("tts-") else src.shape[-1]
+        target, n = lm.generate(src, src_len, prompt, seed=0, min_len=min_len, **sampling)
+        res = draft_acceptance(lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling["temperature"])
+        decoding = "greedy" if sampling["temperature"] <= 0 else f"sampling, T={sampling['temperature']:g}"
+        rows.append({"model": name, "decoding": decoding, "heads": lm.pattern.n_heads, **res})
+        print(f"{name:>24}: drafted frame accepted {100 * res['accept']:.2f}% of the time "
+              f"(per head {100 * res['per_head']:.1f}%, {res['frames']} frames, {decoding})", flush=True)
     return rows
 
 
@@ -145,6 +210,8 @@ def main() -> None:
               f"{c['tokens_per_s'] / u['tokens_per_s']:.1f}x")
     print("* estimated from timed full forward passes\n")
     shipped = shipped_rtf(args.seconds, args.device)
+    print("\nself-drafted frames that lossless speculative decoding would accept:")
+    drafts = shipped_draft_acceptance(args.seconds, args.device)
 
     result = {
         "model": {"params": count_parameters(lm), "pattern": args.pattern, "codebooks": args.codebooks,
@@ -154,6 +221,7 @@ def main() -> None:
                   "load_avg_at_end": os.getloadavg()[0], "decoding": "greedy, batch 1, fp32"},
         "results": rows,
         "shipped": shipped,
+        "self_draft_acceptance": drafts,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -188,6 +188,25 @@ def test_frame_dropout_blanks_target_inputs_in_training_only(pattern, K):
     assert not torch.allclose(b, lm(src, prompt_changed, prompt_lengths=P).logits)  # the prompt never is
 
 
+@pytest.mark.parametrize("pattern,K", [("parallel", 3), ("single", 1)])
+def test_blank_frames_hide_exactly_those_frames(pattern, K):
+    torch.manual_seed(0)
+    lm = _lm(pattern, K, sharp=True)
+    src, codes = torch.randint(0, 10, (1, 5)), torch.randint(0, 16, (1, K, 9))
+    changed = codes.clone()
+    changed[..., 4] = (changed[..., 4] + 1) % 16  # only frame 4 differs
+    blank = torch.zeros(1, 9, dtype=torch.bool)
+    blank[0, 4] = True
+    torch.testing.assert_close(lm(src, codes, blank_frames=blank).logits, lm(src, changed, blank_frames=blank).logits)
+    assert not torch.allclose(lm(src, codes).logits, lm(src, changed).logits)
+    # steps up to frame 4's first input are untouched; later ones see the blank
+    first = int(lm.pattern.frame_step(4)) + 1
+    plain, hidden = lm(src, codes).logits, lm(src, codes, blank_frames=blank).logits
+    torch.testing.assert_close(plain[:, :first], hidden[:, :first])
+    assert not torch.allclose(plain[:, first:], hidden[:, first:])
+    torch.testing.assert_close(plain, lm(src, codes, blank_frames=torch.zeros(1, 9, dtype=torch.bool)).logits)
+
+
 def test_end_threshold_decides_the_stop_instead_of_sampling_it():
     end = 3
     head0 = torch.tensor([[0.0, 0.0, 0.0, 2.0]]).log_softmax(-1).repeat(3, 1)  # P(end) = e^2 / (e^2 + 3) ~ 0.71

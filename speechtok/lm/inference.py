@@ -195,6 +195,17 @@ class Synthesizer(_Runner):
             raise TypeError("tts_batch takes a list of texts; use tts() for one")
         if not texts:
             return []
+        src, src_len, P, prompt_len, timeline = self.inputs(texts, prompt_wav, prompt_sr, prompt_text)
+        max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
+        codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1,
+                                        **timeline)
+        return self._decode(codes.cpu(), lengths.cpu())
+
+    def inputs(self, texts: Sequence[str], prompt_wav: Audio | None = None, prompt_sr: int | None = None,
+               prompt_text: str | None = None) -> tuple:
+        """The LM's inputs for `texts` in one voice: source ids [B, L], their lengths [B], prompt
+        codes [B, K, P] and lengths [B] (both None without a prompt), and generate()'s timeline
+        keywords (rate, continue_prompt) for a continued clip."""
         prompt, before = self._prompt(prompt_wav, prompt_sr, prompt_text)
         symbols = self.frontend.to_symbols_many(list(texts))
         ids = [self.frontend.ids((before + " " + s) if before else s) for s in symbols]
@@ -206,15 +217,12 @@ class Synthesizer(_Runner):
         if prompt is not None:
             P = prompt[None].expand(len(ids), -1, -1)
             prompt_len = torch.full((len(ids),), prompt.shape[-1])
-        max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
         timeline = {}
         if self.lm.cfg.aligned_positions and before and prompt is not None:
             # continuation: the clip starts the target's timeline, and its transcript gives the speaking rate
             rate = self.lm.pattern.frame_step(prompt.shape[-1]) / (len(self.frontend.ids(before)) + 1)
             timeline = {"rate": rate, "continue_prompt": True}
-        codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1,
-                                        **timeline)
-        return self._decode(codes.cpu(), lengths.cpu())
+        return src, src_len, P, prompt_len, timeline
 
     def tts(self, text: str, prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
             prompt_text: str | None = None, seed: int | None = None, **kw) -> torch.Tensor:

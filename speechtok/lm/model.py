@@ -147,9 +147,13 @@ class TokenLM(nn.Module):
 
     # --- training --------------------------------------------------------------------------
     def forward(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
-                code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None) -> LMOutput:
+                code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
+                blank_frames: torch.Tensor | None = None) -> LMOutput:
         """Loss of audio `codes` [B, K, T] given `src`. Row b's codes are its prompt frames
-        (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all."""
+        (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all.
+        `blank_frames` [B, T] (bool) blanks the input steps where those frames start (head 0), as
+        frame dropout does in training: with one step per frame, what the model predicts without
+        having seen them (e.g. a draft of the frame after)."""
         p = self.pattern
         src_len, T = _lengths(src, src_lengths, -1), _lengths(codes, code_lengths, -1)
         P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
@@ -162,11 +166,15 @@ class TokenLM(nn.Module):
         rows = torch.arange(len(T), device=T.device)
         seq[rows, p.frame_step(T), 0] = p.end_id
         frame = p.layout(S)[0].to(seq.device)  # [S, H]: the frame of each cell
-        blank = None
+        frame_in = frame[None, : S - 1, 0].expand(len(T), -1)  # frame of each input step (head 0)
+        blank = torch.zeros_like(frame_in, dtype=torch.bool)
         if self.training and self.cfg.frame_dropout > 0:  # like Tacotron's prenet dropout: whole target frames
-            frame_in = frame[None, : S - 1, 0]  # frame of each input step (head 0)
             drop = torch.rand(len(T), int(frame_in.max().clamp(min=0)) + 1, device=seq.device) < self.cfg.frame_dropout
-            blank = drop.gather(1, frame_in.clamp(min=0).expand(len(T), -1)) & (frame_in >= P[:, None])
+            blank |= drop.gather(1, frame_in.clamp(min=0)) & (frame_in >= P[:, None])
+        if blank_frames is not None:
+            bf = blank_frames.to(seq.device, torch.bool)
+            bf = F.pad(bf, (0, max(int(frame_in.max()) + 1 - bf.shape[-1], 0)))
+            blank |= bf.gather(1, frame_in.clamp(min=0)) & (frame_in >= 0)
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank)
         guide = self.cfg.guided_attention > 0 and self.training
         for block in self._probed():
