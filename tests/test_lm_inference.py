@@ -140,6 +140,11 @@ def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
         enhancer.enhance(wav, sr=8000)
     enhancer.meta["training"] = {"crop_frames": 10}  # chunks no longer than the training crops
     assert enhancer.chunk_frames == 10 and enhancer.enhance(wav).shape == (1, wav.shape[-1])
+    seen, generate = [], enhancer.lm.generate
+    enhancer.lm.generate = lambda src, src_len, *a, **kw: seen.append(src_len.tolist()) or generate(src, src_len, *a, **kw)
+    hop = enhancer.codec.hop_length
+    assert enhancer.enhance(wav[: 23 * hop]).shape == (1, 23 * hop)
+    assert seen == [[8, 8, 7]]  # equal chunks, not 10 + 10 + a 3-frame tail with little context
 
 
 def _args(add, argv):

@@ -248,11 +248,14 @@ class Enhancer(_Runner):
         """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`)."""
         items = [self._encode(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w))
                  for i, w in enumerate(wavs)]
-        # cut every input into chunks that fit, enhance all chunks as one batch, stitch them back
-        C, pieces, owner = self.chunk_frames, [], []
+        # cut every input into equal chunks that fit (no short tail chunk with little context),
+        # enhance all chunks as one batch, stitch them back
+        pieces, owner = [], []
         for j, (codes, _) in enumerate(items):
-            for s in range(0, codes.shape[-1], C):
-                pieces.append(codes[:, s : s + C])
+            n = codes.shape[-1]
+            size = -(-n // -(-n // self.chunk_frames))  # ceil(n / number of chunks)
+            for s in range(0, n, size):
+                pieces.append(codes[:, s : s + size])
                 owner.append(j)
         src_len = torch.tensor([p.shape[-1] for p in pieces])
         src = torch.zeros(len(pieces), pieces[0].shape[0], int(src_len.max()), dtype=torch.long)
