@@ -300,3 +300,63 @@ def test_too_long_input_is_an_error():
     lm = _lm("single", 1)
     with pytest.raises(ValueError, match="too long"):
         lm.generate(torch.zeros(1, 600, dtype=torch.long))
+
+
+def _codec_src_lm(pattern, K, **kw) -> TokenLM:
+    """An enhancement-shaped model (source: codes of 2 codebooks of 10 values) with a trained-looking
+    aligned-source table (random, not the zeros it starts from)."""
+    lm = _lm(pattern, K, sharp=True, src_codebooks=2, aligned_source=True, aligned_positions=True, **kw)
+    with torch.no_grad():
+        lm.src_frame_emb.weight.normal_(0, 0.5)
+    return lm
+
+
+@pytest.mark.parametrize("pattern,K", [("parallel", 3), ("delay", 2), ("flatten", 2)])
+def test_aligned_source_generation_agrees_with_teacher_forcing_and_batching(pattern, K):
+    """With the source frame summed into each step, generate() (cached or not, batched or not)
+    still makes the tokens that forward() on its own output scores best."""
+    torch.manual_seed(3)
+    lm = _codec_src_lm(pattern, K)
+    p = lm.pattern
+    src, src_len = torch.randint(0, 10, (2, 2, 8)), torch.tensor([8, 5])
+    kw = dict(temperature=0, max_len=5, min_len=5)  # the rate forward() derives from 5 frames
+    out, n = lm.generate(src, src_len, rate=p.frame_step(5) / src_len.float(), **kw)
+    tf = lm(src, out, src_len, n)
+    _, book = p.layout(tf.targets.shape[1])
+    lo = p.offset(book)[None, ..., None]
+    ids = torch.arange(p.vocab_size)
+    best = tf.logits.masked_fill(~((ids >= lo) & (ids < lo + p.codebook_size)), float("-inf")).argmax(-1)
+    cells = (tf.targets != IGNORE) & (tf.targets != p.end_id)
+    assert cells.sum() == K * n.sum() and torch.equal(best[cells], tf.targets[cells])
+    one, m = lm.generate(src[1:, :, :5], rate=p.frame_step(5) / 5, **kw)
+    assert m[0] == n[1] and torch.equal(one[0], out[1, :, : n[1]])
+    nocache, n2 = lm.generate(src, src_len, rate=p.frame_step(5) / src_len.float(), use_cache=False, **kw)
+    assert torch.equal(n, n2) and torch.equal(out, nocache)
+
+
+def test_aligned_source_reads_the_frame_being_rendered():
+    """Source frame 3 reaches the target through the aligned table at the step that predicts
+    frame 3 and, causally, after it; never before (the source prefix's own table is zeroed, so
+    attention to the prefix carries nothing)."""
+    torch.manual_seed(0)
+    lm = _codec_src_lm("parallel", 2)
+    with torch.no_grad():
+        lm.src_emb.weight.zero_()
+    src, codes = torch.randint(0, 10, (1, 2, 6)), torch.randint(0, 16, (1, 2, 6))
+    src2 = src.clone()
+    src2[0, :, 3] = (src[0, :, 3] + 1) % 10
+    a, b = lm(src, codes).logits, lm(src2, codes).logits
+    changed = (a - b).abs().amax((-1, -2))[0] > 1e-5  # per step
+    assert changed.tolist() == [False, False, False, True, True, True, True]
+
+
+def test_aligned_source_starts_at_zero_and_needs_a_codec_source():
+    torch.manual_seed(0)
+    plain = _lm("parallel", 2, src_codebooks=2, aligned_positions=True)
+    with_table = TokenLM(LMConfig(**{**plain.cfg.__dict__, "aligned_source": True})).eval()
+    missing, unexpected = with_table.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["src_frame_emb.weight"] and not unexpected
+    src, codes = torch.randint(0, 10, (1, 2, 6)), torch.randint(0, 16, (1, 2, 6))
+    torch.testing.assert_close(with_table(src, codes).logits, plain(src, codes).logits)
+    with pytest.raises(ValueError, match="codec source"):
+        _lm("parallel", 2, aligned_source=True)

@@ -89,7 +89,7 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
     args = ["--manifest_folder", str(tmp_path), "--train_manifests", "[train.csv]", "--dev_manifests", "[dev.csv]",
             "--token_cache", str(tmp_path / "tokens"), "--crop_frames", "25", "--batch_size", "4",
             "--steps_per_epoch", "20", "--number_of_epochs", "2"]
-    proc = run("recipes/lm/enhance/hparams/cpu.yaml", out, args)
+    proc = run("recipes/lm/enhance/hparams/cpu.yaml", out, [*args, "--aligned_source", "False"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = dev_losses(out)
     assert losses[1] < losses[0]
@@ -97,12 +97,16 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
     enhancer = load_enhancer(export)
     wav = torch.from_numpy(harmonic(0.7, 150))
     assert enhancer.enhance(wav).shape == (1, wav.shape[-1])
-    # fine-tuning starts from the exported weights: one tiny step keeps its dev loss, far from chance
+    # fine-tuning starts from the exported weights, the aligned-source table (which the config
+    # adds and the export lacks) at zero: one tiny step keeps its dev loss, far from chance
     tuned = tmp_path / "tuned"
     proc = run("recipes/lm/enhance/hparams/cpu.yaml", tuned,
                [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export)])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "src_frame_emb.weight start at zero" in proc.stdout
     assert abs(dev_losses(tuned)[0] - min(losses)) < 0.02 < losses[0] - min(losses)
+    tuned_enhancer = load_enhancer(tuned / "export" / "enhance-dmel-16k")
+    assert tuned_enhancer.lm.cfg.aligned_source and tuned_enhancer.enhance(wav).shape == (1, wav.shape[-1])
     # export_only before any end-of-epoch checkpoint: a clear error, no folder
     empty = tmp_path / "empty"
     proc = run("recipes/lm/enhance/hparams/cpu.yaml", empty, [*args, "--export_only", "True"])

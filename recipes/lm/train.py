@@ -290,20 +290,28 @@ def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
                    src_vocab=src_vocab, src_codebooks=src_codebooks, max_len_ratio=hp["max_len_ratio"],
                    end_weight=hp.get("end_weight", 1.0), guided_attention=hp.get("guided_attention", 0.0),
                    guide_sigma=hp.get("guide_sigma", 0.2), aligned_positions=hp.get("aligned_positions", False),
-                   frame_dropout=hp.get("frame_dropout", 0.0),
+                   frame_dropout=hp.get("frame_dropout", 0.0), aligned_source=hp.get("aligned_source", False),
                    transformer=dict(hp["model"]))
     return TokenLM(cfg)
 
 
 def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
-    """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins)."""
+    """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins).
+    A zero-initialised input this run adds (the `aligned_source` table) may be missing there: it
+    starts at zero, so the model starts out as the exported one."""
     src, meta = load_lm(folder, codec)
     if meta.get("task") != task:
         raise ValueError(f"init_from {folder}: a {meta.get('task')!r} model, this run trains {task!r}")
     try:
-        lm.load_state_dict(src.state_dict())
+        missing, unexpected = lm.load_state_dict(src.state_dict(), strict=False)
     except RuntimeError as exc:
         raise ValueError(f"init_from {folder}: weights do not fit this model ({exc})") from exc
+    new = [k for k in missing if k.startswith("src_frame_emb.")]
+    if unexpected or len(new) != len(missing):
+        raise ValueError(f"init_from {folder}: weights do not fit this model (missing {sorted(set(missing) - set(new))}, "
+                         f"unexpected {sorted(unexpected)})")
+    if new:
+        print(f"init_from {folder}: {', '.join(new)} start at zero", flush=True)
 
 
 def fits(lm: TokenLM, n_src: int, n_frames: int) -> bool:

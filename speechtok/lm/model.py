@@ -19,6 +19,13 @@ estimate) in generation. A target step then finds the source tokens it renders a
 distance ~0 - alignment by construction, which a small model cannot otherwise learn in a few
 thousand steps (the idea of giving the total duration up front, as in E2/F5-TTS).
 
+With `aligned_source` (enhancement: source and target frames share one clock), the input that
+predicts target frame f also carries source frame f, summed in through its own embedding
+table. The source still stands in front as context; the aligned frame is simply handed to the
+step that renders it instead of being looked up by attention, which a small model does
+imprecisely (it lost words even on near-clean input). The table starts at zero, so a model
+fine-tuned from one without it starts out unchanged.
+
 Batches are right-padded with explicit lengths. `generate` packs each row as
 [source, separator, prompt] right-padded, prefills the KV cache, then decodes all rows in
 lock-step, each at its own cache position (see `transformer.py`), so a row's output does not
@@ -54,11 +61,14 @@ class LMConfig:
     aligned_positions: bool = False  # rotary positions put source token i at i * rate on the target's timeline
     frame_dropout: float = 0.0  # training: share of target input frames blanked, so the source must be used
     default_rate: float = 1.0  # target steps per source token at inference (training uses the true rate)
+    aligned_source: bool = False  # codec sources: each target step's input also sums in its own source frame
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.transformer, dict):  # from YAML / JSON
             self.transformer = TransformerConfig(**self.transformer)
+        if self.aligned_source and self.src_codebooks == 0:
+            raise ValueError("aligned_source needs a codec source (src_codebooks > 0): text has no frames to align")
 
 
 @dataclass
@@ -83,6 +93,9 @@ class TokenLM(nn.Module):
         self.src_emb = nn.Embedding(cfg.src_vocab * max(cfg.src_codebooks, 1), D)
         self.sep = nn.Parameter(torch.randn(D) * 0.02)
         self.audio_emb = nn.Embedding(H * V, D)
+        if cfg.aligned_source:
+            self.src_frame_emb = nn.Embedding(cfg.src_vocab * cfg.src_codebooks, D)
+            nn.init.zeros_(self.src_frame_emb.weight)
         self.transformer = Transformer(cfg.transformer)
         self.head = nn.Linear(D, H * V, bias=False)
         nn.init.normal_(self.src_emb.weight, std=0.02)
@@ -91,7 +104,8 @@ class TokenLM(nn.Module):
         self.register_buffer("head_offset", torch.arange(H) * V, persistent=False)
 
     # --- embedding and layout --------------------------------------------------------------
-    def _embed_src(self, src: torch.Tensor, src_len: torch.Tensor) -> torch.Tensor:
+    def _embed_src(self, src: torch.Tensor, src_len: torch.Tensor, table: nn.Embedding | None = None) -> torch.Tensor:
+        """[B, L, D] embeddings of the source (`table`: another per-codebook table than src_emb)."""
         Ks = self.cfg.src_codebooks
         if (src.dim() != 2) if Ks == 0 else (src.dim() != 3 or src.shape[1] != Ks):
             want = "[B, L]" if Ks == 0 else f"[B, {Ks}, L]"
@@ -106,26 +120,42 @@ class TokenLM(nn.Module):
         if Ks == 0:
             return self.src_emb(src)
         offset = torch.arange(Ks, device=src.device)[None, :, None] * self.cfg.src_vocab
-        return self.src_emb(src + offset).sum(1)
+        return (self.src_emb if table is None else table)(src + offset).sum(1)
 
     def _embed_audio(self, steps: torch.Tensor) -> torch.Tensor:
         """Audio steps [B, S, H] -> [B, S, D] (sum of the heads' embeddings)."""
         return self.audio_emb(steps + self.head_offset).sum(-2)
 
-    def _assemble(self, src, src_len, steps, n_steps, blank=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _assemble(self, src, src_len, steps, n_steps, blank=None, aligned=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings [B, L, D] of [src_b, sep, steps_b[:n_steps_b]] per row, right-padded; lengths [B].
-        Audio steps where `blank` [B, S] is set enter as zeros."""
+        Audio steps where `blank` [B, S] is set enter as zeros; `aligned` [B, S + 1, D] is added to
+        the separator and the audio steps (the input that predicts step j gets aligned[:, j])."""
         xs, xa = self._embed_src(src, src_len), self._embed_audio(steps)
         if blank is not None:
             xa = xa.masked_fill(blank[..., None], 0.0)
         B, Ls = xs.shape[:2]
-        cat = torch.cat([xs, self.sep.to(xs.dtype).expand(B, 1, -1), xa], dim=1)
+        xa = torch.cat([self.sep.to(xs.dtype).expand(B, 1, -1), xa], dim=1)
+        if aligned is not None:
+            xa = xa + aligned[:, : xa.shape[1]]
+        cat = torch.cat([xs, xa], dim=1)
         lengths = src_len + 1 + n_steps
         p = torch.arange(int(lengths.max()), device=xs.device)[None]
         sl = src_len[:, None]
         # position p of a row is its source (p < sl), the separator (p == sl) or audio step p - sl - 1
         idx = torch.where(p < sl, p, Ls + p - sl).clamp(max=cat.shape[1] - 1)
         return cat.gather(1, idx[..., None].expand(-1, -1, cat.shape[-1])), lengths
+
+    def _aligned_source(self, src, src_len, prompt_len, n_steps: int) -> torch.Tensor | None:
+        """[B, n_steps, D]: for each audio step, the source frame at the time of the frame it
+        starts predicting (head 0; target frame f is source frame f - prompt_len), zero where
+        there is none. None unless `aligned_source`."""
+        if not self.cfg.aligned_source:
+            return None
+        frames = self._embed_src(src, src_len, self.src_frame_emb)  # [B, Ls, D]
+        f = self.pattern.layout(n_steps)[0][:, 0].to(src.device)[None] - prompt_len[:, None]  # [B, n_steps]
+        ok = (f >= 0) & (f < src_len[:, None])
+        idx = f.clamp(0, frames.shape[1] - 1)[..., None].expand(-1, -1, frames.shape[-1])
+        return frames.gather(1, idx) * ok[..., None]
 
     def _positions(self, src_len, length: int, origin, rate) -> torch.Tensor | None:
         """Rotary positions [B, length] of the assembled rows (None: token indices); `origin` [B]
@@ -175,7 +205,8 @@ class TokenLM(nn.Module):
             bf = blank_frames.to(seq.device, torch.bool)
             bf = F.pad(bf, (0, max(int(frame_in.max()) + 1 - bf.shape[-1], 0)))
             blank |= bf.gather(1, frame_in.clamp(min=0)) & (frame_in >= 0)
-        x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank)
+        aligned = self._aligned_source(src, src_len, P, S)
+        x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank, aligned)
         guide = self.cfg.guided_attention > 0 and self.training
         for block in self._probed():
             block.attn.probe = guide
@@ -289,7 +320,8 @@ class TokenLM(nn.Module):
         steps = p.interleave(prompt_codes, P)
         steps = F.pad(steps, (0, 0, 0, S - steps.shape[1]), value=p.pad_id)
         step = p.frame_step(P)  # the next step each row predicts (steps before it are all prompt)
-        x, plen = self._assemble(src, src_len, steps, step)
+        aligned = self._aligned_source(src, src_len, P, S + 1)
+        x, plen = self._assemble(src, src_len, steps, step, aligned=aligned)
         n_iter = int((self._steps_needed(total) - step).max())
         cap = x.shape[1] + n_iter
         rate = torch.as_tensor(self.cfg.default_rate if rate is None else rate, dtype=torch.float, device=dev)
@@ -336,6 +368,8 @@ class TokenLM(nn.Module):
             if bool(done.all()):
                 break
             xn = self._embed_audio(tok[:, None])
+            if aligned is not None:  # the input that predicts step s + 1
+                xn = xn + aligned[rows, s + 1][:, None]
             if use_cache:
                 last = self.transformer(xn, cache=cache, positions=None if pos is None else pos[rows, cur][:, None])[:, 0]
             else:
