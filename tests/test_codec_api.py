@@ -167,3 +167,16 @@ def test_frame_rate_option():
     codec = DMelCodec(frame_rate=80)
     assert codec.hop_length == 200 and codec.bitrate == 80 * 4 * 80
     assert codec.encode(torch.randn(1, 1, 16000) * 0.1).shape == (1, 80, 80)
+
+
+def test_decode_levels_renders_fractional_levels():
+    codec = load_codec("dmel-16k")  # the vocoder: deterministic, so levels can be compared exactly
+    codes = codec.encode(speechlike(0.5))
+    torch.testing.assert_close(codec.decode_levels(codes.float()), codec.decode(codes))  # integer levels: decode
+    between = codec.decode_levels(codes.float() + 0.5)  # half a bin up: louder than either neighbour's floor
+    assert between.shape == (1, 1, codes.shape[-1] * 320)
+    assert codec.decode(codes).abs().mean() < between.abs().mean() < codec.decode((codes + 1).clamp(max=15)).abs().mean()
+    with pytest.raises(CodecError, match="finite"):
+        codec.decode_levels(torch.full((1, 80, 4), float("nan")))
+    with pytest.raises(CodecError, match=r"\[B, 80, F\]"):
+        codec.decode_levels(torch.zeros(1, 8, 4))

@@ -147,6 +147,18 @@ def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
     assert seen == [[8, 8, 7]]  # equal chunks, not 10 + 10 + a 3-frame tail with little context
 
 
+def test_enhance_can_decode_the_mean_level(models):
+    enhancer = load_enhancer(folder=models)
+    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
+    codes, mean = enhancer.enhance(wav), enhancer.enhance(wav, mean_levels=True)
+    assert mean.shape == codes.shape == (1, SR // 2) and not torch.allclose(mean, codes)
+    enhancer.mean_levels = True  # as a model's sampling.mean_levels sets it
+    torch.testing.assert_close(enhancer.enhance(wav), mean)
+    enhancer.codec = type("Plain", (), {"name": "plain"})()  # a codec without ordinal levels
+    with pytest.raises(LMInputError, match="no ordinal levels"):
+        enhancer.enhance(wav)
+
+
 def _args(add, argv):
     p = argparse.ArgumentParser()
     add(p)
@@ -198,6 +210,9 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     (noisy / "broken.wav").write_bytes(b"not audio")
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "a.wav", "--model", model]))
     assert rc == 0 and sf.info(tmp_path / "a.wav").frames == 8000
+    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
+                                  [noisy / "a.flac", tmp_path / "m.wav", "--model", model, "--mean-levels"]))
+    assert rc == 0 and not np.allclose(sf.read(tmp_path / "m.wav")[0], sf.read(tmp_path / "a.wav")[0])
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy, tmp_path / "out", "--model", model]))
     assert rc == 1 and "broken.wav" in (tmp_path / "out" / "failed.tsv").read_text()
     assert sf.info(tmp_path / "out" / "sub" / "b.wav").frames == int(0.7 * SR)

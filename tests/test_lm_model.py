@@ -360,3 +360,25 @@ def test_aligned_source_starts_at_zero_and_needs_a_codec_source():
     torch.testing.assert_close(with_table(src, codes).logits, plain(src, codes).logits)
     with pytest.raises(ValueError, match="codec source"):
         _lm("parallel", 2, aligned_source=True)
+
+
+@pytest.mark.parametrize("pattern,K", PATTERN_K)
+def test_expected_codes_are_the_mean_index_under_teacher_forcing(pattern, K):
+    torch.manual_seed(4)
+    lm = _lm(pattern, K, sharp=True)
+    src, codes = torch.randint(0, 10, (2, 5)), torch.randint(0, 16, (2, K, 7))
+    src_len, T = torch.tensor([5, 3]), torch.tensor([7, 4])
+    mean = lm.expected_codes(src, codes, src_len, T)
+    assert mean.shape == (2, K, 7) and mean.dtype == torch.float32 and 0 <= mean.min() and mean.max() <= 15
+    # the same number from forward(): softmax over each cell's own codebook, then the mean index
+    p, out = lm.pattern, lm(src, codes, src_len, T)
+    frame, book = p.layout(out.logits.shape[1])
+    checked = 0
+    for b in range(2):
+        for s, h in ((s, h) for s in range(frame.shape[0]) for h in range(frame.shape[1])
+                     if 0 <= frame[s, h] < T[b]):
+            lo = int(p.offset(book[s, h]))
+            want = (out.logits[b, s, h, lo : lo + 16].softmax(-1) * torch.arange(16)).sum()
+            torch.testing.assert_close(mean[b, book[s, h], frame[s, h]], want, atol=1e-4, rtol=0)
+            checked += 1
+    assert checked == K * int(T.sum())

@@ -108,7 +108,18 @@ class DMelCodec(Codec):
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        log_mel = self.dequantize(self.check_codes(codes).to(self.mel_fb.device))
+        return self._render(self.dequantize(self.check_codes(codes).to(self.mel_fb.device)))
+
+    @torch.inference_mode()
+    def decode_levels(self, levels: torch.Tensor) -> torch.Tensor:
+        """Like `decode`, for fractional levels [B, n_mels, F] (e.g. a token model's expected level
+        per channel): dMel codes are ordinal, so a level between two bins is the log-mel between
+        them, a finer estimate than either code (one bin is ~7.8 dB)."""
+        if levels.dim() != 3 or levels.shape[1] != self.n_mels or not torch.isfinite(levels).all():
+            raise CodecError(f"dmel levels must be finite [B, {self.n_mels}, F], got {tuple(levels.shape)}")
+        return self._render(self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(self.mel_fb.device)))
+
+    def _render(self, log_mel: torch.Tensor) -> torch.Tensor:
         if self.decoder == "vocoder":
             if self.vocoder is None:
                 raise CodecError("this dmel codec has no vocoder; use decoder='griffinlim'")

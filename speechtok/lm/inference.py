@@ -18,6 +18,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from speechtok.codecs import PRETRAINED_DIR, load_codec
 from speechtok.data.audio import AudioError, check_waveform, load_audio
@@ -231,7 +232,16 @@ class Synthesizer(_Runner):
 
 
 class Enhancer(_Runner):
-    """Noisy speech in, clean speech out, token to token."""
+    """Noisy speech in, clean speech out, token to token.
+
+    With `mean_levels` (the model's `sampling.mean_levels`, for codecs whose codes are ordinal
+    levels and that offer `decode_levels`, i.e. dMel) the generated codes are decoded not as they
+    are but as the model's expected level per channel, scored in one more parallel pass: a finer
+    estimate than the 16-level codes (on the 0-10 dB dev pairs STOI +0.013, PESQ-wb +0.02)."""
+
+    def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
+        super().__init__(lm, codec, meta, path)
+        self.mean_levels = bool(self.sampling.pop("mean_levels", False))
 
     @property
     def chunk_frames(self) -> int:
@@ -244,8 +254,13 @@ class Enhancer(_Runner):
 
     @torch.inference_mode()
     def enhance_batch(self, wavs: Sequence[Audio], sr: int | None = None, seed: int | None = None,
-                      **overrides) -> list[torch.Tensor]:
-        """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`)."""
+                      mean_levels: bool | None = None, **overrides) -> list[torch.Tensor]:
+        """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`); `mean_levels`
+        overrides the model's default (see the class docstring)."""
+        mean_levels = self.mean_levels if mean_levels is None else mean_levels
+        if mean_levels and not hasattr(self.codec, "decode_levels"):
+            raise LMInputError(f"mean_levels: codec '{self.codec.name}' has no ordinal levels to average "
+                               "(only dMel codecs do); decode the codes themselves (mean_levels=False)")
         items = [self._encode(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w))
                  for i, w in enumerate(wavs)]
         # cut every input into equal chunks that fit (no short tail chunk with little context),
@@ -262,25 +277,28 @@ class Enhancer(_Runner):
         for row, p in zip(src, pieces):
             row[:, : p.shape[-1]] = p
         out, lengths = self._generate(src, src_len, None, None, seed, overrides, min_len=int(src_len.min()))
-        out, lengths = out.cpu(), lengths.cpu()
+        out = out[..., : int(src_len.max())].cpu()
+        out = F.pad(out, (0, int(src_len.max()) - out.shape[-1]))
+        for i, (n, got) in enumerate(zip(src_len.tolist(), lengths.cpu().clamp(max=src_len).tolist())):
+            if got < n:  # the row ended early: hold its last frame to keep the input's length
+                out[i, :, got:n] = out[i, :, got - 1 : got] if got else 0
+        if mean_levels:
+            out = self.lm.expected_codes(src.to(self.device), out.to(self.device), src_len.to(self.device),
+                                         src_len.to(self.device)).cpu()
         results = []
-        for j, (codes, n_samples) in enumerate(items):
-            parts = []
-            for i in (i for i in range(len(pieces)) if owner[i] == j):
-                n, got = int(src_len[i]), int(min(lengths[i], src_len[i]))
-                part = out[i, :, :got]
-                if got < n:  # the row ended early: hold its last frame to keep the input's length
-                    hold = part[:, -1:] if got else torch.zeros_like(out[i, :, :1])
-                    part = torch.cat([part, hold.expand(-1, n - got)], -1)
-                parts.append(part)
-            full = torch.cat(parts, -1)
-            wav = self._decode(full[None], torch.tensor([full.shape[-1]]))[0]
-            results.append(torch.nn.functional.pad(wav, (0, max(n_samples - wav.shape[-1], 0)))[:, :n_samples])
+        for j, (_, n_samples) in enumerate(items):
+            full = torch.cat([out[i, :, : src_len[i]] for i in range(len(pieces)) if owner[i] == j], -1)
+            if mean_levels:
+                wav = self.codec.decode_levels(full[None].to(self.codec.device))[0].float().cpu()
+            else:
+                wav = self._decode(full[None], torch.tensor([full.shape[-1]]))[0]
+            results.append(F.pad(wav, (0, max(n_samples - wav.shape[-1], 0)))[:, :n_samples])
         return results
 
-    def enhance(self, wav: Audio, sr: int | None = None, seed: int | None = None, **overrides) -> torch.Tensor:
+    def enhance(self, wav: Audio, sr: int | None = None, seed: int | None = None, mean_levels: bool | None = None,
+                **overrides) -> torch.Tensor:
         """Enhance one waveform [T]/[1, T] (at `sample_rate`, or say `sr` to be checked), path or token file."""
-        return self.enhance_batch([wav], sr=sr, seed=seed, **overrides)[0]
+        return self.enhance_batch([wav], sr=sr, seed=seed, mean_levels=mean_levels, **overrides)[0]
 
 
 def load_tts(name_or_path: str | Path | None = None, codec=None, device: str | torch.device = "cpu",

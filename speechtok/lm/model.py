@@ -385,6 +385,26 @@ class TokenLM(nn.Module):
         codes = codes.gather(2, idx[:, None].expand(-1, p.n_codebooks, -1))
         return codes.masked_fill(torch.arange(T, device=dev)[None, None] >= lengths[:, None, None], 0), lengths
 
+    @torch.no_grad()
+    def expected_codes(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
+                       code_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's mean code index [B, K, T] (float) of each frame of `codes` (e.g. its own
+        greedy output), given the source and the codes before it. Meaningful for ordinal codebooks
+        (dMel's quantised levels), where it is a finer estimate than any one code; a codec with
+        `decode_levels` renders it."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.forward(src, codes, src_lengths, code_lengths)
+        finally:
+            self.train(was_training)
+        p, V = self.pattern, self.pattern.codebook_size
+        _, book = p.layout(out.logits.shape[1])
+        ids = p.offset(book).to(codes.device)[None, ..., None] + torch.arange(V, device=codes.device)  # [1, S, H, V]
+        probs = out.logits.float().gather(-1, ids.expand(out.logits.shape[0], -1, -1, -1)).softmax(-1)
+        mean = (probs * torch.arange(V, device=codes.device)).sum(-1) + p.offset(book).to(codes.device)
+        return p.deinterleave(mean, codes.shape[-1])
+
     @staticmethod
     def _history(steps: torch.Tensor, s: torch.Tensor, window: int, stride: int) -> torch.Tensor | None:
         """The last `window` tokens of each head's codebook before step s [B, H, W] (-1 before
