@@ -173,7 +173,7 @@ def test_decode_levels_renders_fractional_levels():
     codec = load_codec("dmel-16k")  # the vocoder: deterministic, so levels can be compared exactly
     codes = codec.encode(speechlike(0.5))
     torch.testing.assert_close(codec.decode_levels(codes.float()), codec.decode(codes))  # integer levels: decode
-    between = codec.decode_levels(codes.float() + 0.5)  # half a bin up: louder than either neighbour's floor
+    between = codec.decode_levels(codes.float() + 0.5)  # half a bin up: between the codes and one bin up
     assert between.shape == (1, 1, codes.shape[-1] * 320)
     assert codec.decode(codes).abs().mean() < between.abs().mean() < codec.decode((codes + 1).clamp(max=15)).abs().mean()
     with pytest.raises(CodecError, match="finite"):

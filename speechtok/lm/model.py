@@ -398,12 +398,11 @@ class TokenLM(nn.Module):
             out = self.forward(src, codes, src_lengths, code_lengths)
         finally:
             self.train(was_training)
-        p, V = self.pattern, self.pattern.codebook_size
-        _, book = p.layout(out.logits.shape[1])
-        ids = p.offset(book).to(codes.device)[None, ..., None] + torch.arange(V, device=codes.device)  # [1, S, H, V]
-        probs = out.logits.float().gather(-1, ids.expand(out.logits.shape[0], -1, -1, -1)).softmax(-1)
-        mean = (probs * torch.arange(V, device=codes.device)).sum(-1) + p.offset(book).to(codes.device)
-        return p.deinterleave(mean, codes.shape[-1])
+        p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)
+        lo = p.offset(p.layout(out.logits.shape[1])[1]).to(codes.device)[None]  # [1, S, H]: each cell's codebook
+        ids = (lo[..., None] + levels).expand(out.logits.shape[0], -1, -1, -1)
+        probs = out.logits.float().gather(-1, ids).softmax(-1)
+        return p.deinterleave((probs * levels).sum(-1) + lo, codes.shape[-1])  # deinterleave takes ids
 
     @staticmethod
     def _history(steps: torch.Tensor, s: torch.Tensor, window: int, stride: int) -> torch.Tensor | None:
