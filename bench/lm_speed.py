@@ -73,14 +73,16 @@ def shipped_rtf(seconds: float, device: str) -> list[dict]:
 
 
 @torch.no_grad()
-def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: float, chunk: int = 16) -> dict:
+def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: float, chunk: int = 16,
+                     durations=None) -> dict:
     """Acceptance of self-drafted frames (see the module docstring) along one generated `target`
-    [K, T] after `prompt` [K, P]; for patterns with one step per frame (single, parallel)."""
+    [K, T] after `prompt` [K, P] (`durations` [1, L]: a durations model's, summing to T); for
+    patterns with one step per frame (single, parallel)."""
     p, dev = lm.pattern, src.device
     Pn, T = prompt.shape[-1], target.shape[-1]
     codes = torch.cat([prompt, target], -1)[None]
     prompt_len = torch.tensor([Pn], device=dev)
-    verify = lm(src, codes, src_len, prompt_lengths=prompt_len).logits[0]  # [S, H, V]
+    verify = lm(src, codes, src_len, prompt_lengths=prompt_len, src_durations=durations).logits[0]  # [S, H, V]
     frames = torch.arange(Pn + 1, Pn + T, device=dev)  # drafted frames: the one before is a target frame
     accept, agree = [], []
     for fr in frames.split(chunk):
@@ -88,7 +90,8 @@ def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: flo
         blank = torch.zeros(B, Pn + T, dtype=torch.bool, device=dev)
         blank[torch.arange(B), fr - 1] = True
         rows = lm(src.expand(B, *src.shape[1:]), codes.expand(B, -1, -1), src_len.expand(B),
-                  prompt_lengths=prompt_len.expand(B), blank_frames=blank).logits
+                  prompt_lengths=prompt_len.expand(B), blank_frames=blank,
+                  src_durations=None if durations is None else durations.expand(B, -1)).logits
         q = rows[torch.arange(B), p.frame_step(fr)][..., : p.codebook_size].float()  # draft  [B, H, C]
         v = verify[p.frame_step(fr)][..., : p.codebook_size].float()  # verifier
         if temperature <= 0:
@@ -122,8 +125,10 @@ def shipped_draft_acceptance(seconds: float, device: str) -> list[dict]:
             continue  # a frame spans several steps: drafting whole frames does not apply as measured here
         src, src_len, prompt = src.to(device), src_len.to(device), prompt.to(device)
         min_len = 1 if name.startswith("tts-") else src.shape[-1]
-        target, n = lm.generate(src, src_len, prompt, seed=0, min_len=min_len, **sampling)
-        res = draft_acceptance(lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling["temperature"])
+        durations = lm.predict_durations(src, src_len) if lm.cfg.durations else None
+        target, n = lm.generate(src, src_len, prompt, seed=0, min_len=min_len, durations=durations, **sampling)
+        res = draft_acceptance(lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling["temperature"],
+                               durations=durations)
         decoding = "greedy" if sampling["temperature"] <= 0 else f"sampling, T={sampling['temperature']:g}"
         rows.append({"model": name, "decoding": decoding, "heads": lm.pattern.n_heads, **res})
         print(f"{name:>24}: drafted frame accepted {100 * res['accept']:.2f}% of the time "

@@ -43,3 +43,15 @@ def test_draft_acceptance_falls_when_the_previous_frame_matters(temperature):
     prompt, target = torch.randint(0, 8, (4, 3)), torch.randint(0, 8, (4, 12))
     res = lm_speed.draft_acceptance(lm, src, src_len, prompt, target, temperature, chunk=5)
     assert 0.0 <= res["accept"] <= res["per_head"] < 1.0
+
+
+def test_draft_acceptance_of_a_durations_model_reads_its_durations():
+    torch.manual_seed(0)
+    lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=4, codebook_size=8, src_vocab=10, durations=True,
+                          aligned_source=True, transformer=TransformerConfig.tiny())).eval()
+    src, src_len = torch.randint(0, 10, (1, 6)), torch.tensor([6])
+    prompt, target = torch.randint(0, 8, (4, 3)), torch.randint(0, 8, (4, 12))
+    with pytest.raises(ValueError, match="needs src_durations"):
+        lm_speed.draft_acceptance(lm, src, src_len, prompt, target, 0.0)
+    res = lm_speed.draft_acceptance(lm, src, src_len, prompt, target, 0.0, durations=torch.tensor([[2] * 6]))
+    assert res["frames"] == 11 and 0.0 <= res["accept"] <= res["per_head"] <= 1.0

@@ -216,3 +216,35 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy, tmp_path / "out", "--model", model]))
     assert rc == 1 and "broken.wav" in (tmp_path / "out" / "failed.tsv").read_text()
     assert sf.info(tmp_path / "out" / "sub" / "b.wav").frames == int(0.7 * SR)
+
+
+def test_tts_with_durations_speaks_for_as_long_as_they_say(codec, tmp_path):
+    """A durations model: with the default voice (a clip and its transcript) the transcript is
+    stretched over the clip and the text follows at the clip's pace; with a speaker prompt the
+    text is as long as predicted."""
+    torch.manual_seed(0)
+    fe = TextFrontend("chars")
+    lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
+                          durations=True, aligned_source=True, aligned_positions=True,
+                          transformer=TransformerConfig.tiny()))
+    prompt = codec.encode(torch.from_numpy(tone(0.6)).view(1, 1, -1))[0]  # 30 frames
+    save_lm(tmp_path / "tts-dur", lm, "tts", codec, text=fe.config(),
+            default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"}, sampling={"temperature": 1.0})
+    synth = load_tts(tmp_path / "tts-dur", codec=codec)
+    text_ids = torch.tensor([fe.ids(fe.to_symbols("hello world"))])
+    said = int(synth.lm.predict_durations(text_ids).sum())
+    src, src_len, _, _, timeline = synth.inputs(["hello world"])
+    dur = timeline["durations"][0]
+    assert timeline["continue_prompt"] and int(dur[:3].sum()) == prompt.shape[-1]  # "hi " fills the clip
+    assert synth.tts("hello world", seed=0).shape[-1] == int(dur[3:].sum()) * codec.hop_length
+    speaker = synth.tts("hello world", prompt_wav=torch.from_numpy(tone(2.0)), seed=0)
+    assert speaker.shape[-1] == said * codec.hop_length
+    # mean levels: the same frames, rendered from the model's expected level of each (also when cut short)
+    for kw in ({}, {"prompt_wav": torch.from_numpy(tone(2.0))}):
+        codes = synth.tts("hello world", seed=0, **kw)
+        levels = synth.tts("hello world", seed=0, mean_levels=True, **kw)
+        assert levels.shape == codes.shape and not torch.equal(levels, codes)
+        cut = synth.tts("hello world", seed=0, mean_levels=True, max_seconds=0.1, **kw)
+        assert cut.shape[-1] == 5 * codec.hop_length
+    with pytest.raises(LMInputError, match="cannot hold"):
+        synth.tts("hi", prompt_wav=torch.from_numpy(tone(0.02)), prompt_text="a much longer transcript")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from speechtok.lm import IGNORE, LMConfig, TokenLM, Transformer, TransformerConfig
-from speechtok.lm.model import _gate_end, _sample
+from speechtok.lm.model import DurationPredictor, _gate_end, _sample
 
 PATTERN_K = [("single", 1), ("flatten", 2), ("delay", 3), ("parallel", 3)]
 
@@ -382,3 +382,71 @@ def test_expected_codes_are_the_mean_index_under_teacher_forcing(pattern, K):
             torch.testing.assert_close(mean[b, book[s, h], frame[s, h]], want, atol=1e-4, rtol=0)
             checked += 1
     assert checked == K * int(T.sum())
+
+
+def _duration_lm(pattern="parallel", K=2) -> TokenLM:
+    """A TTS-shaped model with durations and a trained-looking aligned-text table."""
+    lm = _lm(pattern, K, sharp=True, durations=True, aligned_source=True, aligned_positions=True)
+    with torch.no_grad():
+        lm.src_frame_emb.weight.normal_(0, 0.5)
+    lm.duration = DurationPredictor(lm.cfg.transformer.dim).eval()  # unsharpened: a few frames a symbol
+    return lm
+
+
+def test_durations_set_the_length_and_generation_agrees_with_teacher_forcing():
+    torch.manual_seed(5)
+    lm = _duration_lm()
+    src, src_len = torch.randint(0, 10, (2, 4)), torch.tensor([4, 3])
+    dur = torch.tensor([[1, 3, 2, 2], [2, 1, 4, 0]])
+    out, n = lm.generate(src, src_len, durations=dur, temperature=0)
+    assert n.tolist() == [8, 7]  # exactly the durations' sum: the end is placed, not sampled
+    tf = lm(src, out, src_len, n, src_durations=dur)
+    p = lm.pattern
+    ids = torch.arange(p.vocab_size)
+    best = tf.logits.masked_fill(~(ids < p.codebook_size), float("-inf")).argmax(-1)
+    cells = (tf.targets != IGNORE) & (tf.targets != p.end_id)
+    assert torch.equal(best[cells], tf.targets[cells])
+    one, m = lm.generate(src[1:, :3], durations=dur[1:, :3], temperature=0)
+    assert m.tolist() == [7] and torch.equal(one[0], out[1, :, :7])
+    nocache, _ = lm.generate(src, src_len, durations=dur, temperature=0, use_cache=False)
+    assert torch.equal(out, nocache)
+    # with a speaker prompt the durations still count target frames; continuing one, from its start
+    prompt = torch.randint(0, 16, (2, 2, 3))
+    assert lm.generate(src, src_len, prompt, durations=dur, temperature=0)[1].tolist() == [8, 7]
+    assert lm.generate(src, src_len, prompt, continue_prompt=True, durations=dur, temperature=0)[1].tolist() == [5, 4]
+    # without durations the model's predictor supplies them
+    pred = lm.predict_durations(src, src_len)
+    assert (pred[0] >= 1).all() and pred[1, 3] == 0
+    assert torch.equal(lm.generate(src, src_len, temperature=0)[1], pred.sum(1))
+
+
+def test_aligned_text_reads_the_phoneme_of_the_frame_being_rendered():
+    """Phoneme 1 lasts frames 2-4: through the aligned table it reaches the steps that predict
+    frames 2-4 and, causally, those after; never before (the source prefix's own table is zeroed)."""
+    torch.manual_seed(0)
+    lm = _duration_lm()
+    with torch.no_grad():
+        lm.src_emb.weight.zero_()
+    src, codes, dur = torch.tensor([[1, 2, 3]]), torch.randint(0, 16, (1, 2, 6)), torch.tensor([[2, 3, 1]])
+    a = lm(src, codes, src_durations=dur).logits
+    b = lm(src.where(torch.arange(3) != 1, 7), codes, src_durations=dur).logits
+    changed = (a - b).abs().amax((-1, -2))[0] > 1e-5  # per step
+    assert changed.tolist() == [False, False, True, True, True, True, True]
+
+
+def test_duration_errors_and_the_predictor_loss():
+    lm = _duration_lm()
+    src, codes = torch.randint(0, 10, (1, 3)), torch.randint(0, 16, (1, 2, 6))
+    with pytest.raises(ValueError, match="needs src_durations"):
+        lm(src, codes)
+    with pytest.raises(ValueError, match="sum to"):
+        lm(src, codes, src_durations=torch.tensor([[2, 2, 1]]))
+    out = lm(src, codes, src_durations=torch.tensor([[2, 3, 1]]))
+    torch.testing.assert_close(out.loss, out.token_loss + out.duration_loss)
+    with pytest.raises(ValueError, match="leave no target frames"):
+        lm.generate(src, torch.tensor([3]), torch.zeros(1, 2, 6, dtype=torch.long), continue_prompt=True,
+                    durations=torch.tensor([[2, 3, 1]]))
+    with pytest.raises(ValueError, match="no duration predictor"):
+        _lm("parallel", 2).predict_durations(src)
+    with pytest.raises(ValueError, match="text sources"):
+        _lm("parallel", 2, src_codebooks=2, durations=True)

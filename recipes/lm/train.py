@@ -10,7 +10,9 @@ Every audio folder named by the manifests is tokenised once with `speechtok enco
 phonemized once into a JSON cache beside it. TTS rows are [phonemes][sep][prompt][target]:
 half the time (`prompt_prob`) the prompt is a crop of another utterance by the same speaker
 (zero-shot voice), otherwise there is none and the loss covers the whole utterance, which
-is what VALL-E continuation needs. Enhancement rows are [noisy codes][sep][clean codes] on
+is what VALL-E continuation needs; with `durations` each phoneme also gets its length in frames
+from an aligner trained once on the corpus (cached beside the tokens). Enhancement rows are
+[noisy codes][sep][clean codes] on
 aligned random crops. The dev loss is reported per group (TTS: voices seen in training vs
 held-out voices, always with a speaker prompt). Re-running the same command resumes (also
 mid-epoch, every `ckpt_interval_minutes`); at the end the best (dev loss) or the last
@@ -38,6 +40,7 @@ from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import EpochSeeded, ItemList, fixed_subset
 from speechtok.lm import LMConfig, TokenLM, count_parameters
+from speechtok.lm.align import durations, train_aligner
 from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.inference import Enhancer, Synthesizer
 from speechtok.lm.text import TextFrontend, characters, phonemize_many
@@ -125,6 +128,32 @@ def tts_items(manifests, hp, codec, frontend) -> list[dict]:
     return items
 
 
+def with_durations(items: list[dict], hp, codebook_size: int, n_symbols: int) -> list[dict]:
+    """The TTS items, each with its phoneme durations (frames per symbol) from the aligner
+    (`speechtok.lm.align`, settings under `aligner`), cached per codec and front-end beside the
+    tokens; an item with fewer frames than symbols cannot be aligned and is left out. The aligner
+    is unsupervised and reads all items, dev ones included: their durations only feed the dev loss."""
+    items = [r for r in items if r["codes"].shape[-1] >= len(r["src"])]
+    path = Path(hp["token_cache"]) / hp["codec"] / f"durations-{hp['text']['kind']}-{hp['text']['language']}.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+
+    def cached(r) -> bool:
+        d = known.get(r["id"])
+        return d is not None and len(d) == len(r["src"]) and sum(d) == r["codes"].shape[-1]
+
+    todo = [r for r in items if not cached(r)]
+    if todo:
+        print(f"aligning {len(todo)} utterances (aligner: {dict(hp['aligner'])})", flush=True)
+        pair = lambda r: (r["src"].long(), r["codes"].long())  # noqa: E731
+        aligner = train_aligner([pair(r) for r in items], n_symbols, codebook_size, seed=hp["seed"], **hp["aligner"])
+        known.update({r["id"]: d.tolist() for r, d in zip(todo, durations(aligner, [pair(r) for r in todo]))})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, sort_keys=True))
+        tmp.replace(path)
+    return [{**r, "durations": torch.tensor(known[r["id"]])} for r in items]
+
+
 def enhance_items(manifests, hp, codec) -> list[dict]:
     utts = [u for m in manifests for u in read_manifest(m)]
     for u in utts:
@@ -151,21 +180,26 @@ def audio_groups(task: str, manifests) -> list[list[str]]:
     return groups
 
 
-def build_caches(hp, manifests) -> None:
-    """Tokenise the corpus and, for TTS, phonemize its transcripts (main process only)."""
+def build_caches(hp, manifests, codec) -> None:
+    """Tokenise the corpus and, for TTS, phonemize its transcripts and align them (main process only)."""
     encode_folders(audio_groups(hp["task"], manifests), hp["codec"], Path(hp["token_cache"]))
     if hp["task"] == "tts":
         frontend = TextFrontend.for_training(hp["text"]["kind"], hp["text"]["language"])
         texts = [transcript(u) for m in manifests for u in read_manifest(m) if transcript(u)]
         symbols_cache(texts, frontend, Path(hp["token_cache"]))
+        if hp.get("durations", False):
+            with_durations(tts_items(manifests, hp, codec, frontend), hp, codec.codebook_size, frontend.vocab_size)
 
 
 # --- batches ------------------------------------------------------------------------------
 def collate(rows: list[dict], group: str = "") -> dict:
-    """Right-padded tensors; rows hold src ([L] ids or [K, L] codes), codes [K, T], prompt_len."""
+    """Right-padded tensors; rows hold src ([L] ids or [K, L] codes), codes [K, T], prompt_len
+    and, for TTS with durations, durations [L]."""
     src = [r["src"].T if r["src"].dim() == 2 else r["src"] for r in rows]  # pad over time
     srcp = pad_sequence(src, batch_first=True)
+    extra = {"durations": pad_sequence([r["durations"] for r in rows], batch_first=True)} if "durations" in rows[0] else {}
     return {
+        **extra,
         "src": srcp.transpose(1, 2).long() if srcp.dim() == 3 else srcp.long(),
         "src_len": torch.tensor([len(s) for s in src]),
         "codes": pad_sequence([r["codes"].T for r in rows], batch_first=True).transpose(1, 2).long(),
@@ -203,12 +237,14 @@ def with_prompt(items, by_speaker, j, rng, prompt_frames, use_prompt) -> dict:
     """Row j, preceded by a random crop (<= prompt_frames) of another utterance by the same speaker."""
     row = items[j]
     others = [k for k in by_speaker[row["speaker"]] if k != j]
+    extra = {"durations": row["durations"]} if "durations" in row else {}
     if not use_prompt or not others:
-        return {"src": row["src"], "codes": row["codes"], "prompt_len": 0}
+        return {"src": row["src"], "codes": row["codes"], "prompt_len": 0, **extra}
     other = items[others[int(rng.integers(len(others)))]]["codes"]
     P = min(prompt_frames, other.shape[-1])
     start = int(rng.integers(other.shape[-1] - P + 1))
-    return {"src": row["src"], "codes": torch.cat([other[:, start : start + P], row["codes"]], -1), "prompt_len": P}
+    return {"src": row["src"], "codes": torch.cat([other[:, start : start + P], row["codes"]], -1), "prompt_len": P,
+            **extra}
 
 
 class PairBatches(EpochSeeded):
@@ -243,13 +279,18 @@ def fixed_batches(rows: list[dict], group: str, max_batch_frames: int) -> list[d
 class LMBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
-        return self.modules.lm(b["src"], b["codes"], b["src_len"], b["code_len"], b["prompt_len"])
+        return self.modules.lm(b["src"], b["codes"], b["src_len"], b["code_len"], b["prompt_len"],
+                               src_durations=b.get("durations"))
 
     def compute_objectives(self, out, batch, stage):
+        """The dev loss is the token loss alone (comparable across runs); the duration loss is logged beside it."""
         if stage != sb.Stage.TRAIN:
             n = int((out.targets != -100).sum())
-            self.dev_sums[batch["group"]][0] += out.loss.item() * n
+            self.dev_sums[batch["group"]][0] += out.token_loss.item() * n
             self.dev_sums[batch["group"]][1] += n
+            if out.duration_loss is not None:
+                self.dev_duration[0] += out.duration_loss.item() * len(batch["src_len"])
+                self.dev_duration[1] += len(batch["src_len"])
         return out.loss
 
     def lr_factor(self) -> float:
@@ -267,6 +308,7 @@ class LMBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_set.set_epoch(epoch or 0)
         self.dev_sums = defaultdict(lambda: [0.0, 0])
+        self.dev_duration = [0.0, 0]
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -276,6 +318,8 @@ class LMBrain(sb.Brain):
         stats = {"loss": sum(s for s, _ in self.dev_sums.values()) / max(total, 1)}
         if len(self.dev_sums) > 1:
             stats.update({f"loss_{g}": s / max(n, 1) for g, (s, n) in sorted(self.dev_sums.items())})
+        if self.dev_duration[1]:
+            stats["duration_mse"] = self.dev_duration[0] / self.dev_duration[1]
         meta = {"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()}
         self.hparams.train_logger.log_stats(stats_meta=meta, train_stats={"loss": self.train_loss}, valid_stats=stats)
         if sb.utils.distributed.if_main_process():
@@ -291,14 +335,15 @@ def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
                    end_weight=hp.get("end_weight", 1.0), guided_attention=hp.get("guided_attention", 0.0),
                    guide_sigma=hp.get("guide_sigma", 0.2), aligned_positions=hp.get("aligned_positions", False),
                    frame_dropout=hp.get("frame_dropout", 0.0), aligned_source=hp.get("aligned_source", False),
+                   durations=hp.get("durations", False), duration_weight=hp.get("duration_weight", 1.0),
                    transformer=dict(hp["model"]))
     return TokenLM(cfg)
 
 
 def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
     """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins).
-    A zero-initialised input this run adds (the `aligned_source` table) may be missing there: it
-    starts at zero, so the model starts out as the exported one."""
+    What this run adds may be missing there: the `aligned_source` table (it starts at zero, so the
+    model starts out as the exported one) and the duration predictor (trained from scratch)."""
     src, meta = load_lm(folder, codec)
     if meta.get("task") != task:
         raise ValueError(f"init_from {folder}: a {meta.get('task')!r} model, this run trains {task!r}")
@@ -306,12 +351,12 @@ def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
         missing, unexpected = lm.load_state_dict(src.state_dict(), strict=False)
     except RuntimeError as exc:
         raise ValueError(f"init_from {folder}: weights do not fit this model ({exc})") from exc
-    new = [k for k in missing if k.startswith("src_frame_emb.")]
+    new = [k for k in missing if k.startswith(("src_frame_emb.", "duration."))]
     if unexpected or len(new) != len(missing):
         raise ValueError(f"init_from {folder}: weights do not fit this model (missing {sorted(set(missing) - set(new))}, "
                          f"unexpected {sorted(unexpected)})")
     if new:
-        print(f"init_from {folder}: {', '.join(new)} start at zero", flush=True)
+        print(f"init_from {folder}: new in this run: {', '.join(new)}", flush=True)
 
 
 def fits(lm: TokenLM, n_src: int, n_frames: int) -> bool:
@@ -329,8 +374,10 @@ def prepare(hp, codec):
     if hp["task"] == "tts":
         frontend = TextFrontend.for_training(hp["text"]["kind"], hp["text"]["language"])
         lm = build_model(hp, codec, frontend.vocab_size, 0)
-        usable = [r for r in tts_items(train_m + dev_m, hp, codec, frontend)
-                  if r["codes"].shape[-1] <= hp["max_frames"]
+        items = tts_items(train_m + dev_m, hp, codec, frontend)
+        if lm.cfg.durations:
+            items = with_durations(items, hp, codec.codebook_size, frontend.vocab_size)
+        usable = [r for r in items if r["codes"].shape[-1] <= hp["max_frames"]
                   and fits(lm, len(r["src"]), r["codes"].shape[-1] + hp["prompt_frames"])]
         dev_ids = {u.ID for m in dev_m for u in read_manifest(m)}
         train = [r for r in usable if r["id"] not in dev_ids]
@@ -392,7 +439,8 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     brain.checkpointer.recover_if_possible(**key)
     lm = brain.modules.lm.module if hasattr(brain.modules.lm, "module") else brain.modules.lm
     lm = lm.float().cpu().eval()
-    training = {"step": ckpt.meta["step"], **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss")},
+    training = {"step": ckpt.meta["step"],
+                **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss") or k == "duration_mse"},
                 "parameters": count_parameters(lm), "train_items": len(extra["train"]),
                 "train_hours": round(sum(r["codes"].shape[-1] for r in extra["train"]) / codec.frame_rate / 3600, 3)}
     out = Path(hp["export_folder"])
@@ -426,7 +474,7 @@ def main(argv: list[str]) -> None:
     codec = load_codec(hp["codec"])
     # tokenise (and phonemize) on the main process only; then every process reads the caches
     manifests = manifest_paths(hp, "train_manifests") + manifest_paths(hp, "dev_manifests")
-    sb.utils.distributed.run_on_main(build_caches, args=[hp, manifests])
+    sb.utils.distributed.run_on_main(build_caches, args=[hp, manifests, codec])
     lm, train_set, dev_batches, extra = prepare(hp, codec)
     if hp.get("init_from"):
         warm_start(lm, hp["init_from"], hp["task"], codec)

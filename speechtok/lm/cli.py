@@ -31,6 +31,9 @@ def _common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy); default from the model")
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="nucleus sampling threshold")
+    p.add_argument("--mean-levels", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode the model's expected level per channel rather than the generated codes "
+                        "(dMel codecs; default from the model)")
 
 
 def _fail(exc: Exception) -> int:
@@ -71,7 +74,7 @@ def run_tts(args: argparse.Namespace) -> int:
     try:
         synth = load_tts(args.model, codec=args.codec, device=args.device)
         kw = dict(prompt_wav=args.prompt, prompt_text=args.prompt_text, seed=args.seed,
-                  max_seconds=args.max_seconds, **_sampling(args))
+                  max_seconds=args.max_seconds, mean_levels=args.mean_levels, **_sampling(args))
         if args.text is not None:
             t0 = time.perf_counter()
             wav = synth.tts(args.text, **kw)
@@ -137,9 +140,6 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="noisy audio file, token file (.npz) or folder (searched recursively)")
     p.add_argument("output", type=Path, help="output .wav for one file, or a folder mirroring the input tree")
     _common(p, "enhance")
-    p.add_argument("--mean-levels", action=argparse.BooleanOptionalAction, default=None,
-                   help="decode the model's expected level per channel rather than the generated codes "
-                        "(dMel codecs; default from the model)")
 
 
 def run_enhance(args: argparse.Namespace) -> int:

@@ -92,6 +92,15 @@ class _Runner:
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         self.lm, self.codec, self.meta, self.path = lm, codec, meta, path
         self.sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "rep_window": 0, **meta.get("sampling", {})}
+        self.mean_levels = bool(self.sampling.pop("mean_levels", False))
+
+    def _use_levels(self, mean_levels: bool | None) -> bool:
+        """Whether to decode mean levels (the caller's choice, else the model's default)."""
+        mean_levels = self.mean_levels if mean_levels is None else mean_levels
+        if mean_levels and not hasattr(self.codec, "decode_levels"):
+            raise LMInputError(f"mean_levels: codec '{self.codec.name}' has no ordinal levels to average "
+                               "(only dMel codecs do); decode the codes themselves (mean_levels=False)")
+        return mean_levels
 
     @property
     def sample_rate(self) -> int:
@@ -189,18 +198,44 @@ class Synthesizer(_Runner):
     @torch.inference_mode()
     def tts_batch(self, texts: Sequence[str], prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
                   prompt_text: str | None = None, seed: int | None = None, max_seconds: float | None = None,
-                  **overrides) -> list[torch.Tensor]:
+                  mean_levels: bool | None = None, **overrides) -> list[torch.Tensor]:
         """Waveforms [1, T] at `sample_rate`, one per text, all in the same voice (one batch).
-        `overrides` replace the model's sampling defaults (temperature, top_k, top_p, end_threshold, ...)."""
+        `overrides` replace the model's sampling defaults (temperature, top_k, top_p, end_threshold, ...);
+        `mean_levels` decodes the model's expected level of each generated frame (see `Enhancer`)."""
         if isinstance(texts, str):
             raise TypeError("tts_batch takes a list of texts; use tts() for one")
         if not texts:
             return []
+        mean_levels = self._use_levels(mean_levels)
         src, src_len, P, prompt_len, timeline = self.inputs(texts, prompt_wav, prompt_sr, prompt_text)
+        if self.lm.cfg.durations and "durations" not in timeline:
+            timeline["durations"] = self.lm.predict_durations(src.to(self.device), src_len.to(self.device))
         max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
         codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1,
                                         **timeline)
-        return self._decode(codes.cpu(), lengths.cpu())
+        if not mean_levels:
+            return self._decode(codes.cpu(), lengths.cpu())
+        levels = self._expected_levels(src, src_len, P, codes, lengths, timeline)
+        return [self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
+                for lv, n in zip(levels, lengths.tolist())]
+
+    def _expected_levels(self, src, src_len, prompt, codes, lengths, timeline) -> torch.Tensor:
+        """The model's mean level [B, K, T] of each generated frame, scored as training laid the row
+        out: after a speaker prompt, or (continuing a clip) with the clip as the start of the target."""
+        dev, B = self.device, len(src_len)
+        n_prompt = 0 if prompt is None else prompt.shape[-1]
+        full = codes if prompt is None else torch.cat([prompt.to(codes), codes], -1)
+        total = lengths + n_prompt
+        continued = timeline.get("continue_prompt", False)
+        durations = timeline.get("durations")
+        if durations is not None:  # those of the frames made (max_seconds may have cut them short)
+            ends = durations.cumsum(1).clamp(max=(total if continued else lengths)[:, None].to(durations))
+            durations = torch.diff(ends, prepend=torch.zeros_like(ends[:, :1]))
+        prompt_len = torch.full((B,), 0 if continued else n_prompt)
+        levels = self.lm.expected_codes(src.to(dev), full.to(dev), src_len.to(dev), total.to(dev), prompt_len.to(dev),
+                                        durations)
+        idx = (n_prompt + torch.arange(codes.shape[-1], device=dev)).clamp(max=levels.shape[-1] - 1)
+        return levels[..., idx].cpu()
 
     def inputs(self, texts: Sequence[str], prompt_wav: Audio | None = None, prompt_sr: int | None = None,
                prompt_text: str | None = None) -> tuple:
@@ -219,11 +254,35 @@ class Synthesizer(_Runner):
             P = prompt[None].expand(len(ids), -1, -1)
             prompt_len = torch.full((len(ids),), prompt.shape[-1])
         timeline = {}
-        if self.lm.cfg.aligned_positions and before and prompt is not None:
+        if before and prompt is not None and self.lm.cfg.durations:
+            # continuation: the clip's transcript lasts exactly the clip, the text as long as predicted
+            timeline = {"durations": self._continued_durations(src, src_len, len(self.frontend.ids(before + " ")),
+                                                               prompt.shape[-1]), "continue_prompt": True}
+        elif before and prompt is not None and self.lm.cfg.aligned_positions:
             # continuation: the clip starts the target's timeline, and its transcript gives the speaking rate
             rate = self.lm.pattern.frame_step(prompt.shape[-1]) / (len(self.frontend.ids(before)) + 1)
             timeline = {"rate": rate, "continue_prompt": True}
         return src, src_len, P, prompt_len, timeline
+
+    def _continued_durations(self, src, src_len, n_before: int, n_frames: int) -> torch.Tensor:
+        """Predicted durations [B, L] with the first n_before (the prompt's transcript) rescaled to
+        fill the prompt's n_frames, so the text starts where the clip ends; the text keeps the
+        predicted pace, scaled by the clip's (how fast this speaker talks, within 1.5x either way:
+        the clip's pauses count too)."""
+        if n_before > n_frames:
+            raise LMInputError(f"prompt: {n_frames} frames cannot hold the {n_before} symbols of its transcript; "
+                               "give the clip's own transcript, or a longer clip")
+        dev = self.device
+        d = self.lm.predict_durations(src.to(dev), src_len.to(dev)).float()
+        pace = n_frames / d[:, :n_before].sum(1, keepdim=True).clamp(min=1)
+        cum = (d[:, :n_before].cumsum(1) * pace).round().clamp(max=n_frames)  # ends within the clip
+        head = torch.diff(cum, prepend=torch.zeros_like(cum[:, :1]))
+        if bool((head < 1).any()):  # rounding left a symbol no frame: spread them evenly
+            head = torch.full_like(head, n_frames // n_before)
+            head[:, -1] += n_frames - head.sum(1)
+        tail = (d[:, n_before:] * pace.clamp(1 / 1.5, 1.5)).round().clamp(min=1)
+        tail = tail * (torch.arange(n_before, d.shape[1], device=dev)[None] < src_len.to(dev)[:, None])
+        return torch.cat([head, tail], 1).long()
 
     def tts(self, text: str, prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
             prompt_text: str | None = None, seed: int | None = None, **kw) -> torch.Tensor:
@@ -240,10 +299,6 @@ class Enhancer(_Runner):
     estimate than the 16-level codes (for the stage-4 enhancer on the 0-10 dB dev pairs: STOI
     +0.013, PESQ-wb +0.02; recipes/lm/README.md)."""
 
-    def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
-        super().__init__(lm, codec, meta, path)
-        self.mean_levels = bool(self.sampling.pop("mean_levels", False))
-
     @property
     def chunk_frames(self) -> int:
         """Source frames per chunk: what fits the model's positions, and no longer than the crops it
@@ -258,10 +313,7 @@ class Enhancer(_Runner):
                       mean_levels: bool | None = None, **overrides) -> list[torch.Tensor]:
         """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`); `mean_levels`
         overrides the model's default (see the class docstring)."""
-        mean_levels = self.mean_levels if mean_levels is None else mean_levels
-        if mean_levels and not hasattr(self.codec, "decode_levels"):
-            raise LMInputError(f"mean_levels: codec '{self.codec.name}' has no ordinal levels to average "
-                               "(only dMel codecs do); decode the codes themselves (mean_levels=False)")
+        mean_levels = self._use_levels(mean_levels)
         items = [self._encode(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w))
                  for i, w in enumerate(wavs)]
         # cut every input into equal chunks that fit (no short tail chunk with little context),

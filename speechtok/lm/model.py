@@ -19,12 +19,17 @@ estimate) in generation. A target step then finds the source tokens it renders a
 distance ~0 - alignment by construction, which a small model cannot otherwise learn in a few
 thousand steps (the idea of giving the total duration up front, as in E2/F5-TTS).
 
-With `aligned_source` (enhancement: source and target frames share one clock), the input that
-predicts target frame f also carries source frame f, summed in through its own embedding
-table. The source still stands in front as context; the aligned frame is simply handed to the
-step that renders it instead of being looked up by attention, which a small model does
-imprecisely (it lost words even on near-clean input). The table starts at zero, so a model
-fine-tuned from one without it starts out unchanged.
+With `durations` (TTS), every source token has a length in frames (in training from the
+aligner, `speechtok.lm.align`; in generation from the model's own duration predictor), source
+token i sits at the centre of its frames on the timeline, and the target length is their sum.
+
+With `aligned_source` the input that predicts target frame f also carries the source token of
+that frame, summed in through its own embedding table: for enhancement (source and target
+frames share one clock) noisy frame f, for TTS with durations the phoneme frame f renders. The
+source still stands in front as context; the aligned token is simply handed to the step that
+renders it instead of being looked up by attention, which a small model does imprecisely (it
+lost words even on near-clean input). The table starts at zero, so a model fine-tuned from one
+without it starts out unchanged.
 
 Batches are right-padded with explicit lengths. `generate` packs each row as
 [source, separator, prompt] right-padded, prefills the KV cache, then decodes all rows in
@@ -34,6 +39,7 @@ depend on the other rows in the batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -61,21 +67,46 @@ class LMConfig:
     aligned_positions: bool = False  # rotary positions put source token i at i * rate on the target's timeline
     frame_dropout: float = 0.0  # training: share of target input frames blanked, so the source must be used
     default_rate: float = 1.0  # target steps per source token at inference (training uses the true rate)
-    aligned_source: bool = False  # codec sources: each target step's input also sums in its own source frame
+    aligned_source: bool = False  # each target step's input also sums in the source token of its frame
+    durations: bool = False  # TTS: source tokens have lengths in frames (aligner in training, predictor in generation)
+    duration_weight: float = 1.0  # weight of the duration predictor's loss (MSE of log(1 + frames))
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.transformer, dict):  # from YAML / JSON
             self.transformer = TransformerConfig(**self.transformer)
-        if self.aligned_source and self.src_codebooks == 0:
-            raise ValueError("aligned_source needs a codec source (src_codebooks > 0): text has no frames to align")
+        if self.aligned_source and self.src_codebooks == 0 and not self.durations:
+            raise ValueError("aligned_source needs a codec source (src_codebooks > 0) or text with durations")
+        if self.durations and self.src_codebooks:
+            raise ValueError("durations are for text sources; a codec source shares the target's clock")
 
 
 @dataclass
 class LMOutput:
-    loss: torch.Tensor  # mean cross-entropy over target cells
+    loss: torch.Tensor  # the training objective: token loss plus the weighted auxiliary losses
     logits: torch.Tensor  # [B, S, H, V]: step s of the audio stream, predicted from what precedes it
     targets: torch.Tensor  # [B, S, H]: token ids, IGNORE where no loss is taken
+    token_loss: torch.Tensor  # mean cross-entropy over target cells
+    duration_loss: torch.Tensor | None = None  # MSE of the predicted log(1 + frames) per source token
+
+
+class DurationPredictor(nn.Module):
+    """log(1 + frames) of each source token from its embedding and its neighbours' (FastSpeech 2's
+    convolutional predictor): the LM reads its source causally, but a phoneme's length also
+    depends on what follows it."""
+
+    def __init__(self, dim: int, kernel: int = 5, n_layers: int = 2) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel, padding=kernel // 2) for _ in range(n_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_layers))
+        self.out = nn.Linear(dim, 1)
+        nn.init.constant_(self.out.bias, math.log1p(3.0))  # speech runs about 3 frames (50 Hz) per IPA symbol
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D], valid [B, L] -> [B, L]."""
+        for conv, norm in zip(self.convs, self.norms):
+            x = norm(F.relu(conv((x * valid[..., None]).transpose(1, 2))).transpose(1, 2))
+        return self.out(x).squeeze(-1)
 
 
 def _lengths(x: torch.Tensor, lengths: torch.Tensor | None, dim: int) -> torch.Tensor:
@@ -94,8 +125,10 @@ class TokenLM(nn.Module):
         self.sep = nn.Parameter(torch.randn(D) * 0.02)
         self.audio_emb = nn.Embedding(H * V, D)
         if cfg.aligned_source:
-            self.src_frame_emb = nn.Embedding(cfg.src_vocab * cfg.src_codebooks, D)
+            self.src_frame_emb = nn.Embedding(cfg.src_vocab * max(cfg.src_codebooks, 1), D)
             nn.init.zeros_(self.src_frame_emb.weight)
+        if cfg.durations:
+            self.duration = DurationPredictor(D)
         self.transformer = Transformer(cfg.transformer)
         self.head = nn.Linear(D, H * V, bias=False)
         nn.init.normal_(self.src_emb.weight, std=0.02)
@@ -118,7 +151,7 @@ class TokenLM(nn.Module):
             raise ValueError(f"model.py: source ids must lie in [0, {self.cfg.src_vocab}), "
                              f"got [{int(src.min())}, {int(src.max())}]")
         if Ks == 0:
-            return self.src_emb(src)
+            return (self.src_emb if table is None else table)(src)
         offset = torch.arange(Ks, device=src.device)[None, :, None] * self.cfg.src_vocab
         return (self.src_emb if table is None else table)(src + offset).sum(1)
 
@@ -145,26 +178,50 @@ class TokenLM(nn.Module):
         idx = torch.where(p < sl, p, Ls + p - sl).clamp(max=cat.shape[1] - 1)
         return cat.gather(1, idx[..., None].expand(-1, -1, cat.shape[-1])), lengths
 
-    def _aligned_source(self, src, src_len, prompt_len, n_steps: int) -> torch.Tensor | None:
-        """[B, n_steps, D]: for each audio step, the source frame at the time of the frame it
-        starts predicting (head 0; target frame f is source frame f - prompt_len), zero where
-        there is none. None unless `aligned_source`."""
+    def _aligned_source(self, src, src_len, start, n_steps: int, durations=None) -> torch.Tensor | None:
+        """[B, n_steps, D]: for each audio step, the source token of the frame it starts predicting
+        (head 0; that frame's time on the source timeline, which begins at frame `start` [B]), zero
+        where there is none. Codec sources are one token per frame; text tokens last `durations`
+        frames. None unless `aligned_source`."""
         if not self.cfg.aligned_source:
             return None
-        frames = self._embed_src(src, src_len, self.src_frame_emb)  # [B, Ls, D]
-        f = self.pattern.layout(n_steps)[0][:, 0].to(src.device)[None] - prompt_len[:, None]  # [B, n_steps]
-        ok = (f >= 0) & (f < src_len[:, None])
-        idx = f.clamp(0, frames.shape[1] - 1)[..., None].expand(-1, -1, frames.shape[-1])
-        return frames.gather(1, idx) * ok[..., None]
+        tokens = self._embed_src(src, src_len, self.src_frame_emb)  # [B, Ls, D]
+        f = self.pattern.layout(n_steps)[0][:, 0].to(src.device)[None] - start[:, None]  # [B, n_steps]
+        if durations is None:
+            ok, idx = (f >= 0) & (f < src_len[:, None]), f
+        else:
+            ends = durations.cumsum(1)  # [B, Ls]: the first frame after each token
+            ok = (f >= 0) & (f < ends[:, -1:])
+            idx = torch.searchsorted(ends, f.clamp(min=0).contiguous(), right=True)
+        idx = idx.clamp(0, tokens.shape[1] - 1)[..., None].expand(-1, -1, tokens.shape[-1])
+        return tokens.gather(1, idx) * ok[..., None]
 
-    def _positions(self, src_len, length: int, origin, rate) -> torch.Tensor | None:
+    def _duration_positions(self, durations: torch.Tensor) -> torch.Tensor:
+        """[B, Ls] timeline position (in steps) of each source token: the centre of its frames."""
+        return (durations.cumsum(1) - durations / 2).float() * self.pattern.steps_per_frame
+
+    def predict_durations(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames [B, L] per source token (>= 1; 0 beyond each row's length) by the duration predictor."""
+        if not self.cfg.durations:
+            raise ValueError("model.py: this model has no duration predictor (durations: False)")
+        src_len = _lengths(src, src_lengths, -1)
+        valid = torch.arange(src.shape[-1], device=src.device)[None] < src_len[:, None]
+        pred = self.duration(self._embed_src(src, src_len), valid.float())
+        return (pred.exp() - 1).round().clamp(min=1).long() * valid
+
+    def _positions(self, src_len, length: int, origin, rate, src_pos=None) -> torch.Tensor | None:
         """Rotary positions [B, length] of the assembled rows (None: token indices); `origin` [B]
-        is the position of audio step 0 and `rate` [B] the target steps per source token."""
-        if not self.cfg.aligned_positions:
+        is the position of audio step 0 and source token i sits at i * rate [B] (target steps per
+        source token) or, with durations, at src_pos [B, Ls]."""
+        if not (self.cfg.aligned_positions or self.cfg.durations):
             return None
         i = torch.arange(length, device=src_len.device)[None].float()
-        sl, origin, rate = src_len[:, None].float(), origin[:, None].float(), rate[:, None].float()
-        return torch.where(i < sl, i * rate, origin + i - sl - 1)
+        sl, origin = src_len[:, None].float(), origin[:, None].float()
+        if src_pos is None:
+            src_pos = i * rate[:, None].float()
+        else:
+            src_pos = F.pad(src_pos, (0, max(length - src_pos.shape[1], 0)))[:, :length]
+        return torch.where(i < sl, src_pos, origin + i - sl - 1)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h).unflatten(-1, (self.pattern.n_heads, self.pattern.vocab_size))
@@ -178,9 +235,10 @@ class TokenLM(nn.Module):
     # --- training --------------------------------------------------------------------------
     def forward(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
                 code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
-                blank_frames: torch.Tensor | None = None) -> LMOutput:
+                blank_frames: torch.Tensor | None = None, src_durations: torch.Tensor | None = None) -> LMOutput:
         """Loss of audio `codes` [B, K, T] given `src`. Row b's codes are its prompt frames
-        (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all.
+        (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all;
+        with `durations`, `src_durations` [B, L] are the target frames of each source token.
         `blank_frames` [B, T] (bool) blanks the input steps where those frames start (head 0), as
         frame dropout does in training: with one step per frame, what the model predicts without
         having seen them (e.g. a draft of the frame after)."""
@@ -205,13 +263,22 @@ class TokenLM(nn.Module):
             bf = blank_frames.to(seq.device, torch.bool)
             bf = F.pad(bf, (0, max(int(frame_in.max()) + 1 - bf.shape[-1], 0)))
             blank |= bf.gather(1, frame_in.clamp(min=0)) & (frame_in >= 0)
-        aligned = self._aligned_source(src, src_len, P, S)
+        dur = src_pos = None
+        if self.cfg.durations:
+            if src_durations is None:
+                raise ValueError("model.py: a model with durations needs src_durations (frames per source token)")
+            dur = src_durations.to(device=src.device, dtype=torch.long)
+            dur = dur * (torch.arange(dur.shape[1], device=src.device)[None] < src_len[:, None])
+            if bool((dur.sum(1) != T - P).any()):
+                raise ValueError("model.py: src_durations must sum to each row's target frames (code - prompt lengths)")
+            src_pos = self._duration_positions(dur)
+        aligned = self._aligned_source(src, src_len, P, S, dur)
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank, aligned)
         guide = self.cfg.guided_attention > 0 and self.training
         for block in self._probed():
             block.attn.probe = guide
         rate = p.frame_step(T - P).float() / src_len.clamp(min=1).float()
-        h = self.transformer(x, positions=self._positions(src_len, x.shape[1], -p.frame_step(P), rate))
+        h = self.transformer(x, positions=self._positions(src_len, x.shape[1], -p.frame_step(P), rate, src_pos))
         # the separator and each audio step predict the next audio step
         pos = (src_len[:, None] + torch.arange(S, device=h.device)).clamp(max=h.shape[1] - 1)
         logits = self._logits(h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1])))
@@ -221,13 +288,19 @@ class TokenLM(nn.Module):
         weight = keep.flatten().float()
         if self.cfg.end_weight != 1.0:
             weight = torch.where(targets.flatten() == p.end_id, self.cfg.end_weight, weight)
-        loss = (ce * weight).sum() / weight.sum().clamp(min=1)
+        token_loss = (ce * weight).sum() / weight.sum().clamp(min=1)
+        loss, dur_loss = token_loss, None
         if guide:
             scores = [block.attn.scores for block in self._probed()]
             loss = loss + self.cfg.guided_attention * self._guide_loss(scores, src_len, T, P)
             for block in self._probed():
                 block.attn.probe, block.attn.scores = False, None
-        return LMOutput(loss, logits, targets)
+        if dur is not None:
+            valid = dur > 0
+            pred = self.duration(self._embed_src(src, src_len), valid.float())
+            dur_loss = ((pred - torch.log1p(dur.float())) ** 2 * valid).sum() / valid.sum().clamp(min=1)
+            loss = loss + self.cfg.duration_weight * dur_loss
+        return LMOutput(loss, logits, targets, token_loss, dur_loss)
 
     def _probed(self) -> list:
         """The blocks whose head 0 the alignment prior shapes: all but the first (its queries know
@@ -263,7 +336,7 @@ class TokenLM(nn.Module):
                  max_len: int | None = None, min_len: int = 0, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, rep_window: int = 10,
                  rep_ratio: float = 0.1, end_threshold: float | None = None, rate=None,
-                 continue_prompt: bool = False, seed: int | None = None,
+                 continue_prompt: bool = False, durations: torch.Tensor | None = None, seed: int | None = None,
                  generator: torch.Generator | None = None, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Continue each row's source (and optional audio prompt) with target audio.
 
@@ -278,7 +351,10 @@ class TokenLM(nn.Module):
         probability reaches the threshold, and never before (like Tacotron's stop gate). With
         aligned positions, `rate` (target steps per source token, a number or [B]; default
         cfg.default_rate) sets the expected length, and `continue_prompt` says the prompt is the
-        start of the target itself (its transcript begins the source), not another clip. `seed` (or
+        start of the target itself (its transcript begins the source), not another clip. A model
+        with `durations` renders each source token for `durations` [B, L] frames (default: its
+        predictor's), counted from the prompt's start when continuing it, and ends exactly after
+        them (`max_len` still caps the target length). `seed` (or
         `generator`) makes sampling reproducible. Returns the target codes [B, K, T] (prompt
         not included; 0 beyond each row's length) and lengths [B].
         """
@@ -286,13 +362,14 @@ class TokenLM(nn.Module):
         self.eval()
         try:
             return self._generate(src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature,
-                                  top_k, top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt, seed,
-                                  generator, use_cache)
+                                  top_k, top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt,
+                                  durations, seed, generator, use_cache)
         finally:
             self.train(was_training)
 
     def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature, top_k,
-                  top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt, seed, generator, use_cache):
+                  top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt, durations, seed, generator,
+                  use_cache):
         p, dev = self.pattern, src.device
         B, V = src.shape[0], p.vocab_size
         src_len = _lengths(src, src_lengths, -1)
@@ -304,12 +381,26 @@ class TokenLM(nn.Module):
             generator = torch.Generator(device=dev).manual_seed(seed)
 
         # per-row frame budget, within the positions the model was built for
-        if max_len is None:
+        src_pos = None
+        if self.cfg.durations:  # the target is as long as its tokens' durations say
+            dur = self.predict_durations(src, src_len) if durations is None else durations.to(dev).long()
+            dur = dur * (torch.arange(dur.shape[1], device=dev)[None] < src_len[:, None])
+            budget = dur.sum(1) - (P if continue_prompt else 0)
+            if bool((budget < 1).any()):
+                raise ValueError("model.py: durations leave no target frames (they must outlast the prompt)")
+            if max_len is not None:
+                budget = budget.clamp(max=max_len)
+            min_len = budget
+            src_pos = self._duration_positions(dur)
+        elif max_len is None:
             budget = (src_len.double() * self.cfg.max_len_ratio).ceil().long().clamp(min=1)
         else:
             budget = torch.full_like(src_len, max_len)
-        spf, room = p.steps_per_frame, self.cfg.transformer.max_len - src_len - max(p.tail, 1)
-        budget = torch.minimum(budget, room.div(spf, rounding_mode="floor") - P)
+        spf = p.steps_per_frame
+        room = (self.cfg.transformer.max_len - src_len - max(p.tail, 1)).div(spf, rounding_mode="floor") - P
+        if self.cfg.durations and bool((budget > room).any()):  # cutting it short would drop words
+            raise ValueError(f"model.py: source + prompt + durations too long for max_len {self.cfg.transformer.max_len}")
+        budget = torch.minimum(budget, room)
         if bool((budget < 1).any()):
             raise ValueError(f"model.py: source + prompt too long for max_len {self.cfg.transformer.max_len}")
         total = P + budget  # frames at which the end token is forced
@@ -320,13 +411,14 @@ class TokenLM(nn.Module):
         steps = p.interleave(prompt_codes, P)
         steps = F.pad(steps, (0, 0, 0, S - steps.shape[1]), value=p.pad_id)
         step = p.frame_step(P)  # the next step each row predicts (steps before it are all prompt)
-        aligned = self._aligned_source(src, src_len, P, S + 1)
+        start = torch.zeros_like(P) if continue_prompt else P  # frame where the source's timeline begins
+        aligned = self._aligned_source(src, src_len, start, S + 1, dur if self.cfg.durations else None)
         x, plen = self._assemble(src, src_len, steps, step, aligned=aligned)
         n_iter = int((self._steps_needed(total) - step).max())
         cap = x.shape[1] + n_iter
         rate = torch.as_tensor(self.cfg.default_rate if rate is None else rate, dtype=torch.float, device=dev)
         origin = torch.zeros_like(step) if continue_prompt else -step
-        pos = self._positions(src_len, cap, origin, rate.expand(B))
+        pos = self._positions(src_len, cap, origin, rate.expand(B), src_pos)
         if use_cache:
             cache = self.transformer.new_cache(B, cap, device=dev)
             h = self.transformer(x, cache=cache, lengths=plen, positions=None if pos is None else pos[:, : x.shape[1]])
@@ -387,15 +479,16 @@ class TokenLM(nn.Module):
 
     @torch.no_grad()
     def expected_codes(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
-                       code_lengths: torch.Tensor | None = None) -> torch.Tensor:
+                       code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
+                       src_durations: torch.Tensor | None = None) -> torch.Tensor:
         """The model's mean code index [B, K, T] (float) of each frame of `codes` (e.g. its own
-        greedy output), given the source and the codes before it. Meaningful for ordinal codebooks
-        (dMel's quantised levels), where it is a finer estimate than any one code; a codec with
-        `decode_levels` renders it."""
+        greedy output), given the source and the codes before it (arguments as for `forward`).
+        Meaningful for ordinal codebooks (dMel's quantised levels), where it is a finer estimate than
+        any one code; a codec with `decode_levels` renders it."""
         was_training = self.training
         self.eval()
         try:
-            out = self.forward(src, codes, src_lengths, code_lengths)
+            out = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, src_durations=src_durations)
         finally:
             self.train(was_training)
         p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)
