@@ -6,6 +6,9 @@ TTS lays a row out as [phonemes] [sep] [prompt audio] and lets the LM continue t
 - with a clip alone, a speaker prompt: the source is the text and the first ~3 s of the clip
   (silence trimmed) stand before the target audio, as the recipe trains it;
 - with neither, the checkpoint's default voice (a stored clip with its transcript).
+A model trained with durations speaks each phoneme for as long as its duration predictor says
+(in continuation the transcript's durations are stretched over the clip), so the length of the
+speech is known before the first frame.
 Enhancement encodes the noisy waveform, generates clean codes of the same length (long
 inputs in chunks that fit the model) and decodes them.
 """
