@@ -6,8 +6,8 @@ sooner, as FastSpeech-style models do. The durations come from the unsupervised 
 RAD-TTS ("One TTS Alignment To Rule Them All", Badlani et al. 2022): a text encoder and a frame
 encoder, a soft alignment from their distances, trained with the forward-sum (CTC) loss over all
 monotonic paths, then a hard alignment by monotonic alignment search (Glow-TTS). It needs no
-pretrained acoustic model and reads the codec's codes themselves (each frame's codes embedded and
-summed, so it suits any codec), training in a few minutes on a CPU.
+pretrained acoustic model and reads the codec's codes themselves (each code of a frame embedded,
+so it suits any codec), training in a few minutes on a CPU.
 """
 
 from __future__ import annotations
