@@ -197,7 +197,9 @@ def collate(rows: list[dict], group: str = "") -> dict:
     and, for TTS with durations, durations [L]."""
     src = [r["src"].T if r["src"].dim() == 2 else r["src"] for r in rows]  # pad over time
     srcp = pad_sequence(src, batch_first=True)
-    extra = {"durations": pad_sequence([r["durations"] for r in rows], batch_first=True)} if "durations" in rows[0] else {}
+    extra = {}
+    if "durations" in rows[0]:
+        extra["durations"] = pad_sequence([r["durations"] for r in rows], batch_first=True)
     return {
         **extra,
         "src": srcp.transpose(1, 2).long() if srcp.dim() == 3 else srcp.long(),

@@ -200,13 +200,16 @@ class TokenLM(nn.Module):
         """[B, Ls] timeline position (in steps) of each source token: the centre of its frames."""
         return (durations.cumsum(1) - durations / 2).float() * self.pattern.steps_per_frame
 
+    def _log_durations(self, src, src_len) -> tuple[torch.Tensor, torch.Tensor]:
+        """The duration predictor's log(1 + frames) [B, L] and the mask of real tokens [B, L]."""
+        valid = torch.arange(src.shape[-1], device=src.device)[None] < src_len[:, None]
+        return self.duration(self._embed_src(src, src_len), valid.float()), valid
+
     def predict_durations(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Frames [B, L] per source token (>= 1; 0 beyond each row's length) by the duration predictor."""
         if not self.cfg.durations:
             raise ValueError("model.py: this model has no duration predictor (durations: False)")
-        src_len = _lengths(src, src_lengths, -1)
-        valid = torch.arange(src.shape[-1], device=src.device)[None] < src_len[:, None]
-        pred = self.duration(self._embed_src(src, src_len), valid.float())
+        pred, valid = self._log_durations(src, _lengths(src, src_lengths, -1))
         return (pred.exp() - 1).round().clamp(min=1).long() * valid
 
     def _positions(self, src_len, length: int, origin, rate, src_pos=None) -> torch.Tensor | None:
@@ -267,8 +270,7 @@ class TokenLM(nn.Module):
         if self.cfg.durations:
             if src_durations is None:
                 raise ValueError("model.py: a model with durations needs src_durations (frames per source token)")
-            dur = src_durations.to(device=src.device, dtype=torch.long)
-            dur = dur * (torch.arange(dur.shape[1], device=src.device)[None] < src_len[:, None])
+            dur = _within(src_durations.to(device=src.device, dtype=torch.long), src_len)
             if bool((dur.sum(1) != T - P).any()):
                 raise ValueError("model.py: src_durations must sum to each row's target frames (code - prompt lengths)")
             src_pos = self._duration_positions(dur)
@@ -296,8 +298,7 @@ class TokenLM(nn.Module):
             for block in self._probed():
                 block.attn.probe, block.attn.scores = False, None
         if dur is not None:
-            valid = dur > 0
-            pred = self.duration(self._embed_src(src, src_len), valid.float())
+            pred, valid = self._log_durations(src, src_len)
             dur_loss = ((pred - torch.log1p(dur.float())) ** 2 * valid).sum() / valid.sum().clamp(min=1)
             loss = loss + self.cfg.duration_weight * dur_loss
         return LMOutput(loss, logits, targets, token_loss, dur_loss)
@@ -383,8 +384,8 @@ class TokenLM(nn.Module):
         # per-row frame budget, within the positions the model was built for
         src_pos = None
         if self.cfg.durations:  # the target is as long as its tokens' durations say
-            dur = self.predict_durations(src, src_len) if durations is None else durations.to(dev).long()
-            dur = dur * (torch.arange(dur.shape[1], device=dev)[None] < src_len[:, None])
+            dur = (self.predict_durations(src, src_len) if durations is None
+                   else _within(durations.to(dev).long(), src_len))
             budget = dur.sum(1) - (P if continue_prompt else 0)
             if bool((budget < 1).any()):
                 raise ValueError("model.py: durations leave no target frames (they must outlast the prompt)")
@@ -399,7 +400,8 @@ class TokenLM(nn.Module):
         spf = p.steps_per_frame
         room = (self.cfg.transformer.max_len - src_len - max(p.tail, 1)).div(spf, rounding_mode="floor") - P
         if self.cfg.durations and bool((budget > room).any()):  # cutting it short would drop words
-            raise ValueError(f"model.py: source + prompt + durations too long for max_len {self.cfg.transformer.max_len}")
+            raise ValueError("model.py: source + prompt + durations too long for max_len "
+                             f"{self.cfg.transformer.max_len}")
         budget = torch.minimum(budget, room)
         if bool((budget < 1).any()):
             raise ValueError(f"model.py: source + prompt too long for max_len {self.cfg.transformer.max_len}")
@@ -507,6 +509,11 @@ class TokenLM(nn.Module):
         rows = torch.arange(steps.shape[0], device=s.device)[:, None]
         hist = steps[rows, back.clamp(min=0)]  # [B, W, H]
         return hist.masked_fill((back < 0)[..., None], -1).transpose(1, 2)
+
+
+def _within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x [B, L] with the entries beyond each row's length zeroed."""
+    return x * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])
 
 
 def _gate_end(head0: torch.Tensor, end_id: int, threshold: float, decide: torch.Tensor) -> torch.Tensor:
