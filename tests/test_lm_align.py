@@ -61,3 +61,12 @@ def test_aligner_learns_durations_on_a_toy_corpus():
     close = np.mean(np.concatenate([np.abs(f - t) for f, t in zip(found, truth)]) <= 1)
     assert all(f.sum() == t.sum() and f.min() >= 1 for f, t in zip(found, truth))
     assert exact >= 0.9 and close == 1.0, (exact, close)
+
+
+def test_aligner_training_leaves_the_callers_random_state_alone():
+    items = [(torch.tensor([0, 1, 2]), torch.randint(0, 4, (2, 9))) for _ in range(4)]
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    train_aligner(items, 3, 4, steps=2, batch_size=2, dim=8, log_every=0)
+    assert torch.equal(torch.rand(3), expected)

@@ -99,19 +99,18 @@ def monotonic_search(logp: np.ndarray) -> np.ndarray:
 
 
 def train_aligner(items: list[tuple[torch.Tensor, torch.Tensor]], n_symbols: int, codebook_size: int, *,
-                  steps: int = 2000,
-                  batch_size: int = 16, lr: float = 1e-3, dim: int = 128, seed: int = 0, log_every: int = 250,
-                  device: str | torch.device = "cpu") -> Aligner:
-    """Fit an Aligner on (symbol ids [L], codes [K, F]) pairs with the forward-sum loss."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = Aligner(n_symbols, items[0][1].shape[0], codebook_size, dim).to(device)
+                  steps: int = 2000, batch_size: int = 16, lr: float = 1e-3, dim: int = 128, seed: int = 0,
+                  log_every: int = 250, device: str | torch.device = "cpu") -> Aligner:
+    """Fit an Aligner on (symbol ids [L], codes [K, F]) pairs with the forward-sum loss; each batch
+    is utterances of similar length. Seeded on its own, so the caller's random state is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Aligner(n_symbols, items[0][1].shape[0], codebook_size, dim).to(device)
+        order = sorted(range(len(items)), key=lambda j: items[j][1].shape[-1])
+        starts = torch.randint(max(len(order) - batch_size, 0) + 1, (steps,)).tolist()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    order = sorted(range(len(items)), key=lambda j: items[j][1].shape[-1])
-    for step in range(1, steps + 1):
-        a = int(torch.randint(len(order), (1,), generator=gen))
-        picks = order[max(0, a - batch_size // 2): max(0, a - batch_size // 2) + batch_size]
-        text, text_len, codes, feat_len = _batch([items[j] for j in picks], device)
+    for step, lo in enumerate(starts, 1):
+        text, text_len, codes, feat_len = _batch([items[j] for j in order[lo : lo + batch_size]], device)
         loss = forward_sum_loss(model(text, text_len, codes, feat_len), text_len, feat_len)
         opt.zero_grad()
         loss.backward()
