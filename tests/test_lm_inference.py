@@ -159,6 +159,34 @@ def test_enhance_can_decode_the_mean_level(models):
         enhancer.enhance(wav)
 
 
+
+def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec):
+    enhancer = load_enhancer(folder=models)
+    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
+    captured, filter_mixture = [], codec.filter_mixture
+    enhancer.codec.filter_mixture = lambda mix, levels: captured.append((mix, levels)) or filter_mixture(mix, levels)
+    try:
+        out = enhancer.enhance(wav, render="mixture")
+    finally:
+        del enhancer.codec.filter_mixture
+    (mix, levels), = captured
+    torch.testing.assert_close(mix[0], wav[None])  # the input itself is filtered
+    assert levels.shape == (1, 80, 25) and out.shape == (1, SR // 2)
+    assert 0 < out.square().sum() <= 1.01 * wav.square().sum()  # a filter of the input: gains <= 1
+    enhancer.render = "mixture"  # as a model's sampling.render sets it
+    torch.testing.assert_close(enhancer.enhance(wav), out)
+    tokens = tmp_path / "noisy.npz"
+    save_tokens(tokens, TokenFile.from_codec(codec, codec.encode(wav.view(1, 1, -1))[0], SR // 2, SR))
+    with pytest.warns(UserWarning, match="no waveform"):  # the default: decoded instead, and said so
+        assert enhancer.enhance(tokens).shape == (1, SR // 2)
+    with pytest.raises(LMInputError, match="needs the noisy waveform"):  # asked for: refused
+        enhancer.enhance(tokens, render="mixture")
+    with pytest.raises(LMInputError, match="render must be one of"):
+        enhancer.enhance(wav, render="vocoder")
+    enhancer.codec = type("Plain", (), {"name": "plain"})()
+    with pytest.raises(LMInputError, match="cannot apply its tokens"):
+        enhancer.enhance(wav)
+
 def _args(add, argv):
     p = argparse.ArgumentParser()
     add(p)
@@ -213,6 +241,9 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
                                   [noisy / "a.flac", tmp_path / "m.wav", "--model", model, "--mean-levels"]))
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "m.wav")[0], sf.read(tmp_path / "a.wav")[0])
+    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
+                                  [noisy / "a.flac", tmp_path / "f.wav", "--model", model, "--render", "mixture"]))
+    assert rc == 0 and not np.allclose(sf.read(tmp_path / "f.wav")[0], sf.read(tmp_path / "a.wav")[0])
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy, tmp_path / "out", "--model", model]))
     assert rc == 1 and "broken.wav" in (tmp_path / "out" / "failed.tsv").read_text()
     assert sf.info(tmp_path / "out" / "sub" / "b.wav").frames == int(0.7 * SR)
