@@ -170,6 +170,22 @@ def _parse(add, *argv):
     return add(argparse.ArgumentParser()).parse_args([str(a) for a in argv])
 
 
+
+def test_enhancement_ceiling_through_the_noisy_input(speech):
+    """A codec that can filter a mixture (dMel) adds the ceiling of enhancers that render their
+    tokens through the noisy input: the clean codes as gains on it, which must clean it."""
+    from speechtok.codecs import load_codec
+
+    utts, sr = speech
+    clean = [(w, sr) for w, _ in utts[:2]]
+    noisy = [(add_noise(w, 5.0, i), sr) for i, (w, _) in enumerate(clean)]
+    res = G.evaluate_enhancement(noisy, noisy, clean, [5.0, 5.0], codec=load_codec("dmel-16k-gl"), dnsmos=False)
+    assert res["systems"] == ["noisy", "codec_ceiling", "mixture_ceiling", "enhanced"]
+    row = res["table"]["0–10 dB"]
+    assert row["mixture_ceiling"]["pesq_wb"] > row["noisy"]["pesq_wb"] + 0.5
+    assert row["mixture_ceiling"]["stoi"] > row["noisy"]["stoi"] + 0.03
+    assert "| 0–10 dB | 2 | codec ceiling through the noisy input (dmel-16k-gl) |" in G.enhancement_markdown(res)
+
 def test_cli_eval_enhance_on_a_noisy_pair_manifest(speech, tmp_path, capsys):
     utts, sr = speech
     rows, enh = [], tmp_path / "enhanced"

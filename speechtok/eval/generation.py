@@ -30,7 +30,8 @@ from speechtok.eval.harness import EvalError, _fmt, _json_safe, _signal_metrics,
 
 BAND_EDGES = (0.0, 10.0)  # dB: bands < 0, 0-10, >= 10
 TTS_SYSTEMS = {"generated": "generated", "ground_truth": "ground truth", "codec_resynth": "codec resynth"}
-ENH_SYSTEMS = {"noisy": "noisy input", "codec_ceiling": "codec ceiling", "enhanced": "enhanced"}
+ENH_SYSTEMS = {"noisy": "noisy input", "codec_ceiling": "codec ceiling",
+               "mixture_ceiling": "codec ceiling through the noisy input", "enhanced": "enhanced"}
 TTS_COLUMNS = [("wer", "WER", "{:.1%}"), ("speaker_sim", "speaker sim", "{:.3f}"),
                ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}")]
 ENH_COLUMNS = [("pesq_wb", "PESQ-wb", "{:.2f}"), ("stoi", "STOI", "{:.3f}"), ("si_sdr", "SI-SDR (dB)", "{:.1f}"),
@@ -68,6 +69,17 @@ def resynthesize(codec: Codec, wav, sr: int) -> tuple[np.ndarray, int]:
     with torch.inference_mode():
         out = codec.decode(codec.encode(x.view(1, 1, -1).to(codec.device)))
     return out[0, 0, : x.numel()].double().cpu().numpy(), codec.sample_rate
+
+
+def filter_with_clean(codec: Codec, noisy: Audio, clean: Audio) -> tuple[np.ndarray, int]:
+    """The clean signal's codes applied to the noisy one (`filter_mixture`): the ceiling of an
+    enhancer that renders its tokens through its input (`render="mixture"`)."""
+    x, y = (resample(torch.from_numpy(M.as_mono(w)).float(), int(sr), codec.sample_rate).view(1, 1, -1)
+            for w, sr in (noisy, clean))
+    n = min(x.shape[-1], y.shape[-1])
+    with torch.inference_mode():
+        out = codec.filter_mixture(x[..., :n].to(codec.device), codec.encode(y[..., :n].to(codec.device)))
+    return out[0, 0].double().cpu().numpy(), codec.sample_rate
 
 
 def _ids(ids, n: int) -> list[str]:
@@ -187,7 +199,8 @@ def evaluate_enhancement(
 ) -> dict:
     """PESQ-wb, STOI, ESTOI, SI-SDR, mel distance (against `clean`), DNSMOS and, where a
     transcript is given, Whisper WER, for the noisy input, the codec ceiling (when `codec` is
-    given) and the enhanced output; means per SNR band and overall, with enhanced − noisy."""
+    given; for a codec with `filter_mixture` also its ceiling rendered through the noisy input)
+    and the enhanced output; means per SNR band and overall, with enhanced − noisy."""
     clean = _audio_list(clean, "clean")
     if not clean:
         raise EvalError("evaluate_enhancement: no items")
@@ -195,6 +208,8 @@ def evaluate_enhancement(
     systems = {"noisy": _audio_list(noisy, "noisy", n)}
     if codec is not None:
         systems["codec_ceiling"] = [resynthesize(codec, w, sr) for w, sr in clean]
+        if hasattr(codec, "filter_mixture"):
+            systems["mixture_ceiling"] = [filter_with_clean(codec, x, c) for x, c in zip(systems["noisy"], clean)]
     systems["enhanced"] = _audio_list(enhanced, "enhanced", n)
     snr_db = [float(s) for s in snr_db]
     if len(snr_db) != n:
@@ -251,7 +266,7 @@ def enhancement_markdown(result: dict) -> str:
     for band, rows in table.items():
         n = rows["noisy"]["n"]
         for system in result["systems"]:
-            label = ENH_SYSTEMS[system] + (f" ({result['codec']})" if system == "codec_ceiling" else "")
+            label = ENH_SYSTEMS[system] + (f" ({result['codec']})" if "ceiling" in system else "")
             lines.append(f"| {band} | {n} | {label} | "
                          + " | ".join(_fmt(rows[system].get(k), f) for k, _, f in cols) + " |")
         lines.append(f"| {band} | {n} | Δ enhanced − noisy | "
