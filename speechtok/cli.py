@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -533,7 +534,20 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _cli_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as the CLI's own lines: what happened, not where in the library it was raised."""
+    return f"speechtok: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    library_format, warnings.formatwarning = warnings.formatwarning, _cli_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = library_format
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     selected = next((a for a in argv if not a.startswith("-")), None)
     try:
