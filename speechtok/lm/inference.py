@@ -139,13 +139,17 @@ class _Runner:
                                  f"encode the audio again with --codec {self.codec.name}, or pass the audio file")
         return torch.from_numpy(tf.codes.astype("int64"))
 
-    def _encode(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int]:
-        """Codes [K, F] and length in samples of a waveform, path or token file (.npz)."""
+    def _read(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """Codes [K, F], length in samples and waveform [1, T] (None for a token file, .npz)."""
         if isinstance(audio, (str, Path)) and Path(audio).suffix == ".npz":
             codes = self._codes_from_file(Path(audio), what)
-            return codes, codes.shape[-1] * self.codec.hop_length
+            return codes, codes.shape[-1] * self.codec.hop_length, None
         wav = self._audio(audio, sr, what)
-        return self.codec.encode(wav[None].to(self.codec.device))[0].long().cpu(), wav.shape[-1]
+        return self.codec.encode(wav[None].to(self.codec.device))[0].long().cpu(), wav.shape[-1], wav
+
+    def _encode(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int]:
+        """Codes [K, F] and length in samples of a waveform, path or token file (.npz)."""
+        return self._read(audio, sr, what)[:2]
 
     def _decode(self, codes: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         out = []
@@ -335,13 +339,6 @@ class Enhancer(_Runner):
         p = self.lm.pattern
         fits = (self.lm.cfg.transformer.max_len - max(p.tail, 1)) // (1 + p.steps_per_frame) - 1
         return min(fits, int(self.meta.get("training", {}).get("crop_frames") or fits))
-
-    def _read(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int, torch.Tensor | None]:
-        """Codes [K, F], length in samples and waveform [1, T] (None for a token file)."""
-        if isinstance(audio, (str, Path)) and Path(audio).suffix == ".npz":
-            return (*self._encode(audio, sr, what), None)
-        wav = self._audio(audio, sr, what)
-        return self.codec.encode(wav[None].to(self.codec.device))[0].long().cpu(), wav.shape[-1], wav
 
     @torch.inference_mode()
     def enhance_batch(self, wavs: Sequence[Audio], sr: int | None = None, seed: int | None = None,
