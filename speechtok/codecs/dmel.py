@@ -86,7 +86,11 @@ class DMelCodec(Codec):
         x = nn.functional.pad(x, (half, half - self.hop_length))
         frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # [B, F, n_fft]
         power = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square().sum(-1)
-        return torch.log(torch.clamp(power.sqrt() @ self.mel_fb, min=1e-5)).transpose(1, 2)
+        return self._mel_of(power.sqrt())
+
+    def _mel_of(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Log-mel [B, n_mels, F] of STFT magnitudes [B, F, bins]."""
+        return torch.log(torch.clamp(magnitude @ self.mel_fb, min=1e-5)).transpose(1, 2)
 
     def quantize(self, log_mel: torch.Tensor) -> torch.Tensor:
         scale = (self.codebook_size - 1) / (self.log_max - self.log_min)
@@ -138,9 +142,11 @@ class DMelCodec(Codec):
                              f"expected [{mixture.shape[0]}, {self.n_mels}, {self.n_frames(mixture.shape[-1])}]")
         n, frames = mixture.shape[-1], levels.shape[-1]
         x = nn.functional.pad(mixture[:, 0], (0, frames * self.hop_length - n))
+        # zero-padded centred frames, as `log_mel` frames them: its first F frames are the codec's
+        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
+                          return_complex=True)  # [B, bins, F + 1]
         target = self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(x.device))
-        gain = torch.exp(target - self.log_mel(x[:, None])).clamp(floor, 1.0)  # [B, mels, F]
-        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True)
+        gain = torch.exp(target - self._mel_of(spec[..., :frames].abs().transpose(1, 2))).clamp(floor, 1.0)
         gain = nn.functional.pad(self.band_to_bin @ gain, (0, spec.shape[-1] - frames), mode="replicate")
         out = torch.istft(spec * gain, self.n_fft, self.hop_length, window=self.window, center=True,
                           length=frames * self.hop_length)
