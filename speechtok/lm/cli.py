@@ -16,7 +16,7 @@ from speechtok.codecs import CodecError
 from speechtok.data.audio import AudioError, save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.lm.checkpoint import CheckpointError
-from speechtok.lm.inference import LMInputError, load_enhancer, load_tts
+from speechtok.lm.inference import Enhancer, LMInputError, load_enhancer, load_tts
 from speechtok.lm.text import TextError
 from speechtok.tokens import TokenFileError
 
@@ -140,7 +140,7 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="noisy audio file, token file (.npz) or folder (searched recursively)")
     p.add_argument("output", type=Path, help="output .wav for one file, or a folder mirroring the input tree")
     _common(p, "enhance")
-    p.add_argument("--render", choices=("codec", "mixture"),
+    p.add_argument("--render", choices=Enhancer.RENDERS,
                    help="codec: decode the clean tokens; mixture: apply them as per-band gains to the noisy "
                         "input (dMel codecs; token-file inputs are decoded); default from the model")
 
@@ -151,11 +151,11 @@ def run_enhance(args: argparse.Namespace) -> int:
     inp, out = args.input, args.output
     try:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
+        kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, **_sampling(args))
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"
             t0 = time.perf_counter()
-            wav = enhancer.enhance(inp, seed=args.seed, mean_levels=args.mean_levels, render=args.render,
-                                   **_sampling(args))
+            wav = enhancer.enhance(inp, **kw)
             save_audio(target, wav, enhancer.sample_rate)
             _speed(wav.shape[-1] / enhancer.sample_rate, time.perf_counter() - t0, target)
             return 0
@@ -170,8 +170,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     failed, seconds, t0 = [], 0.0, time.perf_counter()
     for f in files:
         try:
-            wav = enhancer.enhance(f, seed=args.seed, mean_levels=args.mean_levels, render=args.render,
-                                   **_sampling(args))
+            wav = enhancer.enhance(f, **kw)
         except (AudioError, TokenFileError, LMInputError) as exc:
             failed.append((str(f), str(exc).removeprefix(f"{f}: ")))
             continue
