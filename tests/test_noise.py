@@ -10,10 +10,12 @@ from speechtok.data.audio import load_audio, save_audio
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.data.noise import (
     NoisyMixer,
+    change_speed,
     colored_noise,
     make_noisy_corpus,
     mix_at_snr,
     read_noise_list,
+    shaped_noise,
     synth_rir,
 )
 
@@ -114,7 +116,7 @@ def test_mixer_items_exact_snr_and_deterministic(pool):
 
 
 def test_mixer_each_kind_and_reverb(pool):
-    for kind in ("white", "pink", "brown", "babble", "real"):
+    for kind in ("white", "pink", "brown", "babble", "real", "shaped"):
         mixer = NoisyMixer(pool["clean"], pool["noise"], noise_kinds={kind: 1.0}, reverb_prob=1.0, snr_range=(15, 20))
         item = mixer[0]
         assert item["noise_kind"] == kind and item["reverb"] and 0.2 <= item["rt60"] <= 0.8
@@ -129,6 +131,47 @@ def test_mixer_each_kind_and_reverb(pool):
     assert torch.allclose(dry["clean"] / dry["clean"].abs().max(), wet["clean"] / wet["clean"].abs().max(), atol=1e-5)
     with pytest.raises(ValueError, match="no noise files"):
         NoisyMixer(pool["clean"], noise_kinds={"real": 1.0})
+
+
+def test_change_speed_scales_tempo_and_pitch():
+    t = np.arange(SR) / SR
+    tone = torch.from_numpy(np.sin(2 * np.pi * 440.0 * t).astype(np.float32)).unsqueeze(0)
+    fast = change_speed(tone, 1.1, SR)[0].numpy()
+    assert fast.size == pytest.approx(SR / 1.1, abs=2)
+    spec = np.abs(np.fft.rfft(fast * np.hanning(fast.size)))
+    assert np.fft.rfftfreq(fast.size, 1 / SR)[spec.argmax()] == pytest.approx(484.0, abs=2.0)
+    assert change_speed(tone, 1.0, SR) is tone
+
+
+def test_shaped_noise_varies_its_slope_and_level():
+    slopes, swings = [], []
+    for seed in range(6):
+        x = shaped_noise(4 * SR, SR, np.random.default_rng(seed))
+        assert x.shape == (1, 4 * SR) and float(x.pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
+        f, p = scipy.signal.welch(x[0].numpy(), SR, nperseg=2048)
+        sel = (f > 100) & (f < 4000)
+        slopes.append(np.polyfit(np.log10(f[sel]), 10 * np.log10(p[sel]), 1)[0])
+        frames = x[0, : 4 * SR].reshape(40, -1).pow(2).mean(-1)
+        swings.append(float(frames.max() / frames.min()))
+    assert np.ptp(slopes) > 5.0, slopes  # dB per decade: not one fixed colour
+    assert max(swings) > 4.0, swings     # amplitude modulation: not stationary
+
+
+def test_mixer_speed_perturbation(pool):
+    kw = dict(noise=pool["noise"], noise_kinds={"real": 1.0}, snr_range=(5, 5))
+    plain = NoisyMixer(pool["clean"], **kw)
+    fast = NoisyMixer(pool["clean"], speed_range=(0.9, 1.1), noise_speed_range=(0.7, 1.4), **kw)
+    for i in range(len(plain)):
+        a, b = plain[i], fast[i]
+        assert a["speed"] == 1.0 and a["noise_speed"] == 1.0
+        assert 0.9 <= b["speed"] <= 1.1 and 0.7 <= b["noise_speed"] <= 1.4
+        assert b["clean"].shape[-1] == pytest.approx(a["clean"].shape[-1] / b["speed"], abs=0.006 * SR)
+        assert abs(snr(b["clean"], b["noisy"] - b["clean"]) - 5.0) < 0.1
+        assert torch.equal(b["noisy"], fast[i]["noisy"])  # still a pure function of (seed, index)
+    white = NoisyMixer(pool["clean"], noise_kinds={"white": 1.0}, noise_speed_range=(0.7, 1.4))
+    assert white[0]["noise_speed"] == 1.0  # only recordings are resampled
+    with pytest.raises(ValueError, match="speed range"):
+        NoisyMixer(pool["clean"], speed_range=(1.2, 0.8))
 
 
 def test_mixer_in_dataloader_with_workers(pool):
@@ -153,7 +196,7 @@ def test_make_noisy_corpus_deterministic_and_resumable(pool, tmp_path):
     for u in utts:
         noisy, clean = load_audio(u.path), load_audio(u.extra["clean_path"])
         assert noisy.shape == clean.shape and u.duration == pytest.approx(noisy.shape[-1] / SR, abs=1e-3)
-        assert u.extra["noise_kind"] in {"white", "pink", "brown", "babble", "real"}
+        assert u.extra["noise_kind"] in {"white", "pink", "brown", "babble", "real"} and u.extra["speed"] == "1.000"
         assert u.text.startswith("text ") and u.speaker.startswith("s")
         if u.extra["reverb"] == "0":  # 16-bit files: the stored pair still has the listed SNR
             assert abs(snr(clean, noisy - clean) - float(u.extra["snr_db"])) < 0.1

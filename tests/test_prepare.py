@@ -1,4 +1,4 @@
-"""recipes/data/prepare.py end to end with tiny settings, then a resumed run with a stage off."""
+"""recipes/data/prepare.py end to end with tiny settings, a resumed run with a stage off, an augmented corpus."""
 
 import json
 import subprocess
@@ -51,3 +51,15 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
     assert "cathy_train" not in again["manifests"] and "real_speech" not in again["wall_s"]
     assert again["synth"]["synthesized_now"] == 0 and again["synth"]["voices"] == voices
     assert again["manifests"]["noisy_train"] == m["noisy_train"]
+
+    # Third run: an augmented corpus (other seed, speed perturbation, shaped noise) beside the first.
+    before = (manifests / "noisy_train.csv").read_bytes()
+    _, aug = run_prepare(shared_data, out, "--real_speech_stage", "False", "--synth_stage", "False",
+                         "--noisy_name", "noisy_aug", "--seed", "7", "--noisy_dev_hours", "0",
+                         "--speed_range", "[0.9, 1.1]", "--noise_kinds", "{shaped: 1, white: 0, pink: 0, brown: 0, babble: 0}")
+    assert aug["manifests"]["noisy_aug_train"]["files"] > 0 and aug["manifests"]["noisy_aug_dev"]["files"] == 0
+    pairs = read_manifest(manifests / "noisy_aug_train.csv")
+    assert {u.extra["noise_kind"] for u in pairs} <= {"shaped", "real"}  # the override merged into the defaults
+    assert all(0.9 <= float(u.extra["speed"]) <= 1.1 and "/noisy_aug/train/" in u.path for u in pairs)
+    assert len({u.extra["speed"] for u in pairs}) > 1
+    assert (manifests / "noisy_train.csv").read_bytes() == before

@@ -74,6 +74,7 @@ def synth_stage(hp: dict, manifests: Path, summary: dict, progress: bool) -> Non
 def noisy_stage(hp: dict, manifests: Path, summary: dict) -> None:
     clean = [u for name in hp["noisy_sources"] for u in load_splits(manifests, name)]
     write_splits(manifests, "clean", clean, summary)
+    name = hp["noisy_name"]
     noise_ok = all((manifests / f"noise_{s}.csv").is_file() for s in SPLITS)
     utts = []
     for split in SPLITS:
@@ -82,12 +83,13 @@ def noisy_stage(hp: dict, manifests: Path, summary: dict) -> None:
             continue
         path = make_noisy_corpus(
             manifests / f"clean_{split}.csv", manifests / f"noise_{split}.csv" if noise_ok else None,
-            hp["output_folder"] / "noisy" / split, hours=hours,
+            hp["output_folder"] / name / split, hours=hours,
             snr_range=tuple(hp["snr_range"]), seed=hp["seed"], reverb_prob=hp["reverb_prob"],
-            workers=hp["workers"], sample_rate=hp["sample_rate"],
+            workers=hp["workers"], sample_rate=hp["sample_rate"], noise_kinds=hp["noise_kinds"],
+            speed_range=tuple(hp["speed_range"]), noise_speed_range=tuple(hp["noise_speed_range"]),
         )
         utts += [u for u in read_manifest(path) if u.split == split]
-    write_splits(manifests, "noisy", utts, summary)
+    write_splits(manifests, name, utts, summary)
 
 
 def print_summary(summary: dict) -> None:

@@ -5,6 +5,11 @@ spectrum), babble (3-7 other utterances of the clean pool, each loudness-normali
 recordings (cropped, or looped when shorter than the utterance). Optionally the speech is
 convolved with a synthetic room impulse response before the noise is added.
 
+Real noise is scarce, so two opt-in augmentations make more of it and of the speech: a sixth
+kind, `shaped` (1/f^alpha noise of a random slope under a random slow amplitude modulation, so
+neither stationary nor one of three fixed colours), and speed perturbation (resampling, tempo
+and pitch together, as in Kaldi's 0.9/1.0/1.1) of the clean speech and of real noise recordings.
+
 The target stays DRY: the model learns to remove noise *and* reverberation, and its output is
 aligned with the input because the synthetic RIR keeps the direct path at lag 0. The SNR is
 measured between the speech actually present in the mixture (reverberant when reverb is on)
@@ -32,10 +37,12 @@ from tqdm import tqdm
 from speechtok.data.audio import duration_seconds, load_audio, loudness_normalize, save_audio
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 
-NOISE_KINDS = ("white", "pink", "brown", "babble", "real")
+NOISE_KINDS = ("white", "pink", "brown", "babble", "real", "shaped")
 COLOR_ALPHA = {"white": 0.0, "pink": 1.0, "brown": 2.0}
-DEFAULT_WEIGHTS = {"white": 1.0, "pink": 1.0, "brown": 1.0, "babble": 2.0, "real": 3.0}
+DEFAULT_WEIGHTS = {"white": 1.0, "pink": 1.0, "brown": 1.0, "babble": 2.0, "real": 3.0}  # shaped: opt-in
 BABBLE_TALKERS = (3, 7)
+SHAPED_ALPHA = (-1.0, 2.5)  # spectral slope of `shaped` noise: from blue-ish to beyond brown
+SHAPED_AM_HZ = (0.2, 6.0)   # rate of its amplitude modulation
 DRR_RANGE_DB = (-2.0, 10.0)  # direct-to-reverberant ratio of the synthetic RIRs
 _ORDER_STREAM = 2**32  # PCG64 stream for corpus ordering; never collides with an item index
 
@@ -63,6 +70,37 @@ def fit_length(wav: torch.Tensor, num_samples: int, rng: np.random.Generator) ->
     start = int(rng.integers(0, total))
     reps = math.ceil((start + num_samples) / total)
     return wav.repeat(1, reps)[..., start : start + num_samples]
+
+
+def shaped_noise(num_samples: int, sample_rate: int, rng: np.random.Generator) -> torch.Tensor:
+    """Unit-RMS 1/f^alpha noise (alpha drawn from SHAPED_ALPHA) under a random slow envelope, [1, T].
+
+    The envelope is 1 + depth * sin(2 pi f t + phase), depth in [0, 0.9], f in SHAPED_AM_HZ: it
+    stands in for the level changes of real noise (traffic, machines, water) that the three
+    stationary colours lack.
+    """
+    x = colored_noise(num_samples, float(rng.uniform(*SHAPED_ALPHA)), rng)[0].numpy()
+    depth, rate, phase = rng.uniform(0.0, 0.9), rng.uniform(*SHAPED_AM_HZ), rng.uniform(0.0, 2 * math.pi)
+    x = x * (1.0 + depth * np.sin(2 * math.pi * rate * np.arange(num_samples) / sample_rate + phase))
+    x /= max(float(np.sqrt(np.mean(x**2))), 1e-12)
+    return torch.from_numpy(x.astype(np.float32)).unsqueeze(0)
+
+
+def change_speed(wav: torch.Tensor, factor: float, sample_rate: int) -> torch.Tensor:
+    """Play [C, T] audio `factor` times faster (tempo and pitch together) by resampling.
+
+    The factor is rounded so that the source rate is a multiple of 100 Hz, which keeps the
+    polyphase filter small; it runs at one thread for bit-identical items (see `reverberate`).
+    """
+    source_rate = int(round(sample_rate * factor / 100.0)) * 100
+    if source_rate == sample_rate:
+        return wav
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return AF.resample(wav, source_rate, sample_rate)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def synth_rir(rt60: float, sample_rate: int, rng: np.random.Generator, drr_db: float = 5.0) -> torch.Tensor:
@@ -142,6 +180,13 @@ def read_noise_list(path: str | Path) -> list[Utterance]:
     return out
 
 
+def _speed_range(r: Sequence[float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in r)
+    if not 0.5 <= lo <= hi <= 2.0:
+        raise ValueError(f"NoisyMixer: speed range {tuple(r)} must satisfy 0.5 <= low <= high <= 2")
+    return lo, hi
+
+
 def _as_utterance(item: Utterance | str | Path) -> Utterance:
     if isinstance(item, Utterance):
         return item
@@ -156,6 +201,9 @@ class NoisyMixer(Dataset):
     the inputs allow. Real noise and babble use only sources from the clean utterance's split
     when there are any (so dev pairs get held-out noise); babble prefers other speakers.
     `segment_seconds` crops (or zero-pads) the clean utterance to a fixed length for batching.
+    `speed_range` and `noise_speed_range` draw a speed factor per item for the clean speech (the
+    target changes with it) and for real noise recordings; at their default (1, 1) nothing is
+    drawn, so items stay exactly what they were without these options.
     """
 
     def __init__(
@@ -170,12 +218,15 @@ class NoisyMixer(Dataset):
         segment_seconds: float | None = None,
         rt60_range: tuple[float, float] = (0.2, 0.8),
         num_items: int | None = None,
+        speed_range: tuple[float, float] = (1.0, 1.0),
+        noise_speed_range: tuple[float, float] = (1.0, 1.0),
     ):
         self.clean = list(clean)
         if not self.clean:
             raise ValueError("NoisyMixer: the clean pool is empty")
         self.noise = [_as_utterance(n) for n in noise]
         self.snr_range, self.rt60_range = tuple(snr_range), tuple(rt60_range)
+        self.speed_range, self.noise_speed_range = _speed_range(speed_range), _speed_range(noise_speed_range)
         self.reverb_prob, self.seed, self.sample_rate = reverb_prob, int(seed), sample_rate
         self.segment = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
         self.num_items = len(self.clean) if num_items is None else int(num_items)
@@ -232,6 +283,10 @@ class NoisyMixer(Dataset):
             pool = self._babble_pool(utt)
             k = min(int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1)), len(pool))
             sources = [self.clean[pool[j]] for j in rng.choice(len(pool), size=k, replace=False)]
+        speed = float(rng.uniform(*self.speed_range)) if self.speed_range != (1.0, 1.0) else 1.0
+        noise_speed = 1.0
+        if kind == "real" and self.noise_speed_range != (1.0, 1.0):
+            noise_speed = float(rng.uniform(*self.noise_speed_range))
         info = {
             "id": f"{utt.ID}-mix{index:06d}",
             "clean_id": utt.ID,
@@ -241,6 +296,8 @@ class NoisyMixer(Dataset):
             "reverb": reverb,
             "rt60": rt60 if reverb else 0.0,
             "drr_db": drr if reverb else 0.0,
+            "speed": speed,
+            "noise_speed": noise_speed,
             "split": utt.split,
             "_utt": utt,
             "_sources": sources,
@@ -256,15 +313,21 @@ class NoisyMixer(Dataset):
         kind = info["noise_kind"]
         if kind in COLOR_ALPHA:
             return colored_noise(length, COLOR_ALPHA[kind], rng)
+        if kind == "shaped":
+            return shaped_noise(length, self.sample_rate, rng)
         if kind == "real":
-            return fit_length(self._real(info["_sources"][0]), length, rng)
+            noise, speed = self._real(info["_sources"][0]), info["noise_speed"]
+            if speed == 1.0:
+                return fit_length(noise, length, rng)
+            crop = fit_length(noise, int(math.ceil(length * speed)) + 64, rng)  # resample only what is used
+            return fit_length(change_speed(crop, speed, self.sample_rate), length, rng)
         talkers = [loudness_normalize(load_audio(s.path, self.sample_rate)) for s in info["_sources"]]
         return torch.stack([fit_length(t, length, rng) for t in talkers]).sum(0)
 
     def __getitem__(self, index: int) -> dict:
         info, rng = self.plan(index)
         utt = info.pop("_utt")
-        wav = load_audio(utt.path, self.sample_rate)
+        wav = change_speed(load_audio(utt.path, self.sample_rate), info["speed"], self.sample_rate)
         if self.segment is not None:
             if wav.shape[-1] >= self.segment:
                 wav = fit_length(wav, self.segment, rng)
@@ -316,6 +379,9 @@ def make_noisy_corpus(
     reverb_prob=0.3,
     workers=2,
     sample_rate=16000,
+    noise_kinds=None,
+    speed_range=(1.0, 1.0),
+    noise_speed_range=(1.0, 1.0),
 ) -> Path:
     """Write `hours` of noisy/clean pairs and return the path of their manifest.
 
@@ -325,7 +391,8 @@ def make_noisy_corpus(
     order (cycling, with fresh noise, when `hours` exceeds the pool). Pairs whose two files
     already exist are skipped, so an interrupted run resumes; files are written to
     out_dir/.tmp and renamed. `noise_manifest` may be a manifest CSV, a metadata.tsv or None
-    (generated noise only).
+    (generated noise only). `noise_kinds`, `speed_range` and `noise_speed_range` go to NoisyMixer;
+    the hours count the clean utterances before any speed change.
     """
     clean = read_manifest(clean_manifest)
     if not clean:
@@ -341,7 +408,8 @@ def make_noisy_corpus(
         total += clean[count % len(clean)].duration
         count += 1
     mixer = NoisyMixer(clean, noise, snr_range=snr_range, reverb_prob=reverb_prob, seed=seed,
-                       sample_rate=sample_rate, num_items=count)
+                       sample_rate=sample_rate, num_items=count, noise_kinds=noise_kinds,
+                       speed_range=speed_range, noise_speed_range=noise_speed_range)
     out_dir = Path(out_dir).resolve()
     writer = _CorpusWriter(mixer, out_dir)
     plans = [mixer.plan(i)[0] for i in range(count)]
@@ -356,7 +424,7 @@ def make_noisy_corpus(
         utt = p["_utt"]
         extra = {"clean_path": str(clean_path), "clean_id": utt.ID, "snr_db": f"{p['snr_db']:.3f}",
                  "noise_kind": p["noise_kind"], "noise_id": p["noise_id"], "reverb": int(p["reverb"]),
-                 "rt60": f"{p['rt60']:.3f}"}
+                 "rt60": f"{p['rt60']:.3f}", "speed": f"{p['speed']:.3f}"}
         utts.append(Utterance(ID=p["id"], path=str(noisy_path), duration=duration_seconds(noisy_path),
                               speaker=utt.speaker, text=utt.text, phonemes=utt.phonemes, split=utt.split,
                               extra=extra))
