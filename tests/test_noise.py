@@ -174,6 +174,26 @@ def test_mixer_speed_perturbation(pool):
         NoisyMixer(pool["clean"], speed_range=(1.2, 0.8))
 
 
+def test_mixer_items_do_not_depend_on_the_thread_count(tmp_path):
+    """Long reductions (the RMS of a babble talker) split across threads; items must not.
+
+    Talker l15's RMS comes out 1 ulp apart at one and two threads (found by search).
+    """
+    clean = [Utterance(ID=f"l{i}", path=str(save_audio(tmp_path / f"l{i}.flac", fake_speech(3.0 + 0.4 * i, 90 + 20 * i, i),
+                                                       SR)), duration=3.0 + 0.4 * i, speaker=f"s{i}", split="train")
+             for i in range(12, 18)]
+    mixer = NoisyMixer(clean, noise_kinds={"babble": 1.0}, reverb_prob=0.5, speed_range=(0.9, 1.1), num_items=6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [mixer[i]["noisy"] for i in range(6)]
+        torch.set_num_threads(2)
+        two = [mixer[i]["noisy"] for i in range(6)]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
 def test_mixer_in_dataloader_with_workers(pool):
     mixer = NoisyMixer(pool["clean"], pool["noise"], reverb_prob=0.5, segment_seconds=0.5, seed=3, num_items=8)
     plain = [mixer[i] for i in range(len(mixer))]

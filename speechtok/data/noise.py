@@ -23,6 +23,7 @@ corpus builds give identical audio.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,21 @@ SHAPED_ALPHA = (-1.0, 2.5)  # spectral slope of `shaped` noise: from blue-ish to
 SHAPED_AM_HZ = (0.2, 6.0)   # rate of its amplitude modulation
 DRR_RANGE_DB = (-2.0, 10.0)  # direct-to-reverberant ratio of the synthetic RIRs
 _ORDER_STREAM = 2**32  # PCG64 stream for corpus ordering; never collides with an item index
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch at one intra-op thread, as DataLoader workers do.
+
+    FFTs and long reductions (an RMS over a whole utterance) change in the last bits with the
+    thread count, so items rendered in the main process would differ from those of workers.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def colored_noise(num_samples: int, alpha: float, rng: np.random.Generator) -> torch.Tensor:
@@ -90,17 +106,13 @@ def change_speed(wav: torch.Tensor, factor: float, sample_rate: int) -> torch.Te
     """Play [C, T] audio `factor` times faster (tempo and pitch together) by resampling.
 
     The factor is rounded so that the source rate is a multiple of 100 Hz, which keeps the
-    polyphase filter small; it runs at one thread for bit-identical items (see `reverberate`).
+    polyphase filter small.
     """
     source_rate = int(round(sample_rate * factor / 100.0)) * 100
     if source_rate == sample_rate:
         return wav
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return AF.resample(wav, source_rate, sample_rate)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def synth_rir(rt60: float, sample_rate: int, rng: np.random.Generator, drr_db: float = 5.0) -> torch.Tensor:
@@ -121,15 +133,11 @@ def synth_rir(rt60: float, sample_rate: int, rng: np.random.Generator, drr_db: f
 def reverberate(wav: torch.Tensor, rir: torch.Tensor) -> torch.Tensor:
     """Convolve [C, T] audio with a [1, L] RIR, keeping the first T samples (direct path aligned).
 
-    Runs at one intra-op thread: CPU (MKL) FFT results change in the last bits with the thread
-    count, and DataLoader workers use one thread, so this keeps items bit-identical everywhere.
+    Runs at one intra-op thread (see `one_thread`): CPU (MKL) FFT results change in the last
+    bits with the thread count.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return AF.fftconvolve(wav, rir.expand(wav.shape[0], -1))[..., : wav.shape[-1]]
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _mix(
@@ -325,6 +333,10 @@ class NoisyMixer(Dataset):
         return torch.stack([fit_length(t, length, rng) for t in talkers]).sum(0)
 
     def __getitem__(self, index: int) -> dict:
+        with one_thread():
+            return self._render(index)
+
+    def _render(self, index: int) -> dict:
         info, rng = self.plan(index)
         utt = info.pop("_utt")
         wav = change_speed(load_audio(utt.path, self.sample_rate), info["speed"], self.sample_rate)
