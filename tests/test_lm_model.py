@@ -450,3 +450,27 @@ def test_duration_errors_and_the_predictor_loss():
         _lm("parallel", 2).predict_durations(src)
     with pytest.raises(ValueError, match="text sources"):
         _lm("parallel", 2, src_codebooks=2, durations=True)
+
+
+def test_expected_codes_with_test_time_frame_dropout():
+    torch.manual_seed(5)
+    lm = _lm("parallel", 2, sharp=True)
+    src, codes = torch.randint(0, 10, (2, 5)), torch.randint(0, 16, (2, 2, 7))
+    src_len, T = torch.tensor([5, 3]), torch.tensor([7, 4])
+    plain = lm.expected_codes(src, codes, src_len, T)
+    gen = torch.Generator().manual_seed(3)
+    one, two = (lm.expected_codes(src, codes, src_len, T, blank_share=0.5, generator=gen) for _ in range(2))
+    both = lm.expected_codes(src, codes, src_len, T, blank_share=0.5, passes=2, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(both, (one + two) / 2)  # the mean over passes, each its own draw
+    assert not torch.allclose(one, plain) and not torch.allclose(one, two)
+    # every target frame blanked: the codes fed back no longer matter
+    other = torch.randint(0, 16, (2, 2, 7))
+    full = [lm.expected_codes(src, c, src_len, T, blank_share=0.999, generator=torch.Generator().manual_seed(0))
+            for c in (codes, other)]
+    torch.testing.assert_close(full[0], full[1])
+    # prompt frames are never blanked (training's frame dropout spares them too)
+    spared = [lm.expected_codes(src, codes, src_len, T, T, blank_share=bs) for bs in (0.999, 0.0)]
+    for b, n in enumerate(T.tolist()):  # (frames past a row's length are padding)
+        torch.testing.assert_close(spared[0][b, :, :n], spared[1][b, :, :n])
+    with pytest.raises(ValueError, match="blank_share"):
+        lm.expected_codes(src, codes, src_len, T, blank_share=1.0)

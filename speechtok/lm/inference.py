@@ -98,6 +98,17 @@ class _Runner:
         self.lm, self.codec, self.meta, self.path = lm, codec, meta, path
         self.sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "rep_window": 0, **meta.get("sampling", {})}
         self.mean_levels = bool(self.sampling.pop("mean_levels", False))
+        # mean levels as an average over passes with frame dropout (LM.expected_codes)
+        self.level_passes = int(self.sampling.pop("level_passes", 1))
+        self.level_blank = float(self.sampling.pop("level_blank", 0.0))
+
+    def _levels(self, src, codes, src_len, code_len, prompt_len=None, durations=None, seed=None) -> torch.Tensor:
+        """The LM's expected levels of `codes`, with the model's test-time frame dropout, seeded."""
+        dev = self.device
+        return self.lm.expected_codes(src.to(dev), codes.to(dev), src_len.to(dev), code_len.to(dev),
+                                      None if prompt_len is None else prompt_len.to(dev), durations,
+                                      blank_share=self.level_blank, passes=self.level_passes,
+                                      generator=torch.Generator().manual_seed(0 if seed is None else seed))
 
     def _use_levels(self, mean_levels: bool | None) -> bool:
         """Whether to decode mean levels (the caller's choice, else the model's default)."""
@@ -224,11 +235,11 @@ class Synthesizer(_Runner):
                                         **timeline)
         if not mean_levels:
             return self._decode(codes.cpu(), lengths.cpu())
-        levels = self._expected_levels(src, src_len, P, codes, lengths, timeline)
+        levels = self._expected_levels(src, src_len, P, codes, lengths, timeline, seed)
         return [self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
                 for lv, n in zip(levels, lengths.tolist())]
 
-    def _expected_levels(self, src, src_len, prompt, codes, lengths, timeline) -> torch.Tensor:
+    def _expected_levels(self, src, src_len, prompt, codes, lengths, timeline, seed=None) -> torch.Tensor:
         """The model's mean level [B, K, T] of each generated frame, scored as training laid the row
         out: after a speaker prompt, or (continuing a clip) with the clip as the start of the target."""
         dev, B = self.device, len(src_len)
@@ -241,8 +252,7 @@ class Synthesizer(_Runner):
             ends = durations.cumsum(1).clamp(max=(total if continued else lengths)[:, None].to(durations))
             durations = torch.diff(ends, prepend=torch.zeros_like(ends[:, :1]))
         prompt_len = torch.full((B,), 0 if continued else n_prompt)
-        levels = self.lm.expected_codes(src.to(dev), full.to(dev), src_len.to(dev), total.to(dev), prompt_len.to(dev),
-                                        durations)
+        levels = self._levels(src, full, src_len, total, prompt_len, durations, seed)
         idx = (n_prompt + torch.arange(codes.shape[-1], device=dev)).clamp(max=levels.shape[-1] - 1)
         return levels[..., idx].cpu()
 
@@ -376,8 +386,7 @@ class Enhancer(_Runner):
             if got < n:  # the row ended early: hold its last frame to keep the input's length
                 out[i, :, got:n] = out[i, :, got - 1 : got] if got else 0
         if mean_levels:
-            out = self.lm.expected_codes(src.to(self.device), out.to(self.device), src_len.to(self.device),
-                                         src_len.to(self.device)).cpu()
+            out = self._levels(src, out, src_len, src_len, seed=seed).cpu()
         results = []
         for j, (_, n_samples, mixture) in enumerate(items):
             full = torch.cat([out[i, :, : src_len[i]] for i in range(len(pieces)) if owner[i] == j], -1)

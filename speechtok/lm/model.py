@@ -482,22 +482,40 @@ class TokenLM(nn.Module):
     @torch.no_grad()
     def expected_codes(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
                        code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
-                       src_durations: torch.Tensor | None = None) -> torch.Tensor:
+                       src_durations: torch.Tensor | None = None, *, blank_share: float = 0.0, passes: int = 1,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
         """The model's mean code index [B, K, T] (float) of each frame of `codes` (e.g. its own
         greedy output), given the source and the codes before it (arguments as for `forward`).
         Meaningful for ordinal codebooks (dMel's quantised levels), where it is a finer estimate than
-        any one code; a codec with `decode_levels` renders it."""
+        any one code; a codec with `decode_levels` renders it.
+
+        With `blank_share` > 0 it is the mean over `passes` passes that each blank that share of
+        the target frames at random (drawn from `generator`), as frame dropout did in training:
+        test-time dropout, an ensemble over contexts the model was trained on that leans less on
+        its own, possibly wrong, previous frames."""
+        if passes < 1 or not 0.0 <= blank_share < 1.0:
+            raise ValueError(f"model.py: need passes >= 1 and 0 <= blank_share < 1, got {passes}, {blank_share}")
+        T = _lengths(codes, code_lengths, -1)
+        P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
+        p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)
         was_training = self.training
         self.eval()
+        total, n = 0.0, passes if blank_share > 0 else 1
         try:
-            out = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, src_durations=src_durations)
+            for _ in range(n):
+                blank = None
+                if blank_share > 0:
+                    draw = torch.rand(codes.shape[0], codes.shape[-1], generator=generator).to(codes.device)
+                    blank = (draw < blank_share) & (torch.arange(codes.shape[-1], device=codes.device) >= P[:, None])
+                out = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, blank_frames=blank,
+                                   src_durations=src_durations)
+                lo = p.offset(p.layout(out.logits.shape[1])[1]).to(codes.device)[None]  # [1, S, H]: each cell's codebook
+                ids = (lo[..., None] + levels).expand(out.logits.shape[0], -1, -1, -1)
+                probs = out.logits.float().gather(-1, ids).softmax(-1)
+                total = total + p.deinterleave((probs * levels).sum(-1) + lo, codes.shape[-1])  # takes ids
         finally:
             self.train(was_training)
-        p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)
-        lo = p.offset(p.layout(out.logits.shape[1])[1]).to(codes.device)[None]  # [1, S, H]: each cell's codebook
-        ids = (lo[..., None] + levels).expand(out.logits.shape[0], -1, -1, -1)
-        probs = out.logits.float().gather(-1, ids).softmax(-1)
-        return p.deinterleave((probs * levels).sum(-1) + lo, codes.shape[-1])  # deinterleave takes ids
+        return total / n
 
     @staticmethod
     def _history(steps: torch.Tensor, s: torch.Tensor, window: int, stride: int) -> torch.Tensor | None:
