@@ -245,6 +245,11 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
                                   [noisy / "a.flac", tmp_path / "m.wav", "--model", model, "--mean-levels"]))
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "m.wav")[0], sf.read(tmp_path / "a.wav")[0])
+    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "d.wav", "--model", model,
+                                                                 "--mean-levels", "--level-passes", "2", "--level-blank", "0.5"]))
+    assert rc == 0 and not np.allclose(sf.read(tmp_path / "d.wav")[0], sf.read(tmp_path / "m.wav")[0])
+    assert lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "x.wav", "--model",
+                                                                   model, "--level-blank", "1"])) == 2
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
                                   [noisy / "a.flac", tmp_path / "f.wav", "--model", model, "--render", "mixture"]))
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "f.wav")[0], sf.read(tmp_path / "a.wav")[0])

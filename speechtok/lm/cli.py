@@ -143,6 +143,9 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render", choices=Enhancer.RENDERS,
                    help="codec: decode the clean tokens; mixture: apply them as per-band gains to the noisy "
                         "input (dMel codecs; token-file inputs are decoded); default from the model")
+    p.add_argument("--level-passes", type=int, help="mean levels: average this many passes (default from the model)")
+    p.add_argument("--level-blank", type=float,
+                   help="mean levels: share of frames each pass blanks at random, in [0, 1) (default from the model)")
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -151,6 +154,14 @@ def run_enhance(args: argparse.Namespace) -> int:
     inp, out = args.input, args.output
     try:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
+        if args.level_passes is not None:
+            if args.level_passes < 1:
+                return _fail(f"--level-passes must be at least 1, got {args.level_passes}")
+            enhancer.level_passes = args.level_passes
+        if args.level_blank is not None:
+            if not 0.0 <= args.level_blank < 1.0:
+                return _fail(f"--level-blank must be in [0, 1), got {args.level_blank}")
+            enhancer.level_blank = args.level_blank
         kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, **_sampling(args))
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"
