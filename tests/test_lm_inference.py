@@ -154,10 +154,12 @@ def test_enhance_can_decode_the_mean_level(models):
     assert mean.shape == codes.shape == (1, SR // 2) and not torch.allclose(mean, codes)
     enhancer.mean_levels = True  # as a model's sampling.mean_levels sets it
     torch.testing.assert_close(enhancer.enhance(wav), mean)
-    enhancer.level_passes, enhancer.level_blank = 3, 0.5  # sampling.level_passes / level_blank
+    enhancer.set_level_dropout(3, 0.5)  # as sampling.level_passes / level_blank set it
     dropped = enhancer.enhance(wav, seed=1)
     assert not torch.allclose(dropped, mean)
     torch.testing.assert_close(enhancer.enhance(wav, seed=1), dropped)  # the blanks are seeded
+    with pytest.raises(LMInputError, match="blank share"):
+        enhancer.set_level_dropout(blank=1.0)
     enhancer.codec = type("Plain", (), {"name": "plain"})()  # a codec without ordinal levels
     with pytest.raises(LMInputError, match="no ordinal levels"):
         enhancer.enhance(wav)

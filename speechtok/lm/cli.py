@@ -154,14 +154,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     inp, out = args.input, args.output
     try:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
-        if args.level_passes is not None:
-            if args.level_passes < 1:
-                return _fail(f"--level-passes must be at least 1, got {args.level_passes}")
-            enhancer.level_passes = args.level_passes
-        if args.level_blank is not None:
-            if not 0.0 <= args.level_blank < 1.0:
-                return _fail(f"--level-blank must be in [0, 1), got {args.level_blank}")
-            enhancer.level_blank = args.level_blank
+        enhancer.set_level_dropout(args.level_passes, args.level_blank)
         kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, **_sampling(args))
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"

@@ -98,9 +98,17 @@ class _Runner:
         self.lm, self.codec, self.meta, self.path = lm, codec, meta, path
         self.sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "rep_window": 0, **meta.get("sampling", {})}
         self.mean_levels = bool(self.sampling.pop("mean_levels", False))
-        # mean levels as an average over passes with frame dropout (LM.expected_codes)
-        self.level_passes = int(self.sampling.pop("level_passes", 1))
-        self.level_blank = float(self.sampling.pop("level_blank", 0.0))
+        self.set_level_dropout(self.sampling.pop("level_passes", 1), self.sampling.pop("level_blank", 0.0))
+
+    def set_level_dropout(self, passes: int | None = None, blank: float | None = None) -> None:
+        """Mean levels as the average over `passes` passes that each blank a `blank` share of the
+        frames (`TokenLM.expected_codes`); None keeps the current value."""
+        passes = getattr(self, "level_passes", 1) if passes is None else int(passes)
+        blank = getattr(self, "level_blank", 0.0) if blank is None else float(blank)
+        if passes < 1 or not 0.0 <= blank < 1.0:
+            raise LMInputError(f"level dropout needs passes >= 1 and a blank share in [0, 1), "
+                               f"got {passes} and {blank}")
+        self.level_passes, self.level_blank = passes, blank
 
     def _levels(self, src, codes, src_len, code_len, prompt_len=None, durations=None, seed=None) -> torch.Tensor:
         """The LM's expected levels of `codes`, with the model's test-time frame dropout, seeded."""

@@ -500,22 +500,21 @@ class TokenLM(nn.Module):
         p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)
         was_training = self.training
         self.eval()
-        total, n = 0.0, passes if blank_share > 0 else 1
+        probs, n = 0.0, passes if blank_share > 0 else 1
         try:
             for _ in range(n):
                 blank = None
                 if blank_share > 0:
                     draw = torch.rand(codes.shape[0], codes.shape[-1], generator=generator).to(codes.device)
                     blank = (draw < blank_share) & (torch.arange(codes.shape[-1], device=codes.device) >= P[:, None])
-                out = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, blank_frames=blank,
-                                   src_durations=src_durations)
-                lo = p.offset(p.layout(out.logits.shape[1])[1]).to(codes.device)[None]  # [1, S, H]: each cell's codebook
-                ids = (lo[..., None] + levels).expand(out.logits.shape[0], -1, -1, -1)
-                probs = out.logits.float().gather(-1, ids).softmax(-1)
-                total = total + p.deinterleave((probs * levels).sum(-1) + lo, codes.shape[-1])  # takes ids
+                logits = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, blank_frames=blank,
+                                      src_durations=src_durations).logits
+                lo = p.offset(p.layout(logits.shape[1])[1]).to(codes.device)[None]  # [1, S, H]: each cell's codebook
+                ids = (lo[..., None] + levels).expand(logits.shape[0], -1, -1, -1)
+                probs = probs + logits.float().gather(-1, ids).softmax(-1)  # the mean level is linear in them
         finally:
             self.train(was_training)
-        return total / n
+        return p.deinterleave((probs / n * levels).sum(-1) + lo, codes.shape[-1])  # deinterleave takes ids
 
     @staticmethod
     def _history(steps: torch.Tensor, s: torch.Tensor, window: int, stride: int) -> torch.Tensor | None:
