@@ -146,6 +146,9 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level-passes", type=int, help="mean levels: average this many passes (default from the model)")
     p.add_argument("--level-blank", type=float,
                    help="mean levels: share of frames each pass blanks at random, in [0, 1) (default from the model)")
+    p.add_argument("--input-gains-db", type=float, nargs="+", metavar="DB",
+                   help="enhance the input also at these gains and average the outputs, scaled back, "
+                        "e.g. 0 for the input as it is (default from the model)")
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -155,6 +158,8 @@ def run_enhance(args: argparse.Namespace) -> int:
     try:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
         enhancer.set_level_dropout(args.level_passes, args.level_blank)
+        if args.input_gains_db is not None:
+            enhancer.set_input_gains(args.input_gains_db)
         kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, **_sampling(args))
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"

@@ -16,6 +16,7 @@ per-band gains (`render="mixture"`).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -326,7 +327,11 @@ class Enhancer(_Runner):
     estimate than the 16-level codes (for the stage-4 enhancer on the 0-10 dB dev pairs: STOI
     +0.013, PESQ-wb +0.02; recipes/lm/README.md). `sampling.level_passes` / `level_blank` average
     that pass over several with frame dropout (`TokenLM.expected_codes`; stage 7, 0-10 dB: 4
-    passes at 0.5 gave PESQ-wb +0.018, STOI +0.006).
+    passes at 0.5 gave PESQ-wb +0.018, STOI +0.006). `sampling.input_gains_db` enhances each
+    waveform also at other gains, a fraction of a level apart, and averages the outputs, each
+    scaled back: the source codes quantise the input coarsely (dMel: 0.9 nat, 7.8 dB a level),
+    and each gain rounds it differently, so the average sees it more finely than one set of codes
+    does (test-time augmentation; the rows run as one batch). Token-file inputs are enhanced once.
 
     `render` (the model's `sampling.render`) says how the clean tokens become audio: "codec"
     decodes them; "mixture" (codecs with `filter_mixture`, i.e. dMel) applies them as per-band
@@ -340,6 +345,15 @@ class Enhancer(_Runner):
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         super().__init__(lm, codec, meta, path)
         self.render = self.sampling.pop("render", "codec")
+        self.set_input_gains(self.sampling.pop("input_gains_db", None) or [0.0])
+
+    def set_input_gains(self, gains_db: Sequence[float]) -> None:
+        """Enhance each waveform at these gains (dB) and average the outputs, each scaled back
+        (see the class docstring); [0.0] is the input as it is."""
+        gains = [float(g) for g in gains_db]
+        if not gains or not all(math.isfinite(g) and abs(g) <= 40 for g in gains):
+            raise LMInputError(f"input gains must be a non-empty list of finite dB values within +-40, got {gains_db}")
+        self.input_gains_db = gains
 
     def _use_render(self, render: str | None) -> str:
         """The caller's rendering, else the model's default; checked against the codec."""
@@ -376,10 +390,35 @@ class Enhancer(_Runner):
                                        "has none; pass the audio file, or use render='codec'")
                 warnings.warn(f"{w}: a token file has no waveform to filter; decoding its clean tokens "
                               "with the codec instead", stacklevel=2)
-        # cut every input into equal chunks that fit (no short tail chunk with little context),
-        # enhance all chunks as one batch, stitch them back
+        # each waveform also at the other gains: one row each, enhanced together, averaged back
+        rows, scales, origin = [], [], []
+        for j, (codes, n, mix) in enumerate(items):
+            for db in self.input_gains_db if mix is not None else [0.0]:
+                scale = 10.0 ** (db / 20)
+                scaled = codes if scale == 1.0 else self.codec.encode((mix * scale)[None].to(self.codec.device))[0]
+                rows.append((scaled.long().cpu(), n, None if mix is None else mix * scale))
+                scales.append(scale)
+                origin.append(j)
+        src, src_len, owner = self._chunks([codes for codes, _, _ in rows])
+        out, lengths = self._generate(src, src_len, None, None, seed, overrides, min_len=int(src_len.min()))
+        out = out[..., : int(src_len.max())].cpu()
+        out = F.pad(out, (0, int(src_len.max()) - out.shape[-1]))
+        for i, (n, got) in enumerate(zip(src_len.tolist(), lengths.cpu().clamp(max=src_len).tolist())):
+            if got < n:  # the row ended early: hold its last frame to keep the input's length
+                out[i, :, got:n] = out[i, :, got - 1 : got] if got else 0
+        if mean_levels:
+            out = self._levels(src, out, src_len, src_len, seed=seed).cpu()
+        results = [0.0] * len(items)
+        for r, (row, scale, j) in enumerate(zip(rows, scales, origin)):
+            wav = self._render(out, src_len, owner, r, row, chosen, mean_levels)
+            results[j] = results[j] + wav / (scale * origin.count(j))
+        return results
+
+    def _chunks(self, sources: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Every input cut into equal chunks that fit (no short tail chunk with little context), as
+        one batch [N, K, F] with lengths [N] and each chunk's input index."""
         pieces, owner = [], []
-        for j, (codes, _, _) in enumerate(items):
+        for j, codes in enumerate(sources):
             n = codes.shape[-1]
             size = -(-n // -(-n // self.chunk_frames))  # ceil(n / number of chunks)
             for s in range(0, n, size):
@@ -389,26 +428,20 @@ class Enhancer(_Runner):
         src = torch.zeros(len(pieces), pieces[0].shape[0], int(src_len.max()), dtype=torch.long)
         for row, p in zip(src, pieces):
             row[:, : p.shape[-1]] = p
-        out, lengths = self._generate(src, src_len, None, None, seed, overrides, min_len=int(src_len.min()))
-        out = out[..., : int(src_len.max())].cpu()
-        out = F.pad(out, (0, int(src_len.max()) - out.shape[-1]))
-        for i, (n, got) in enumerate(zip(src_len.tolist(), lengths.cpu().clamp(max=src_len).tolist())):
-            if got < n:  # the row ended early: hold its last frame to keep the input's length
-                out[i, :, got:n] = out[i, :, got - 1 : got] if got else 0
-        if mean_levels:
-            out = self._levels(src, out, src_len, src_len, seed=seed).cpu()
-        results = []
-        for j, (_, n_samples, mixture) in enumerate(items):
-            full = torch.cat([out[i, :, : src_len[i]] for i in range(len(pieces)) if owner[i] == j], -1)
-            dev = self.codec.device
-            if chosen == "mixture" and mixture is not None:
-                wav = self.codec.filter_mixture(mixture[None].to(dev), full[None].to(dev))[0].float().cpu()
-            elif mean_levels:
-                wav = self.codec.decode_levels(full[None].to(dev))[0].float().cpu()
-            else:
-                wav = self._decode(full[None], torch.tensor([full.shape[-1]]))[0]
-            results.append(F.pad(wav, (0, max(n_samples - wav.shape[-1], 0)))[:, :n_samples])
-        return results
+        return src, src_len, owner
+
+    def _render(self, out, src_len, owner, j, item, chosen: str, mean_levels: bool) -> torch.Tensor:
+        """Input j's waveform [1, T] from its chunks' codes or levels in `out`, stitched back."""
+        _, n_samples, mixture = item
+        full = torch.cat([out[i, :, : src_len[i]] for i in range(len(owner)) if owner[i] == j], -1)
+        dev = self.codec.device
+        if chosen == "mixture" and mixture is not None:
+            wav = self.codec.filter_mixture(mixture[None].to(dev), full[None].to(dev))[0].float().cpu()
+        elif mean_levels:
+            wav = self.codec.decode_levels(full[None].to(dev))[0].float().cpu()
+        else:
+            wav = self._decode(full[None], torch.tensor([full.shape[-1]]))[0]
+        return F.pad(wav, (0, max(n_samples - wav.shape[-1], 0)))[:, :n_samples]
 
     def enhance(self, wav: Audio, sr: int | None = None, seed: int | None = None, mean_levels: bool | None = None,
                 render: str | None = None, **overrides) -> torch.Tensor:
