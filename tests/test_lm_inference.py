@@ -193,7 +193,7 @@ def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec):
     with pytest.raises(LMInputError, match="cannot apply its tokens"):
         enhancer.enhance(wav)
 
-def test_enhance_averages_over_input_gains(models):
+def test_enhance_averages_over_input_gains(models, tmp_path, codec):
     enhancer = load_enhancer(folder=models)
     enhancer.mean_levels, enhancer.render = True, "mixture"
     wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
@@ -204,6 +204,14 @@ def test_enhance_averages_over_input_gains(models):
     torch.testing.assert_close(enhancer.enhance(wav), at_6db)  # enhanced at +6 dB, scaled back
     enhancer.set_input_gains([0.0, 6.0])
     torch.testing.assert_close(enhancer.enhance(wav), (plain + at_6db) / 2, atol=1e-5, rtol=1e-4)
+    tokens = tmp_path / "noisy.npz"  # no waveform to scale: enhanced once, beside a waveform that is not
+    save_tokens(tokens, TokenFile.from_codec(codec, codec.encode(wav.view(1, 1, -1))[0], SR // 2, SR))
+    with pytest.warns(UserWarning, match="no waveform"):
+        from_tokens, both = enhancer.enhance_batch([tokens, wav])
+    enhancer.set_input_gains([0.0])
+    with pytest.warns(UserWarning, match="no waveform"):
+        torch.testing.assert_close(from_tokens, enhancer.enhance(tokens), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(both, (plain + at_6db) / 2, atol=1e-5, rtol=1e-4)
     for bad in ([], [float("nan")], [60.0]):
         with pytest.raises(LMInputError, match="input gains"):
             enhancer.set_input_gains(bad)

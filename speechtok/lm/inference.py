@@ -408,10 +408,10 @@ class Enhancer(_Runner):
                 out[i, :, got:n] = out[i, :, got - 1 : got] if got else 0
         if mean_levels:
             out = self._levels(src, out, src_len, src_len, seed=seed).cpu()
-        results = [0.0] * len(items)
+        results, runs = [0.0] * len(items), [origin.count(j) for j in range(len(items))]
         for r, (row, scale, j) in enumerate(zip(rows, scales, origin)):
             wav = self._render(out, src_len, owner, r, row, chosen, mean_levels)
-            results[j] = results[j] + wav / (scale * origin.count(j))
+            results[j] = results[j] + wav / (scale * runs[j])
         return results
 
     def _chunks(self, sources: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
