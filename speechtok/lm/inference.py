@@ -431,7 +431,8 @@ class Enhancer(_Runner):
         return src, src_len, owner
 
     def _render(self, out, src_len, owner, j, item, chosen: str, mean_levels: bool) -> torch.Tensor:
-        """Input j's waveform [1, T] from its chunks' codes or levels in `out`, stitched back."""
+        """Row j's waveform [1, T] (item: its codes, length, waveform) from its chunks' codes or levels in
+        `out`, stitched back."""
         _, n_samples, mixture = item
         full = torch.cat([out[i, :, : src_len[i]] for i in range(len(owner)) if owner[i] == j], -1)
         dev = self.codec.device
