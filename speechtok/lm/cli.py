@@ -158,8 +158,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     try:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
         enhancer.set_level_dropout(args.level_passes, args.level_blank)
-        if args.input_gains_db is not None:
-            enhancer.set_input_gains(args.input_gains_db)
+        enhancer.set_input_gains(args.input_gains_db)
         kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, **_sampling(args))
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"

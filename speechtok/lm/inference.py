@@ -345,11 +345,14 @@ class Enhancer(_Runner):
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         super().__init__(lm, codec, meta, path)
         self.render = self.sampling.pop("render", "codec")
-        self.set_input_gains(self.sampling.pop("input_gains_db", None) or [0.0])
+        self.input_gains_db = [0.0]
+        self.set_input_gains(self.sampling.pop("input_gains_db", None))
 
-    def set_input_gains(self, gains_db: Sequence[float]) -> None:
+    def set_input_gains(self, gains_db: Sequence[float] | None) -> None:
         """Enhance each waveform at these gains (dB) and average the outputs, each scaled back
-        (see the class docstring); [0.0] is the input as it is."""
+        (see the class docstring); [0.0] is the input as it is, None keeps the current gains."""
+        if gains_db is None:
+            return
         gains = [float(g) for g in gains_db]
         if not gains or not all(math.isfinite(g) and abs(g) <= 40 for g in gains):
             raise LMInputError(f"input gains must be a non-empty list of finite dB values within +-40, got {gains_db}")

@@ -500,7 +500,7 @@ class TokenLM(nn.Module):
         p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)
         was_training = self.training
         self.eval()
-        probs, n = 0.0, passes if blank_share > 0 else 1
+        probs, n, ids = 0.0, passes if blank_share > 0 else 1, None
         try:
             for _ in range(n):
                 blank = None
@@ -509,8 +509,9 @@ class TokenLM(nn.Module):
                     blank = (draw < blank_share) & (torch.arange(codes.shape[-1], device=codes.device) >= P[:, None])
                 logits = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, blank_frames=blank,
                                       src_durations=src_durations).logits
-                lo = p.offset(p.layout(logits.shape[1])[1]).to(codes.device)[None]  # [1, S, H]: each cell's codebook
-                ids = (lo[..., None] + levels).expand(logits.shape[0], -1, -1, -1)
+                if ids is None:  # each cell's codebook [1, S, H] and its level ids: the same every pass
+                    lo = p.offset(p.layout(logits.shape[1])[1]).to(codes.device)[None]
+                    ids = (lo[..., None] + levels).expand(logits.shape[0], -1, -1, -1)
                 probs = probs + logits.float().gather(-1, ids).softmax(-1)  # the mean level is linear in them
         finally:
             self.train(was_training)
