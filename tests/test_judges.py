@@ -90,6 +90,28 @@ def test_whisper_high_wer_on_noise_and_wrong_text(whisper, shared_data):
     assert whisper.wer(wav, sr, wrong)["wer"] >= 0.8
 
 
+def test_whisper_repeat_guard_stops_a_phrase_recurring(whisper, shared_data):
+    """The loop guard at work, on its known cost: one sentence spoken four times over repeats
+    its 4-token phrases without the guard, and repeats none with it (the judge scores single
+    sentences, where that hardly happens, and loops on noisy speech, where it must not)."""
+    wav, sr = read(cathy(shared_data)[0][0])
+    four = np.concatenate([wav, np.zeros(sr // 3, np.float32)] * 4)
+
+    def most_repeated_4gram():
+        tokens = [t for s in whisper.segments(four, sr) for t in s.tokens]
+        grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
+        return max(grams.count(g) for g in grams)
+
+    assert whisper.no_repeat_ngram_size == 4
+    guarded = most_repeated_4gram()
+    whisper.no_repeat_ngram_size = 0
+    try:
+        unguarded = most_repeated_4gram()
+    finally:
+        whisper.no_repeat_ngram_size = 4
+    assert guarded == 1 and unguarded >= 3, (guarded, unguarded)
+
+
 def test_whisper_without_model_errors_clearly(tmp_path):
     need("faster_whisper")
     with pytest.raises(EvalError, match="no CTranslate2 Whisper model"):

@@ -89,9 +89,15 @@ def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 
 
 class WhisperJudge:
-    """Whisper tiny.en transcriber, deterministic (beam search, temperature 0, no fallback)."""
+    """Whisper tiny.en transcriber, deterministic (beam search, temperature 0, no fallback).
 
-    def __init__(self, cpu_threads: int = 0, beam_size: int = 5, model_path: str | Path | None = None):
+    `no_repeat_ngram_size` (4 tokens) keeps the decoder from looping: on noisy or degraded speech
+    tiny.en can repeat a phrase to its length limit ("right, right, right, ..." for 112 words
+    against 20), one file then outweighing a whole table. The judge scores single sentences,
+    where a phrase of 4 tokens rarely recurs; 0 turns the guard off."""
+
+    def __init__(self, cpu_threads: int = 0, beam_size: int = 5, model_path: str | Path | None = None,
+                 no_repeat_ngram_size: int = 4):
         try:
             from faster_whisper import WhisperModel
 
@@ -104,15 +110,20 @@ class WhisperJudge:
         model_path = Path(model_path)
         if not (model_path / "model.bin").exists():
             raise EvalError(f"{model_path}: no CTranslate2 Whisper model (model.bin) there")
-        self.model_path, self.beam_size = model_path, beam_size
+        self.model_path, self.beam_size, self.no_repeat_ngram_size = model_path, beam_size, no_repeat_ngram_size
         self.model = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
 
-    def transcribe(self, wav, sr: int) -> str:
+    def segments(self, wav, sr: int) -> list:
+        """The decoded segments (faster-whisper's: `text`, `tokens`, ...)."""
         segments, _ = self.model.transcribe(
             to_16k(wav, sr, "whisper input"), language="en", beam_size=self.beam_size, temperature=0.0,
             condition_on_previous_text=False, vad_filter=False, without_timestamps=True,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        return list(segments)
+
+    def transcribe(self, wav, sr: int) -> str:
+        return " ".join(s.text.strip() for s in self.segments(wav, sr)).strip()
 
     def wer(self, wav, sr: int, reference: str) -> dict:
         """word_errors of the transcript of `wav` against `reference`, plus the transcript."""
