@@ -193,6 +193,7 @@ def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec):
     with pytest.raises(LMInputError, match="cannot apply its tokens"):
         enhancer.enhance(wav)
 
+
 def test_enhance_averages_over_input_gains(models, tmp_path, codec):
     enhancer = load_enhancer(folder=models)
     enhancer.mean_levels, enhancer.render = True, "mixture"

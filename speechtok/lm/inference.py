@@ -398,8 +398,9 @@ class Enhancer(_Runner):
         for j, (codes, n, mix) in enumerate(items):
             for db in self.input_gains_db if mix is not None else [0.0]:
                 scale = 10.0 ** (db / 20)
-                scaled = codes if scale == 1.0 else self.codec.encode((mix * scale)[None].to(self.codec.device))[0]
-                rows.append((scaled.long().cpu(), n, None if mix is None else mix * scale))
+                louder = None if mix is None else mix * scale
+                scaled = codes if scale == 1.0 else self.codec.encode(louder[None].to(self.codec.device))[0]
+                rows.append((scaled.long().cpu(), n, louder))
                 scales.append(scale)
                 origin.append(j)
         src, src_len, owner = self._chunks([codes for codes, _, _ in rows])
