@@ -3,6 +3,7 @@ import torch
 
 from speechtok.lm import IGNORE, LMConfig, TokenLM, Transformer, TransformerConfig
 from speechtok.lm.model import DurationPredictor, _gate_end, _sample
+from speechtok.lm.transformer import grow_depth
 
 PATTERN_K = [("single", 1), ("flatten", 2), ("delay", 3), ("parallel", 3)]
 
@@ -44,6 +45,29 @@ def test_cache_overflow_is_an_error():
     tr(torch.randn(1, 4, 64), cache=cache)
     with pytest.raises(ValueError, match="KV cache full"):
         tr(torch.randn(1, 1, 64), cache=cache)
+
+
+def test_grown_depth_computes_what_the_shallower_model_did_and_then_trains():
+    torch.manual_seed(0)
+    small = _lm("parallel", 3, sharp=True)
+    deep = TokenLM(LMConfig(**{**small.cfg.__dict__, "transformer": TransformerConfig.tiny(n_layers=5)})).eval()
+    deep.load_state_dict(grow_depth(small.state_dict(), 2, 5))  # strict: every key is there
+    src, codes = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, 3, 8))
+    torch.testing.assert_close(deep(src, codes).logits, small(src, codes).logits)
+    greedy = dict(min_len=4, max_len=9, temperature=0)
+    torch.testing.assert_close(deep.generate(src, **greedy), small.generate(src, **greedy))
+    added = [b for b in deep.transformer.blocks if not b.mlp.down.weight.any()]
+    assert len(added) == 3 and all(not b.attn.out.weight.any() and b.attn.qkv.weight.any() for b in added)
+    # not stuck at zero: a step moves their output projections, and then the rest gets gradients
+    deep.train()
+    opt = torch.optim.SGD(deep.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        deep(src, codes).loss.backward()
+        opt.step()
+    assert all(b.attn.out.weight.any() and b.attn.qkv.weight.grad.any() for b in added)
+    with pytest.raises(ValueError, match="cannot grow 2 blocks to 1"):
+        grow_depth(small.state_dict(), 2, 1)
 
 
 @pytest.mark.parametrize("pattern,K", PATTERN_K)

@@ -103,15 +103,19 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
     wav = torch.from_numpy(harmonic(0.7, 150))
     assert enhancer.enhance(wav).shape == (1, wav.shape[-1])
     # fine-tuning starts from the exported weights, the aligned-source table (which the config
-    # adds and the export lacks) at zero: one tiny step keeps its dev loss, far from chance
+    # adds and the export lacks) at zero, one block more as the identity: one tiny step keeps
+    # its dev loss, far from chance
     tuned = tmp_path / "tuned"
+    deeper = TINY["--model"].replace("n_layers: 1", "n_layers: 2")
     proc = run("recipes/lm/enhance/hparams/cpu.yaml", tuned,
-               [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export)])
+               [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export),
+                "--model", deeper])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "new in this run: src_frame_emb.weight" in proc.stdout
+    assert "new in this run: src_frame_emb.weight" in proc.stdout and "grown from 1 to 2 blocks" in proc.stdout
     assert abs(dev_losses(tuned)[0] - min(losses)) < 0.02 < losses[0] - min(losses)
     tuned_enhancer = load_enhancer(tuned / "export" / "enhance-dmel-16k")
-    assert tuned_enhancer.lm.cfg.aligned_source and tuned_enhancer.enhance(wav).shape == (1, wav.shape[-1])
+    assert tuned_enhancer.lm.cfg.aligned_source and tuned_enhancer.lm.cfg.transformer.n_layers == 2
+    assert tuned_enhancer.enhance(wav).shape == (1, wav.shape[-1])
     # export_only before any end-of-epoch checkpoint: a clear error, no folder
     empty = tmp_path / "empty"
     proc = run("recipes/lm/enhance/hparams/cpu.yaml", empty, [*args, "--export_only", "True"])

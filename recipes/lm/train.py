@@ -44,6 +44,7 @@ from speechtok.lm.align import durations, train_aligner
 from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.inference import Enhancer, Synthesizer
 from speechtok.lm.text import TextFrontend, characters, phonemize_many
+from speechtok.lm.transformer import grow_depth
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 
 
@@ -345,12 +346,17 @@ def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
 def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
     """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins).
     What this run adds may be missing there: the `aligned_source` table (it starts at zero, so the
-    model starts out as the exported one) and the duration predictor (trained from scratch)."""
+    model starts out as the exported one), the duration predictor (trained from scratch) and,
+    for a deeper `model.n_layers`, blocks that start as the identity (`grow_depth`)."""
     src, meta = load_lm(folder, codec)
     if meta.get("task") != task:
         raise ValueError(f"init_from {folder}: a {meta.get('task')!r} model, this run trains {task!r}")
+    state, n_old, n_new = src.state_dict(), src.cfg.transformer.n_layers, lm.cfg.transformer.n_layers
+    if n_new > n_old:  # a deeper model: the added blocks start as the identity
+        state = grow_depth(state, n_old, n_new)
+        print(f"init_from {folder}: grown from {n_old} to {n_new} blocks", flush=True)
     try:
-        missing, unexpected = lm.load_state_dict(src.state_dict(), strict=False)
+        missing, unexpected = lm.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise ValueError(f"init_from {folder}: weights do not fit this model ({exc})") from exc
     new = [k for k in missing if k.startswith(("src_frame_emb.", "duration."))]

@@ -172,3 +172,26 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.advance(L if lengths is None else lengths.to(cache.pos.device))
         return self.norm(x)
+
+
+def grow_depth(state: dict[str, torch.Tensor], n_old: int, n_new: int,
+               prefix: str = "transformer.blocks.") -> dict[str, torch.Tensor]:
+    """The state dict of `n_old` blocks grown to `n_new` that computes exactly what it did
+    (block expansion, as in LLaMA Pro): the new blocks, spread evenly, each copy the block below
+    them with their attention and MLP output projections zeroed, so each starts as the identity
+    on the residual stream and fine-tuning adds capacity without first losing what was learnt."""
+    if not 0 < n_old <= n_new:
+        raise ValueError(f"transformer.py: cannot grow {n_old} blocks to {n_new}")
+    extra = n_new - n_old
+    copies = [0] * n_old  # new blocks after each old one: after blocks 1 and 3 for 4 -> 6
+    for j in range(extra):
+        copies[max(0, (j + 1) * n_old // extra - 1)] += 1
+    order = [(i, c > 0) for i in range(n_old) for c in range(1 + copies[i])]
+    out = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    for new, (old, is_copy) in enumerate(order):
+        for key, value in state.items():
+            if key.startswith(f"{prefix}{old}."):
+                name = key[len(f"{prefix}{old}."):]
+                zero = is_copy and name in ("attn.out.weight", "mlp.down.weight")
+                out[f"{prefix}{new}.{name}"] = torch.zeros_like(value) if zero else value.clone()
+    return out
