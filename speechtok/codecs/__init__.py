@@ -8,8 +8,9 @@ import torch
 
 from speechtok.codecs.base import Codec, CodecError, declared_family, read_config
 from speechtok.codecs.dmel import DMelCodec
+from speechtok.codecs.rvq import RVQCodec
 
-FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec,)}
+FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec, RVQCodec)}
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
@@ -39,4 +40,4 @@ def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
     return codec
 
 
-__all__ = ["Codec", "CodecError", "DMelCodec", "FAMILIES", "available_codecs", "load_codec"]
+__all__ = ["Codec", "CodecError", "DMelCodec", "FAMILIES", "RVQCodec", "available_codecs", "load_codec"]

@@ -16,7 +16,6 @@ Add `--export_only True` to export the best checkpoint so far without training.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from speechtok.data.audio import load_audio
 from speechtok.data.segments import ItemList, RandomSegments, fixed_subset, read_manifests
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
+from speechtok.modules.schedule import warmup_cosine
 
 
 class VocoderBrain(sb.Brain):
@@ -50,12 +50,8 @@ class VocoderBrain(sb.Brain):
         return self.codec.dequantize(self.codec.encode(wav).clone())
 
     def lr_factor(self) -> float:
-        """Linear warm-up then cosine decay to 10% over `total_steps`."""
-        step, warm, total = self.optimizer_step, self.hparams.warmup_steps, self.hparams.total_steps
-        if step < warm:
-            return (step + 1) / warm
-        progress = min((step - warm) / max(total - warm, 1), 1.0)
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+        h = self.hparams
+        return warmup_cosine(self.optimizer_step, h.warmup_steps, h.total_steps)
 
     def fit_batch(self, batch):
         wav = batch.to(self.device)

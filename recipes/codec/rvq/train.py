@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Train a learned vector-quantised codec over log-mel frames (`speechtok.codecs.rvq`).
+
+    python recipes/codec/rvq/train.py recipes/codec/rvq/hparams/rvq-16k.yaml
+    python recipes/codec/rvq/train.py recipes/codec/rvq/hparams/single-16k-50.yaml
+    python recipes/codec/rvq/train.py recipes/codec/rvq/hparams/rvq-16k.yaml --device cuda --batch_size 64
+
+The encoder, quantiser and mel decoder learn to reconstruct dMel's log-mel (L1 plus the
+quantiser's commitment loss); the waveform decoder is the bundled dMel vocoder, copied in
+frozen (`vocoder_from`), so a step costs frame-rate convolutions only and the codec trains on
+a CPU. Each epoch scores the dev utterances through the whole codec (PESQ-wb, STOI, codebook
+usage). Re-running the same command resumes; at the end the best checkpoint (dev PESQ-wb) is
+exported as a codec folder. `--export_only True` exports the best so far without training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechtok.codecs import RVQCodec, load_codec
+from speechtok.data.audio import load_audio
+from speechtok.data.segments import ItemList, RandomSegments, fixed_subset, read_manifests
+from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
+from speechtok.modules.schedule import warmup_cosine
+
+
+class RVQBrain(sb.Brain):
+    def lr_factor(self) -> float:
+        h = self.hparams
+        return warmup_cosine(self.optimizer_step, h.warmup_steps, h.total_steps)
+
+    def on_fit_batch_start(self, batch, should_step):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.hparams.lr * self.lr_factor()
+
+    def compute_forward(self, batch, stage):
+        codec = self.modules.codec
+        with torch.no_grad():
+            mel = codec.frontend.log_mel(batch.to(self.device))
+        rec, _, commit = codec(mel)
+        return codec.normalise(rec), codec.normalise(mel), commit
+
+    def compute_objectives(self, predictions, batch, stage):
+        rec, target, commit = predictions
+        mel_l1 = (rec - target).abs().mean()
+        self.last_stats = {"mel_l1": mel_l1.item(), "commit": commit.item()}
+        return mel_l1 + self.hparams.commit_weight * commit
+
+    def evaluate_batch(self, batch, stage):
+        """One whole dev utterance through encode -> decode: mel L1, PESQ-wb, STOI, code counts."""
+        codec = self.modules.codec
+        wav = batch.to(self.device)
+        codes = codec.encode(wav)
+        mel = codec.decode_mel(codes)
+        fake = codec.frontend._render(mel).float()[..., : wav.shape[-1]]
+        ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
+        self.dev_scores.append((pesq_wb(ref, est, codec.sample_rate), stoi(ref, est, codec.sample_rate)))
+        self.histogram += code_histogram(codes[0].cpu().numpy(), codec.codebook_size)
+        target = codec.normalise(codec.frontend.log_mel(torch.nn.functional.pad(
+            wav, (0, codes.shape[-1] * codec.hop_length - wav.shape[-1]))))
+        return (codec.normalise(mel) - target).abs().mean().cpu()
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_set.set_epoch(epoch or 0)
+        self.dev_scores = []
+        self.histogram = 0
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        pesq_mean, stoi_mean = (float(np.mean(v)) for v in zip(*self.dev_scores))
+        usage = codebook_usage(self.histogram)
+        stats = {"mel_l1": stage_loss, "pesq_wb": pesq_mean, "stoi": stoi_mean,
+                 "codes_used": float(np.mean(usage["used_fraction"])),
+                 "perplexity": float(np.mean(usage["perplexity"]))}
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
+            train_stats={"loss": self.train_loss, **getattr(self, "last_stats", {})},
+            valid_stats=stats,
+        )
+        print(f"epoch {epoch} step {self.optimizer_step} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()),
+              flush=True)
+        self.checkpointer.save_and_keep_only(meta={**stats, "step": self.optimizer_step}, max_keys=["pesq_wb"],
+                                             num_to_keep=2)
+
+
+def build_codec(hparams: dict) -> RVQCodec:
+    """The codec of the config, its vocoder copied (and frozen) from the bundled dMel codec."""
+    dmel = load_codec(hparams["vocoder_from"])
+    if dmel.vocoder is None:
+        raise SystemExit(f"vocoder_from {hparams['vocoder_from']}: that codec has no trained vocoder")
+    mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
+    codec = RVQCodec(**hparams["codec"], sample_rate=dmel.sample_rate, frame_rate=int(dmel.frame_rate), mel=mel,
+                     vocoder=dmel.vocoder_config)
+    codec.frontend.vocoder.load_state_dict(dmel.vocoder.state_dict())
+    codec.frontend.vocoder.requires_grad_(False)
+    return codec
+
+
+def export(hparams: dict) -> Path:
+    """Save the best checkpoint so far (by dev PESQ-wb) as a codec folder; safe while training runs."""
+    codec = build_codec(hparams)
+    checkpointer = sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"codec": codec})
+    best = checkpointer.recover_if_possible(max_key="pesq_wb")
+    if best is None:
+        raise SystemExit(f"no checkpoint in {hparams['save_folder']} to export")
+    out = codec.eval().save_pretrained(hparams["export_folder"])
+    keep = ("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity")
+    (out / "training.json").write_text(json.dumps({k: best.meta[k] for k in keep}, indent=2) + "\n")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    if hparams["export_only"]:
+        print(f"exported {export(hparams)}")
+        return
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    codec = build_codec(hparams)
+    train_set = RandomSegments(
+        read_manifests(hparams["train_manifests"], min_duration=0.5),
+        segment_samples=int(hparams["segment_seconds"] * codec.sample_rate),
+        sample_rate=codec.sample_rate, n_items=hparams["steps_per_epoch"] * hparams["batch_size"],
+        seed=hparams["seed"],
+    )
+    dev_utts = read_manifests(hparams["dev_manifests"])
+    dev_utts = [dev_utts[i] for i in fixed_subset(len(dev_utts), hparams["n_dev_utts"])]
+    dev_set = ItemList([load_audio(u.path, codec.sample_rate) for u in dev_utts])
+    hparams["checkpointer"].add_recoverable("codec", codec)
+    brain = RVQBrain(modules={"codec": codec}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.train_set = train_set
+    brain.fit(
+        hparams["epoch_counter"], train_set, dev_set,
+        train_loader_kwargs={"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"],
+                             "drop_last": True},
+        valid_loader_kwargs={"batch_size": 1},
+    )
+    if sb.utils.distributed.if_main_process():
+        print(f"exported {export(hparams)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

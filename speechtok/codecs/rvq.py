@@ -1,0 +1,158 @@
+"""Learned vector-quantised codecs over log-mel frames: RVQ (`rvq-16k`) and one codebook (`single-16k-50`).
+
+An encoder (ConvNeXt at frame rate) maps dMel's log-mel frames to a latent that a residual
+vector quantiser (`vector-quantize-pytorch`: EMA codebooks, k-means init, dead-code restarts,
+quantiser dropout as in EnCodec and DAC) turns into K codes per frame; one codebook of a few
+thousand entries is the WavTokenizer setting. A decoder maps the quantised latent back to
+log-mel and the dMel vocoder (or Griffin-Lim) makes the waveform. Working on mel frames rather
+than samples keeps every learned part at frame rate, which is what lets a useful codec train
+on a CPU in minutes; the price is that the codec cannot beat its vocoder.
+
+Encoding is frame-local: the encoder is cropped to its receptive field of zero-padded audio,
+so codes do not depend on batch padding or on chunking (up to float rounding in the
+convolutions, which can flip a near-tie between two codewords).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+from vector_quantize_pytorch import ResidualVQ
+
+from speechtok.codecs.base import Codec, CodecError
+from speechtok.codecs.dmel import DMelCodec
+from speechtok.modules.vocos import ConvNeXtBackbone
+
+
+class RVQCodec(Codec):
+    """log-mel -> encoder -> residual VQ (codes) -> mel decoder -> dMel vocoder. Setting
+    `n_codebooks` lower encodes and decodes with the first K codebooks only."""
+
+    family = "rvq"
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        frame_rate: int = 50,
+        n_codebooks: int = 8,
+        codebook_size: int = 1024,
+        codebook_dim: int = 32,
+        dim: int = 256,
+        intermediate_dim: int = 768,
+        encoder_layers: int = 4,
+        decoder_layers: int = 4,
+        quantizer_dropout: bool = True,
+        mel: dict[str, Any] | None = None,
+        vocoder: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.mel_config, self.vocoder_config = dict(mel or {}), vocoder
+        self.frontend = DMelCodec(sample_rate=sample_rate, frame_rate=frame_rate, vocoder=vocoder, **self.mel_config)
+        self.sample_rate, self.hop_length, self.codebook_size = sample_rate, self.frontend.hop_length, codebook_size
+        self.dims = dict(codebook_dim=codebook_dim, dim=dim, intermediate_dim=intermediate_dim,
+                         encoder_layers=encoder_layers, decoder_layers=decoder_layers)
+        self.quantizer_dropout = quantizer_dropout
+        self.receptive = 3 * (encoder_layers + 1)  # frames each side: kernel-7 embedding + one per block
+        self.context_frames = self.frontend.context_frames + self.receptive
+        n_mels = self.frontend.n_mels
+        self.encoder = ConvNeXtBackbone(n_mels, dim, intermediate_dim, encoder_layers)
+        self.quantizer = ResidualVQ(
+            dim=dim, num_quantizers=n_codebooks, codebook_size=codebook_size, codebook_dim=codebook_dim,
+            decay=0.99, kmeans_init=True, kmeans_iters=10, threshold_ema_dead_code=2,
+            quantize_dropout=quantizer_dropout and n_codebooks > 1, quantize_dropout_cutoff_index=0,
+        )
+        self.mel_decoder = ConvNeXtBackbone(dim, dim, intermediate_dim, decoder_layers)
+        self.to_mel = nn.Linear(dim, n_mels)
+        self.max_codebooks = n_codebooks
+        self._n_codebooks = n_codebooks
+
+    @property
+    def n_codebooks(self) -> int:
+        return self._n_codebooks
+
+    @n_codebooks.setter
+    def n_codebooks(self, n: int) -> None:
+        """Use the first n codebooks (a lower bitrate; quantiser dropout trains for it)."""
+        if not 1 <= n <= self.max_codebooks:
+            raise CodecError(f"n_codebooks must be in 1..{self.max_codebooks}, got {n}")
+        self._n_codebooks = n
+
+    @property
+    def decoder(self) -> str:
+        """'vocoder' or 'griffinlim': how the decoded log-mel becomes a waveform (dMel's choice)."""
+        return self.frontend.decoder
+
+    @decoder.setter
+    def decoder(self, name: str) -> None:
+        self.frontend.decoder = name
+
+    @property
+    def vocoder(self):
+        return self.frontend.vocoder
+
+    def config(self) -> dict[str, Any]:
+        return dict(sample_rate=self.sample_rate, frame_rate=int(self.frame_rate), n_codebooks=self.max_codebooks,
+                    codebook_size=self.codebook_size, quantizer_dropout=self.quantizer_dropout,
+                    mel=self.mel_config, vocoder=self.vocoder_config, **self.dims)
+
+    def token_config(self) -> dict[str, Any]:
+        """Learned codes are defined by the weights too: a digest of the encoder and codebooks."""
+        digest = hashlib.sha256()
+        for module in (self.encoder, self.quantizer):
+            for k, v in sorted(module.state_dict().items()):
+                digest.update(k.encode())
+                digest.update(v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).cpu().numpy().tobytes())
+        cfg = {k: v for k, v in self.config().items() if k not in ("vocoder", "decoder_layers")}
+        return {**cfg, "n_codebooks": self.n_codebooks, "weights": digest.hexdigest()[:16]}
+
+    # --- the learned part -----------------------------------------------------------
+    def normalise(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """dMel's clamped log range mapped to [-1, 1]."""
+        lo, hi = self.frontend.log_min, self.frontend.log_max
+        return (log_mel.clamp(lo, hi) - lo) / (hi - lo) * 2 - 1
+
+    def latent(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Encoder output [B, F, dim] for log-mel [B, n_mels, F]."""
+        return self.encoder(self.normalise(log_mel))
+
+    def mel_from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-mel [B, n_mels, F] for a (quantised) latent [B, F, dim]."""
+        lo, hi = self.frontend.log_min, self.frontend.log_max
+        x = self.to_mel(self.mel_decoder(z.transpose(1, 2))).transpose(1, 2)
+        return lo + (hi - lo) * (torch.tanh(x) + 1) / 2
+
+    def forward(self, log_mel: torch.Tensor):
+        """Training pass: (reconstructed log-mel, codes [B, K, F], commitment loss)."""
+        quantised, codes, commit = self.quantizer(self.latent(log_mel))
+        return self.mel_from_latent(quantised), codes.transpose(1, 2), commit.sum()
+
+    # --- Codec interface ----------------------------------------------------------------
+    def _encode_frames(self, wav: torch.Tensor) -> torch.Tensor:
+        c, hop = self.receptive, self.hop_length
+        frames = wav.shape[-1] // hop
+        mel = self.frontend.log_mel(nn.functional.pad(wav, (c * hop, c * hop)))
+        z = self.latent(mel)[:, c : c + frames]
+        _, codes, _ = self.quantizer(z)
+        return codes[..., : self.n_codebooks].transpose(1, 2).long()
+
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.max_codebooks:
+            raise CodecError(f"rvq codes must be [B, K, F] with 1 <= K <= {self.max_codebooks}, got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise CodecError(f"rvq codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}")
+        return codes
+
+    @torch.inference_mode()
+    def decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
+        """Log-mel [B, n_mels, F] for codes [B, K, F] (K may be fewer than trained: the first K)."""
+        codes = self.check_codes(codes).to(self.to_mel.weight.device).long()
+        missing = self.max_codebooks - codes.shape[1]  # -1: a dropped quantiser, contributes nothing
+        codes = nn.functional.pad(codes.transpose(1, 2), (0, missing), value=-1)
+        return self.mel_from_latent(self.quantizer.get_output_from_indices(codes))
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.frontend._render(self.decode_mel(codes))

@@ -1,0 +1,115 @@
+"""The learned RVQ / single-codebook codecs keep the Codec contract (tiny, briefly fitted instances) and ship usable."""
+
+import json
+
+import pytest
+import torch
+
+from speechtok.codecs import CodecError, DMelCodec, RVQCodec, load_codec
+from speechtok.tokens import codec_hash
+from tests.test_codec_api import speechlike
+
+
+def tiny(seed=0, **kw) -> RVQCodec:
+    """A tiny codec whose codebooks were initialised (k-means) and updated on speech-like audio:
+    distinct codewords, so no code is a tie."""
+    torch.manual_seed(seed)
+    cfg = dict(n_codebooks=4, codebook_size=32, codebook_dim=8, dim=32, intermediate_dim=64,
+               encoder_layers=2, decoder_layers=1) | kw
+    codec = RVQCodec(**cfg).train()
+    wav = torch.cat([speechlike(2.0, seed=s) for s in range(4)])
+    with torch.no_grad():
+        for _ in range(3):
+            codec(codec.frontend.log_mel(wav))
+    return codec.eval()
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return tiny()
+
+
+def test_properties_and_round_trip_shapes(codec):
+    assert codec.family == "rvq" and codec.frame_rate == 50 and codec.n_codebooks == 4
+    assert codec.bitrate == 4 * 5 * 50
+    codes = codec.encode(speechlike(1.01))
+    assert codes.dtype == torch.long and codes.shape == (1, 4, 51) and 0 <= codes.min() and codes.max() < 32
+    assert codec.decode(codes).shape == (1, 1, 51 * 320)
+    assert codec.decode_mel(codes).shape == (1, 80, 51)
+
+
+def test_codes_do_not_depend_on_chunking_or_batch_padding(codec):
+    x = speechlike(4.3, seed=1)
+    whole = codec.encode(x)
+    for chunk in (7, 50):
+        codec.chunk_frames = chunk
+        assert torch.equal(codec.encode(x), whole), chunk
+    codec.chunk_frames = 3000
+    a, b = speechlike(1.7, seed=2), speechlike(0.9, seed=3)
+    batch = torch.zeros(2, 1, a.shape[-1])
+    batch[0], batch[1, :, : b.shape[-1]] = a[0], b[0]
+    batch[1, :, b.shape[-1]:] = 0.5  # garbage past an item's end must not leak into its codes
+    codes, frames = codec.encode(batch, lengths=torch.tensor([a.shape[-1], b.shape[-1]]))
+    assert torch.equal(codes[0, :, : frames[0]], codec.encode(a)[0])
+    assert torch.equal(codes[1, :, : frames[1]], codec.encode(b)[0])
+
+
+def test_fewer_codebooks_are_a_prefix_and_decode(codec):
+    x = speechlike(1.0, seed=4)
+    full = codec.encode(x)
+    codec.n_codebooks = 2
+    try:
+        assert torch.equal(codec.encode(x), full[:, :2])
+        assert codec.bitrate == 2 * 5 * 50
+        assert codec.decode(full[:, :2]).shape == codec.decode(full).shape
+        assert not torch.equal(codec.decode_mel(full[:, :2]), codec.decode_mel(full))
+        assert codec_hash(codec) != codec_hash(tiny())  # a 2-codebook token file is not a 4-codebook one
+    finally:
+        codec.n_codebooks = 4
+    with pytest.raises(CodecError, match="1..4"):
+        codec.n_codebooks = 5
+
+
+def test_bad_codes(codec):
+    with pytest.raises(CodecError, match="1 <= K <= 4"):
+        codec.decode(torch.zeros(1, 5, 10, dtype=torch.long))
+    with pytest.raises(CodecError, match="lie in"):
+        codec.decode(torch.full((1, 4, 10), 32))
+
+
+def test_save_load_keeps_codes_and_identity(tmp_path, monkeypatch):
+    out = tiny().save_pretrained(tmp_path / "my-rvq")
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["family"] == "rvq" and meta["n_codebooks"] == 4 and meta["codebook_size"] == 32
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("loading must never unpickle"))
+    a, b = load_codec(out), load_codec(out)
+    x = speechlike(1.5, seed=5)
+    assert a.name == "my-rvq" and torch.equal(a.encode(x), b.encode(x))
+    assert codec_hash(a) == codec_hash(b)
+    # the same config with other weights makes other tokens: another codec to the token files
+    assert codec_hash(a) != codec_hash(load_codec(tiny(seed=1).save_pretrained(tmp_path / "other")))
+    with pytest.raises(CodecError, match="'rvq' codec, not 'dmel'"):
+        DMelCodec.from_pretrained(out)
+
+
+def test_single_codebook_setting():
+    codec = tiny(n_codebooks=1, codebook_size=64, quantizer_dropout=False)
+    codes = codec.encode(speechlike(1.0))
+    assert codes.shape == (1, 1, 50) and codec.bitrate == 6 * 50
+    assert codec.decode(codes).shape == (1, 1, 50 * 320)
+
+
+def test_bundled_learned_codecs_on_real_speech(shared_data):
+    """The shipped checkpoints on a held-out cathy prompt: intelligible, and better with more codebooks."""
+    from speechtok.data import load_audio
+    from speechtok.eval.metrics import stoi
+
+    x = load_audio(shared_data / "speech/cathy/audio/arctic_b0440_1592528910.flac", 16000)[None]
+    score = lambda codec, codes: stoi(x[0, 0].numpy(), codec.decode(codes)[0, 0, : x.shape[-1]].numpy(), 16000)  # noqa: E731
+    rvq = load_codec("rvq-16k")
+    codes = rvq.encode(x)
+    assert codes.shape[1] == 8 and rvq.bitrate == 4000
+    by_k = [score(rvq, codes[:, :k]) for k in (1, 2, 8)]
+    assert by_k[0] < by_k[1] < by_k[2] and by_k[2] > 0.9, by_k
+    single = load_codec("single-16k-50")
+    assert single.bitrate == 600 and score(single, single.encode(x)) > 0.8

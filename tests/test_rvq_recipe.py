@@ -1,0 +1,53 @@
+"""The RVQ codec recipe runs on the CPU with a tiny config: its loss falls, it resumes and exports."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from speechtok.codecs import load_codec
+from speechtok.data.manifest import Utterance, write_manifest
+from tests.test_dmel_vocoder_recipe import harmonic
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes/codec/rvq"
+
+
+def run(out, manifest, epochs):
+    cmd = [
+        sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams/rvq-16k.yaml"),
+        "--output_folder", str(out), "--train_manifests", f"[{manifest}]", "--dev_manifests", f"[{manifest}]",
+        "--n_dev_utts", "1", "--batch_size", "4", "--steps_per_epoch", "30", "--number_of_epochs", str(epochs),
+        "--warmup_steps", "1", "--lr", "0.003", "--segment_seconds", "0.5",
+        "--codec", "{n_codebooks: 2, codebook_size: 16, codebook_dim: 8, dim: 32, intermediate_dim: 64, "
+                   "encoder_layers: 1, decoder_layers: 1, quantizer_dropout: True}",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
+    utts = []
+    for i, f0 in enumerate((110, 150, 220)):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, harmonic(1.5, f0), 16000)
+        utts.append(Utterance(f"u{i}", str(path), 1.5))
+    manifest = write_manifest(tmp_path / "m.csv", utts)
+    out = tmp_path / "exp"
+    first = run(out, manifest, epochs=1)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run(out, manifest, epochs=2)  # same command, one more epoch: resumes from epoch 1
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (out / "train_log.txt").read_text().splitlines()
+    assert [int(re.search(r"epoch: (\d+)", line).group(1)) for line in log] == [1, 2]
+    losses = [float(re.search(r"valid mel_l1: ([\d.e+-]+)", line).group(1)) for line in log]
+    assert losses[1] < losses[0]
+    codec = load_codec(out / "export/rvq-16k")
+    assert codec.family == "rvq" and codec.n_codebooks == 2 and codec.decoder == "vocoder"
+    dmel = load_codec("dmel-16k")  # the frozen vocoder is the bundled dMel one, carried along
+    for (name, a), b in zip(codec.vocoder.state_dict().items(), dmel.vocoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    wav = torch.from_numpy(harmonic(1.0, 150))[None, None]
+    assert codec.decode(codec.encode(wav)).shape == (1, 1, 50 * 320)
