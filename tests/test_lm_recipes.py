@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -77,7 +78,8 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
     assert list((out / "samples").glob("*.wav"))
 
 
-def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
+def noisy_pairs(tmp_path) -> list[str]:
+    """Six noisy/clean tone pairs (4 train, 2 dev) and the recipe flags that read them."""
     rng = np.random.default_rng(0)
     utts = []
     for i in range(6):
@@ -90,10 +92,14 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
                               extra={"clean_path": str(tmp_path / "clean" / f"p{i}.flac")}))
     write_manifest(tmp_path / "train.csv", utts[:4])
     write_manifest(tmp_path / "dev.csv", utts[4:])
-    out = tmp_path / "exp"
-    args = ["--manifest_folder", str(tmp_path), "--train_manifests", "[train.csv]", "--dev_manifests", "[dev.csv]",
+    return ["--manifest_folder", str(tmp_path), "--train_manifests", "[train.csv]", "--dev_manifests", "[dev.csv]",
             "--token_cache", str(tmp_path / "tokens"), "--crop_frames", "25", "--batch_size", "4",
             "--steps_per_epoch", "20", "--number_of_epochs", "2"]
+
+
+def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
+    args = noisy_pairs(tmp_path)
+    out = tmp_path / "exp"
     proc = run("recipes/lm/enhance/hparams/cpu.yaml", out, [*args, "--aligned_source", "False"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = dev_losses(out)
@@ -138,3 +144,20 @@ def test_tts_eval_set_prompts_each_row_with_another_utterance_of_its_speaker(tmp
         prompt = u.extra["prompt_id"]
         assert prompt != u.ID and prompt[:-1] == u.speaker and u.extra["prompt_path"] == f"/a/{prompt}.wav"
     assert all(u.extra["prompt_id"] in ("a1", "a2", "a3") for u in picked if u.speaker == "a")  # 2-4 s preferred
+
+
+@pytest.mark.parametrize("codec,pattern", [("rvq-16k", "delay"), ("single-16k-50", "single")])
+def test_enhance_recipe_runs_on_the_learned_codecs(tmp_path, codec, pattern):
+    """The same recipe over the bundled RVQ (8 codebooks, delay pattern) and single-codebook codecs."""
+    out = tmp_path / "exp"
+    proc = run("recipes/lm/enhance/hparams/cpu.yaml", out,
+               [*noisy_pairs(tmp_path), "--codec", codec, "--pattern", pattern,
+                "--sampling", "{temperature: 0.0, mean_levels: False, render: codec}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = dev_losses(out)
+    assert losses[1] < losses[0]
+    assert len(list((tmp_path / "tokens" / codec).rglob("*.npz"))) == 12  # 6 noisy + 6 clean files
+    enhancer = load_enhancer(out / "export" / f"enhance-{codec}")
+    assert enhancer.codec.name == codec and enhancer.lm.cfg.pattern == pattern
+    wav = torch.from_numpy(harmonic(0.7, 150))
+    assert enhancer.enhance(wav).shape == (1, wav.shape[-1])

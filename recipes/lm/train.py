@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 from collections import defaultdict
@@ -45,6 +44,7 @@ from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.inference import Enhancer, Synthesizer
 from speechtok.lm.text import TextFrontend, characters, phonemize_many
 from speechtok.lm.transformer import grow_depth
+from speechtok.modules.schedule import warmup_cosine
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 
 
@@ -55,7 +55,7 @@ def token_folders(groups: list[list[str]], codec_name: str, cache: Path) -> list
     for paths in groups:
         if paths:
             root = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
-            dest = cache / codec_name / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
+            dest = cache / Path(codec_name).name / f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
             out.append((root, dest, paths))
     return out
 
@@ -135,7 +135,7 @@ def with_durations(items: list[dict], hp, codebook_size: int, n_symbols: int) ->
     tokens; an item with fewer frames than symbols cannot be aligned and is left out. The aligner
     is unsupervised and reads all items, dev ones included: their durations only feed the dev loss."""
     items = [r for r in items if r["codes"].shape[-1] >= len(r["src"])]
-    path = Path(hp["token_cache"]) / hp["codec"] / f"durations-{hp['text']['kind']}-{hp['text']['language']}.json"
+    path = Path(hp["token_cache"]) / Path(hp["codec"]).name / f"durations-{hp['text']['kind']}-{hp['text']['language']}.json"
     known = json.loads(path.read_text()) if path.exists() else {}
 
     def cached(r) -> bool:
@@ -298,10 +298,8 @@ class LMBrain(sb.Brain):
 
     def lr_factor(self) -> float:
         """Linear warm-up then cosine decay to 10% over `total_steps`."""
-        step, warm, total = self.optimizer_step, self.hparams.warmup_steps, self.hparams.total_steps
-        if step < warm:
-            return (step + 1) / warm
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * min((step - warm) / max(total - warm, 1), 1.0)))
+        h = self.hparams
+        return warmup_cosine(self.optimizer_step, h.warmup_steps, h.total_steps)
 
     def on_fit_batch_start(self, batch, should_step):
         for group in self.optimizer.param_groups:
