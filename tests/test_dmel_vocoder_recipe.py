@@ -31,20 +31,29 @@ def run(out, manifest, epochs, extra=()):
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
-def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
+def tone_manifest(tmp_path) -> Path:
+    """Three harmonic tones, 1.5 s each: a corpus for tiny codec runs."""
     utts = []
     for i, f0 in enumerate((110, 150, 220)):
         path = tmp_path / f"u{i}.wav"
         sf.write(path, harmonic(1.5, f0), 16000)
         utts.append(Utterance(f"u{i}", str(path), 1.5))
-    manifest = write_manifest(tmp_path / "m.csv", utts)
-    out = tmp_path / "exp"
-    first = run(out, manifest, epochs=1)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run(out, manifest, epochs=2)  # same command, one more epoch: resumes from epoch 1
-    assert second.returncode == 0, second.stderr[-3000:]
+    return write_manifest(tmp_path / "m.csv", utts)
+
+
+def train_twice(run, tmp_path) -> tuple[Path, list[str]]:
+    """One epoch, then the same command for two (it must resume): the output folder and its log lines."""
+    manifest, out = tone_manifest(tmp_path), tmp_path / "exp"
+    for epochs in (1, 2):
+        proc = run(out, manifest, epochs=epochs)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "train_log.txt").read_text().splitlines()
     assert [int(re.search(r"epoch: (\d+)", line).group(1)) for line in log] == [1, 2]
+    return out, log
+
+
+def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
+    out, log = train_twice(run, tmp_path)
     losses = [float(re.search(r"valid mel_loss: ([\d.e+-]+)", line).group(1)) for line in log]
     assert losses[1] < losses[0]
     assert "d_loss" in log[1]  # the adversarial phase started in epoch 2

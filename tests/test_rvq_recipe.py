@@ -5,12 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
 from speechtok.codecs import load_codec
-from speechtok.data.manifest import Utterance, write_manifest
-from tests.test_dmel_vocoder_recipe import harmonic
+from tests.test_dmel_vocoder_recipe import harmonic, train_twice
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/codec/rvq"
@@ -29,19 +27,7 @@ def run(out, manifest, epochs):
 
 
 def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
-    utts = []
-    for i, f0 in enumerate((110, 150, 220)):
-        path = tmp_path / f"u{i}.wav"
-        sf.write(path, harmonic(1.5, f0), 16000)
-        utts.append(Utterance(f"u{i}", str(path), 1.5))
-    manifest = write_manifest(tmp_path / "m.csv", utts)
-    out = tmp_path / "exp"
-    first = run(out, manifest, epochs=1)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run(out, manifest, epochs=2)  # same command, one more epoch: resumes from epoch 1
-    assert second.returncode == 0, second.stderr[-3000:]
-    log = (out / "train_log.txt").read_text().splitlines()
-    assert [int(re.search(r"epoch: (\d+)", line).group(1)) for line in log] == [1, 2]
+    out, log = train_twice(run, tmp_path)
     losses = [float(re.search(r"valid mel_l1: ([\d.e+-]+)", line).group(1)) for line in log]
     assert losses[1] < losses[0]
     codec = load_codec(out / "export/rvq-16k")

@@ -44,7 +44,7 @@ from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.inference import Enhancer, Synthesizer
 from speechtok.lm.text import TextFrontend, characters, phonemize_many
 from speechtok.lm.transformer import grow_depth
-from speechtok.modules.schedule import warmup_cosine
+from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 
 
@@ -279,7 +279,7 @@ def fixed_batches(rows: list[dict], group: str, max_batch_frames: int) -> list[d
 
 
 # --- training -----------------------------------------------------------------------------
-class LMBrain(sb.Brain):
+class LMBrain(WarmupCosineLR, sb.Brain):
     def compute_forward(self, batch, stage):
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
         return self.modules.lm(b["src"], b["codes"], b["src_len"], b["code_len"], b["prompt_len"],
@@ -295,15 +295,6 @@ class LMBrain(sb.Brain):
                 self.dev_duration[0] += out.duration_loss.item() * len(batch["src_len"])
                 self.dev_duration[1] += len(batch["src_len"])
         return out.loss
-
-    def lr_factor(self) -> float:
-        """Linear warm-up then cosine decay to 10% over `total_steps`."""
-        h = self.hparams
-        return warmup_cosine(self.optimizer_step, h.warmup_steps, h.total_steps)
-
-    def on_fit_batch_start(self, batch, should_step):
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.hparams.lr * self.lr_factor()
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:

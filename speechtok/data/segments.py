@@ -87,3 +87,17 @@ class RandomSegments(EpochSeeded):
         seg = torch.from_numpy(audio[start : start + self.segment].astype(np.float32) / 32767)
         gain = 10 ** (rng.uniform(-6, 3) / 20)  # level augmentation: the codec sees many loudnesses
         return (seg * gain).clamp(-1, 1).unsqueeze(0)
+
+
+def codec_training_sets(hparams: dict, sample_rate: int) -> tuple[RandomSegments, ItemList]:
+    """What the codec and vocoder recipes train and score on, from their YAML keys: an epoch of
+    random crops (`segment_seconds`, `steps_per_epoch` x `batch_size`) of `train_manifests`,
+    and a fixed subset (`n_dev_utts`) of whole `dev_manifests` utterances."""
+    train = RandomSegments(
+        read_manifests(hparams["train_manifests"], min_duration=0.5),
+        segment_samples=int(hparams["segment_seconds"] * sample_rate), sample_rate=sample_rate,
+        n_items=hparams["steps_per_epoch"] * hparams["batch_size"], seed=hparams["seed"],
+    )
+    dev = read_manifests(hparams["dev_manifests"])
+    dev = [dev[i] for i in fixed_subset(len(dev), hparams["n_dev_utts"])]
+    return train, ItemList([load_audio(u.path, sample_rate) for u in dev])

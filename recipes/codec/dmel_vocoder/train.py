@@ -25,14 +25,15 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs.dmel import DMelCodec
-from speechtok.data.audio import load_audio
-from speechtok.data.segments import ItemList, RandomSegments, fixed_subset, read_manifests
+from speechtok.data.segments import codec_training_sets
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
-from speechtok.modules.schedule import warmup_cosine
+from speechtok.modules.schedule import WarmupCosineLR
 
 
-class VocoderBrain(sb.Brain):
+class VocoderBrain(WarmupCosineLR, sb.Brain):
+    """Two optimisers, so `fit_batch` sets both learning rates from `lr_factor` itself."""
+
     def on_fit_start(self):
         super().on_fit_start()
         self.codec.to(self.device)
@@ -48,10 +49,6 @@ class VocoderBrain(sb.Brain):
     def dmel_input(self, wav: torch.Tensor) -> torch.Tensor:
         """Quantised log-mel exactly as the codec produces it (clone leaves inference mode)."""
         return self.codec.dequantize(self.codec.encode(wav).clone())
-
-    def lr_factor(self) -> float:
-        h = self.hparams
-        return warmup_cosine(self.optimizer_step, h.warmup_steps, h.total_steps)
 
     def fit_batch(self, batch):
         wav = batch.to(self.device)
@@ -150,15 +147,7 @@ def main(argv: list[str]) -> None:
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    train_set = RandomSegments(
-        read_manifests(hparams["train_manifests"], min_duration=0.5),
-        segment_samples=int(hparams["segment_seconds"] * codec.sample_rate),
-        sample_rate=codec.sample_rate, n_items=hparams["steps_per_epoch"] * hparams["batch_size"],
-        seed=hparams["seed"],
-    )
-    dev_utts = read_manifests(hparams["dev_manifests"])
-    dev_utts = [dev_utts[i] for i in fixed_subset(len(dev_utts), hparams["n_dev_utts"])]
-    dev_set = ItemList([load_audio(u.path, codec.sample_rate) for u in dev_utts])
+    train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)
     brain = VocoderBrain(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])

@@ -25,21 +25,12 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import RVQCodec, load_codec
-from speechtok.data.audio import load_audio
-from speechtok.data.segments import ItemList, RandomSegments, fixed_subset, read_manifests
+from speechtok.data.segments import codec_training_sets
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
-from speechtok.modules.schedule import warmup_cosine
+from speechtok.modules.schedule import WarmupCosineLR
 
 
-class RVQBrain(sb.Brain):
-    def lr_factor(self) -> float:
-        h = self.hparams
-        return warmup_cosine(self.optimizer_step, h.warmup_steps, h.total_steps)
-
-    def on_fit_batch_start(self, batch, should_step):
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.hparams.lr * self.lr_factor()
-
+class RVQBrain(WarmupCosineLR, sb.Brain):
     def compute_forward(self, batch, stage):
         codec = self.modules.codec
         with torch.no_grad():
@@ -130,17 +121,10 @@ def main(argv: list[str]) -> None:
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     codec = build_codec(hparams)
-    train_set = RandomSegments(
-        read_manifests(hparams["train_manifests"], min_duration=0.5),
-        segment_samples=int(hparams["segment_seconds"] * codec.sample_rate),
-        sample_rate=codec.sample_rate, n_items=hparams["steps_per_epoch"] * hparams["batch_size"],
-        seed=hparams["seed"],
-    )
-    dev_utts = read_manifests(hparams["dev_manifests"])
-    dev_utts = [dev_utts[i] for i in fixed_subset(len(dev_utts), hparams["n_dev_utts"])]
-    dev_set = ItemList([load_audio(u.path, codec.sample_rate) for u in dev_utts])
+    train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     hparams["checkpointer"].add_recoverable("codec", codec)
-    brain = RVQBrain(modules={"codec": codec}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain = RVQBrain(modules={"codec": codec}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+                     checkpointer=hparams["checkpointer"])
     brain.train_set = train_set
     brain.fit(
         hparams["epoch_counter"], train_set, dev_set,
