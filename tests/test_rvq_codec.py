@@ -86,8 +86,11 @@ def test_save_load_keeps_codes_and_identity(tmp_path, monkeypatch):
     x = speechlike(1.5, seed=5)
     assert a.name == "my-rvq" and torch.equal(a.encode(x), b.encode(x))
     assert codec_hash(a) == codec_hash(b)
+    with torch.no_grad():
+        a.encoder.embed.weight.mul_(1.01)  # the cached weight digest must see an in-place update
+    assert codec_hash(a) != codec_hash(b)
     # the same config with other weights makes other tokens: another codec to the token files
-    assert codec_hash(a) != codec_hash(load_codec(tiny(seed=1).save_pretrained(tmp_path / "other")))
+    assert codec_hash(b) != codec_hash(load_codec(tiny(seed=1).save_pretrained(tmp_path / "other")))
     with pytest.raises(CodecError, match="'rvq' codec, not 'dmel'"):
         DMelCodec.from_pretrained(out)
 

@@ -114,7 +114,7 @@ class DMelCodec(Codec):
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self._render(self.dequantize(self.check_codes(codes).to(self.mel_fb.device)))
+        return self.render(self.dequantize(self.check_codes(codes).to(self.mel_fb.device)))
 
     @torch.inference_mode()
     def decode_levels(self, levels: torch.Tensor) -> torch.Tensor:
@@ -123,7 +123,7 @@ class DMelCodec(Codec):
         them, a finer estimate than either code (one bin is ~7.8 dB)."""
         if levels.dim() != 3 or levels.shape[1] != self.n_mels or not torch.isfinite(levels).all():
             raise CodecError(f"dmel levels must be finite [B, {self.n_mels}, F], got {tuple(levels.shape)}")
-        return self._render(self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(self.mel_fb.device)))
+        return self.render(self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(self.mel_fb.device)))
 
     @torch.inference_mode()
     def filter_mixture(self, mixture: torch.Tensor, levels: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
@@ -152,7 +152,8 @@ class DMelCodec(Codec):
                           length=frames * self.hop_length)
         return out[:, None, :n]
 
-    def _render(self, log_mel: torch.Tensor) -> torch.Tensor:
+    def render(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Waveform [B, 1, F*hop] for log-mel [B, n_mels, F], by the chosen `decoder`."""
         if self.decoder == "vocoder":
             if self.vocoder is None:
                 raise CodecError("this dmel codec has no vocoder; use decoder='griffinlim'")

@@ -100,13 +100,22 @@ class RVQCodec(Codec):
 
     def token_config(self) -> dict[str, Any]:
         """Learned codes are defined by the weights too: a digest of the encoder and codebooks."""
-        digest = hashlib.sha256()
-        for module in (self.encoder, self.quantizer):
-            for k, v in sorted(module.state_dict().items()):
+        cfg = {k: v for k, v in self.config().items() if k not in ("vocoder", "decoder_layers")}
+        return {**cfg, "n_codebooks": self.n_codebooks, "weights": self._weights_digest()}
+
+    def _weights_digest(self) -> str:
+        """SHA-256 of the code-defining tensors (as stored, fp16), cached: every token file written
+        asks for it. A tensor's version counter moves on every in-place update (an optimiser step,
+        `load_state_dict`), so the cache key sees training and reloading."""
+        tensors = [(k, v) for m in (self.encoder, self.quantizer) for k, v in sorted(m.state_dict().items())]
+        key = tuple((k, v.data_ptr(), v._version) for k, v in tensors)
+        if getattr(self, "_digest", (None,))[0] != key:
+            digest = hashlib.sha256()
+            for k, v in tensors:
                 digest.update(k.encode())
                 digest.update(v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).cpu().numpy().tobytes())
-        cfg = {k: v for k, v in self.config().items() if k not in ("vocoder", "decoder_layers")}
-        return {**cfg, "n_codebooks": self.n_codebooks, "weights": digest.hexdigest()[:16]}
+            self._digest = (key, digest.hexdigest()[:16])
+        return self._digest[1]
 
     # --- the learned part -----------------------------------------------------------
     def normalise(self, log_mel: torch.Tensor) -> torch.Tensor:
@@ -155,4 +164,4 @@ class RVQCodec(Codec):
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.frontend._render(self.decode_mel(codes))
+        return self.frontend.render(self.decode_mel(codes))

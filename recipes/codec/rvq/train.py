@@ -50,7 +50,7 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
         wav = batch.to(self.device)
         codes = codec.encode(wav)
         mel = codec.decode_mel(codes)
-        fake = codec.frontend._render(mel).float()[..., : wav.shape[-1]]
+        fake = codec.frontend.render(mel).float()[..., : wav.shape[-1]]
         ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
         self.dev_scores.append((pesq_wb(ref, est, codec.sample_rate), stoi(ref, est, codec.sample_rate)))
         self.histogram += code_histogram(codes[0].cpu().numpy(), codec.codebook_size)
