@@ -60,12 +60,13 @@ def token_folders(groups: list[list[str]], codec_name: str, cache: Path) -> list
     return out
 
 
-def encode_folders(groups: list[list[str]], codec_name: str, cache: Path) -> None:
-    """Tokenise each folder once with `speechtok encode` (it skips files already done)."""
+def encode_folders(groups: list[list[str]], codec_name: str, cache: Path, workers: int = 0) -> None:
+    """Tokenise each folder once with `speechtok encode` (it skips files already done); `workers`
+    processes read the audio (0: the main process, as on a 2-core machine)."""
     from speechtok.cli import main as speechtok
 
     for root, dest in dict.fromkeys((r, d) for r, d, _ in token_folders(groups, codec_name, cache)):
-        if speechtok(["encode", str(root), str(dest), "--codec", codec_name, "--workers", "0"]) != 0:
+        if speechtok(["encode", str(root), str(dest), "--codec", codec_name, "--workers", str(workers)]) != 0:
             print(f"warning: some files under {root} failed to encode (see {dest}/failed.tsv)", file=sys.stderr)
 
 
@@ -183,7 +184,7 @@ def audio_groups(task: str, manifests) -> list[list[str]]:
 
 def build_caches(hp, manifests, codec) -> None:
     """Tokenise the corpus and, for TTS, phonemize its transcripts and align them (main process only)."""
-    encode_folders(audio_groups(hp["task"], manifests), hp["codec"], Path(hp["token_cache"]))
+    encode_folders(audio_groups(hp["task"], manifests), hp["codec"], Path(hp["token_cache"]), hp.get("encode_workers", 0))
     if hp["task"] == "tts":
         frontend = TextFrontend.for_training(hp["text"]["kind"], hp["text"]["language"])
         texts = [transcript(u) for m in manifests for u in read_manifest(m) if transcript(u)]
