@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The enhancer's GPU session in one command, run in the checkout on the device machine:
+#   run(command="bash recipes/device/enhance.sh", carry=[".whl", ".pack"], timeout_s=600)
+# Mixes the CPU stages 6-9's 24 h of noisy/clean pairs from the pack's speech and noise on all
+# cores, grows the bundled enhancer to LAYERS blocks and trains it for TRAIN_MINUTES of wall
+# clock, then leaves the export, the logs and the timings in $OUT. Called again on a warm
+# machine with a larger TRAIN_MINUTES, it reuses the pairs and tokens and trains on from its
+# checkpoint. Extra arguments go to train.py. On the CPU, with small HOURS and TRAIN_MINUTES,
+# it is tested end to end (tests/test_device_kit.py).
+set -euo pipefail
+: "${OUT:?set OUT, the folder that comes back}"
+DEVICE=${DEVICE:-cuda:0}
+TRAIN_MINUTES=${TRAIN_MINUTES:-6}
+HOURS=${HOURS:-6}            # hours of training pairs in each augmented corpus; the first has twice as many
+DEV_HOURS=${DEV_HOURS:-0.1}  # 76 dev pairs, as on the CPU (drawn from the pack's Opus speech)
+LAYERS=${LAYERS:-6}          # 6 blocks: 5.3 M parameters, 10.6 MB in fp16 (the bundled 4: 3.7 M)
+BATCH=${BATCH:-32}           # 8 s crops a step (the CPU stages: 4)
+PACK=${PACK:-.pack}
+WORK=${WORK:-/tmp/speechtok}
+source recipes/device/env.sh
+mkdir -p "$OUT"
+start=$SECONDS
+say() { echo "[$((SECONDS - start)) s] $*" | tee -a "$OUT/timings.txt"; }
+pairs() {
+    "$PY" recipes/data/prepare.py recipes/data/hparams/prepare.yaml --output_folder "$PACK" \
+        --workers "$(nproc)" --real_speech_stage False --synth_stage False "$@" >> "$OUT/prepare.txt" 2>&1 \
+        || { tail -20 "$OUT/prepare.txt"; exit 1; }
+}
+aug=(--noisy_train_hours "$HOURS" --noisy_dev_hours 0 --speed_range "[0.9, 1.1]" --noise_speed_range "[0.7, 1.4]")
+pairs --noisy_train_hours "$(awk "BEGIN {print 2 * $HOURS}")" --noisy_dev_hours "$DEV_HOURS"
+pairs --seed 4321 --noisy_name noisy_aug "${aug[@]}" --noise_kinds "{shaped: 2}"
+pairs --seed 2468 --noisy_name noisy_aug2 "${aug[@]}" --noise_kinds "{shaped: 2, babble: 4}" --reverb_prob 0.5
+say "pairs mixed ($(du -sh "$PACK" | cut -f1) in $PACK)"
+"$PY" recipes/lm/train.py recipes/lm/enhance/hparams/gpu.yaml --device "$DEVICE" --noprogressbar \
+    --manifest_folder "$PACK/manifests" --train_manifests "[noisy_train.csv, noisy_aug_train.csv, noisy_aug2_train.csv]" \
+    --token_cache "$WORK/tokens" --output_folder "$WORK/run" --encode_workers "$(nproc)" --num_workers 4 \
+    --init_from speechtok/pretrained/enhance-dmel-16k \
+    --model "{dim: 256, n_layers: $LAYERS, n_heads: 4, mlp_ratio: 3.0, max_len: 1024, dropout: 0.1}" \
+    --crop_frames 400 --batch_size "$BATCH" --lr 0.0005 --warmup_steps 200 --steps_per_epoch 500 \
+    --train_minutes "$TRAIN_MINUTES" --number_of_epochs 100000 "$@" > "$OUT/train.txt" 2>&1 \
+    || { tail -40 "$OUT/train.txt"; exit 1; }
+say "trained and exported"
+grep -E "parameters|^epoch|exported" "$OUT/train.txt" | tail -8
+cp -r "$WORK/run/export/enhance-dmel-16k" "$WORK/run/train_log.txt" "$OUT/"
