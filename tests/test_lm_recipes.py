@@ -161,3 +161,28 @@ def test_enhance_recipe_runs_on_the_learned_codecs(tmp_path, codec, pattern):
     assert enhancer.codec.name == codec and enhancer.lm.cfg.pattern == pattern
     wav = torch.from_numpy(harmonic(0.7, 150))
     assert enhancer.enhance(wav).shape == (1, wav.shape[-1])
+
+
+def test_score_draws_pools_the_0_to_10_db_pairs_of_four_draws(tmp_path):
+    rng = np.random.default_rng(0)
+    manifests = tmp_path / "manifests"
+    for d, name in enumerate(("noisy", "noisy_check", "noisy_check3", "noisy_check4")):
+        rows = []
+        for i, snr in enumerate((5.0, 15.0, 2.0)[: 2 + d % 2]):  # 1 or 2 pairs at 0-10 dB a draw
+            clean = harmonic(1.0, 110 + 20 * i)
+            noisy = clean + 0.05 * rng.standard_normal(clean.shape).astype(np.float32)
+            for kind, wav in (("clean", clean), ("noisy", noisy)):
+                sf.write(tmp_path / f"{name}{i}_{kind}.flac", wav, 16000)
+            rows.append(Utterance(f"{name}{i}", str(tmp_path / f"{name}{i}_noisy.flac"), 1.0, split="dev",
+                                  extra={"clean_path": str(tmp_path / f"{name}{i}_clean.flac"), "snr_db": str(snr)}))
+        write_manifest(manifests / f"{name}_dev.csv", rows)
+    out = tmp_path / "draws"
+    proc = subprocess.run([sys.executable, str(REPO / "recipes/lm/enhance/score_draws.py"), "--manifests", str(manifests),
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| dev pairs | 1 |" in proc.stdout and "| seed 777 | 2 |" in proc.stdout and "| all four | 6 |" in proc.stdout
+    draws = json.loads((out / "scores.json").read_text())["draws"]
+    each = [draws[d]["enhance-dmel-16k"]["enhanced"] for d in ("noisy", "noisy_check", "noisy_check3", "noisy_check4")]
+    pooled = draws["all four"]["enhance-dmel-16k"]["enhanced"]
+    assert pooled["n"] == 6 and pooled["stoi"] == pytest.approx(sum(m["stoi"] * m["n"] for m in each) / 6)
+    assert len(list(out.rglob("*.wav"))) == 6  # only the 0-10 dB pairs were enhanced

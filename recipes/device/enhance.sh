@@ -31,14 +31,19 @@ pairs --noisy_train_hours "$(awk "BEGIN {print 2 * $HOURS}")" --noisy_dev_hours 
 pairs --seed 4321 --noisy_name noisy_aug "${aug[@]}" --noise_kinds "{shaped: 2}"
 pairs --seed 2468 --noisy_name noisy_aug2 "${aug[@]}" --noise_kinds "{shaped: 2, babble: 4}" --reverb_prob 0.5
 say "pairs mixed ($(du -sh "$PACK" | cut -f1) in $PACK)"
-"$PY" recipes/lm/train.py recipes/lm/enhance/hparams/gpu.yaml --device "$DEVICE" --noprogressbar \
-    --manifest_folder "$PACK/manifests" --train_manifests "[noisy_train.csv, noisy_aug_train.csv, noisy_aug2_train.csv]" \
-    --token_cache "$WORK/tokens" --output_folder "$WORK/run" --encode_workers "$(nproc)" --num_workers 4 \
-    --init_from speechtok/pretrained/enhance-dmel-16k \
-    --model "{dim: 256, n_layers: $LAYERS, n_heads: 4, mlp_ratio: 3.0, max_len: 1024, dropout: 0.1}" \
-    --crop_frames 400 --batch_size "$BATCH" --lr 0.0005 --warmup_steps 200 --steps_per_epoch 500 \
-    --train_minutes "$TRAIN_MINUTES" --number_of_epochs 100000 "$@" > "$OUT/train.txt" 2>&1 \
-    || { tail -40 "$OUT/train.txt"; exit 1; }
+train() {  # $1: processes reading audio and batches (a DataLoader's workers need /dev/shm)
+    "$PY" recipes/lm/train.py recipes/lm/enhance/hparams/gpu.yaml --device "$DEVICE" --noprogressbar \
+        --manifest_folder "$PACK/manifests" --train_manifests "[noisy_train.csv, noisy_aug_train.csv, noisy_aug2_train.csv]" \
+        --token_cache "$WORK/tokens" --output_folder "$WORK/run" --encode_workers "$1" --num_workers "$(($1 > 2 ? 2 : $1))" \
+        --init_from speechtok/pretrained/enhance-dmel-16k \
+        --model "{dim: 256, n_layers: $LAYERS, n_heads: 4, mlp_ratio: 3.0, max_len: 1024, dropout: 0.1}" \
+        --crop_frames 400 --batch_size "$BATCH" --lr 0.0005 --warmup_steps 200 --steps_per_epoch 500 \
+        --train_minutes "$TRAIN_MINUTES" --number_of_epochs 100000 "${@:2}" >> "$OUT/train.txt" 2>&1
+}
+say "/dev/shm: $(df -h /dev/shm 2>/dev/null | tail -1)"
+# a failed run resumes (tokens, checkpoint and clock are kept) in one process, in case workers were the cause
+train "$(nproc)" "$@" || { say "failed: $(tail -1 "$OUT/train.txt"); again without worker processes"
+                           train 0 "$@" || { tail -40 "$OUT/train.txt"; exit 1; }; }
 say "trained and exported"
 grep -E "parameters|^epoch|exported" "$OUT/train.txt" | tail -8
 cp -r "$WORK/run/export/enhance-dmel-16k" "$WORK/run/train_log.txt" "$OUT/"

@@ -286,7 +286,8 @@ def write_report(out: str | Path, result: dict, meta: dict | None = None) -> dic
 
 
 # --- CLI ----------------------------------------------------------------------------------
-def _load(path) -> tuple[np.ndarray, int]:
+def load_pair(path) -> tuple[np.ndarray, int]:
+    """An audio file as the (waveform, sample_rate) pair the evaluate_* functions take."""
     wav, sr = load_audio_with_sr(path)
     return wav[0].numpy(), sr
 
@@ -348,10 +349,10 @@ def _tts_inputs(args) -> dict:
     empty = [u.ID for u, t in zip(gen, texts) if not t.strip()]
     if empty:
         raise EvalError(f"no text for {len(empty)} items (e.g. {', '.join(empty[:3])}); WER needs a transcript")
-    loaded = {p: _load(p) for p in dict.fromkeys(p for p in prompt_paths if p)}  # a shared prompt once
-    return {"generated": [_load(u.path) for u in gen], "texts": texts, "ids": [u.ID for u in gen],
+    loaded = {p: load_pair(p) for p in dict.fromkeys(p for p in prompt_paths if p)}  # a shared prompt once
+    return {"generated": [load_pair(u.path) for u in gen], "texts": texts, "ids": [u.ID for u in gen],
             "prompts": [loaded[p] if p else None for p in prompt_paths],
-            "references": None if refs is None else [_load(p) for p in refs]}
+            "references": None if refs is None else [load_pair(p) for p in refs]}
 
 
 def run_eval_tts(args: argparse.Namespace) -> int:
@@ -408,8 +409,8 @@ def _eval_enhance(args: argparse.Namespace) -> dict[str, Path]:
     texts = None if args.no_wer else [u.text or None for u in data]
     codec = load_codec(args.codec, args.device) if args.codec else None
     result = evaluate_enhancement(
-        [_load(u.path) for u in data], [_load(u.path) for u in enhanced],
-        [_load(u.extra["clean_path"]) for u in data], [float(u.extra["snr_db"]) for u in data],
+        [load_pair(u.path) for u in data], [load_pair(u.path) for u in enhanced],
+        [load_pair(u.extra["clean_path"]) for u in data], [float(u.extra["snr_db"]) for u in data],
         codec=codec, transcripts=texts, ids=[u.ID for u in data], band_edges=args.bands,
         dnsmos=not args.no_dnsmos, progress=True,
     )

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Score enhancers where the issue sets its goal: held-out pairs at 0-10 dB SNR, PESQ-wb and STOI
+over the noisy input (goal +0.4 and +0.05), on each of four draws of pairs and pooled.
+
+    python recipes/lm/enhance/score_draws.py --models enhance-dmel-16k results/.../export/enhance-dmel-16k
+
+The first draw is the dev pairs (`noisy_dev.csv`, used to choose the test-time settings); the
+other three are the same held-out speech and noise drawn again with other seeds (211 pairs
+each), made here with prepare.py when missing. Enhanced files are kept under --out (a rerun
+only scores them), each model with its shipped test-time settings, file by file as
+`speechtok enhance` runs them. Prints one table and writes scores.json beside the audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from speechtok.data.audio import save_audio
+from speechtok.data.manifest import read_manifest
+from speechtok.eval.generation import evaluate_enhancement, load_pair
+from speechtok.lm.inference import load_enhancer
+
+REPO = Path(__file__).resolve().parents[3]
+DRAWS = {"noisy": None, "noisy_check": 777, "noisy_check3": 999, "noisy_check4": 31337}  # name -> seed
+
+
+def draw_rows(manifests: Path, name: str, seed: int | None, band: tuple[float, float]) -> list:
+    path = manifests / f"{name}_dev.csv"
+    if not path.exists():
+        if seed is None:
+            raise SystemExit(f"{path}: missing; make the dev pairs first (recipes/lm/README.md)")
+        subprocess.run([sys.executable, str(REPO / "recipes/data/prepare.py"), str(REPO / "recipes/data/hparams/prepare.yaml"),
+                        "--output_folder", str(manifests.parent), "--real_speech_stage", "False", "--synth_stage", "False",
+                        "--seed", str(seed), "--noisy_name", name, "--noisy_train_hours", "0", "--noisy_dev_hours", "0.3"],
+                       check=True)
+    return [u for u in read_manifest(path) if band[0] <= float(u.extra["snr_db"]) < band[1]]
+
+
+def enhanced_files(model: str, rows: list, folder: Path) -> list[Path]:
+    """Enhance each row once (kept in `folder`; a rerun reuses the files)."""
+    todo = [u for u in rows if not (folder / f"{u.ID}.wav").exists()]
+    if todo:
+        enhancer = load_enhancer(model)
+        for i, u in enumerate(todo, 1):
+            save_audio(folder / f"{u.ID}.wav", enhancer.enhance(u.path), enhancer.sample_rate)
+            print(f"\r{folder.parent.name}/{folder.name}: {i}/{len(todo)}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    return [folder / f"{u.ID}.wav" for u in rows]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["enhance-dmel-16k"], help="bundled names or export folders")
+    p.add_argument("--manifests", type=Path, default=Path("work_data/manifests"))
+    p.add_argument("--out", type=Path, default=Path("results/lm/draws"))
+    p.add_argument("--band", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW_DB", "HIGH_DB"))
+    args = p.parse_args()
+    tags = [Path(m).name if Path(m).parent.name != "export" else Path(m).parents[1].name for m in args.models]
+    if len(set(tags)) != len(tags):
+        tags = [f"{i}-{t}" for i, t in enumerate(tags)]
+    scores: dict[str, dict[str, dict]] = {}
+    for name, seed in DRAWS.items():
+        rows = draw_rows(args.manifests, name, seed, tuple(args.band))
+        for tag, model in zip(tags, args.models):
+            files = enhanced_files(model, rows, args.out / tag / name)
+            table = evaluate_enhancement([load_pair(u.path) for u in rows], [load_pair(f) for f in files],
+                                         [load_pair(u.extra["clean_path"]) for u in rows],
+                                         [float(u.extra["snr_db"]) for u in rows], dnsmos=False)["table"]["all"]
+            scores.setdefault(name, {})[tag] = {s: {k: table[s][k] for k in ("n", "pesq_wb", "stoi")}
+                                                for s in ("noisy", "enhanced")}
+    scores["all four"] = {t: {s: pooled([scores[d][t][s] for d in DRAWS]) for s in ("noisy", "enhanced")} for t in tags}
+    lines = ["| pairs | n | noisy PESQ-wb / STOI | " + " | ".join(f"{t} | gain" for t in tags) + " |",
+             "|" + "---|" * (3 + 2 * len(tags))]
+    for name, row in scores.items():
+        noisy = row[tags[0]]["noisy"]
+        label = {"noisy": "dev pairs"}.get(name) or (f"seed {DRAWS[name]}" if name in DRAWS else name)
+        cells = [label, str(noisy["n"]), f"{noisy['pesq_wb']:.3f} / {noisy['stoi']:.3f}"]
+        for t in tags:
+            n, e = row[t]["noisy"], row[t]["enhanced"]
+            cells += [f"{e['pesq_wb']:.3f} / {e['stoi']:.3f}", f"{e['pesq_wb'] - n['pesq_wb']:+.3f} / {e['stoi'] - n['stoi']:+.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scores.json").write_text(json.dumps({"models": dict(zip(tags, args.models)), "band_db": args.band,
+                                                      "draws": scores}, indent=2))
+
+
+def pooled(means: list[dict]) -> dict:
+    """Means over the union of the draws' pairs, from each draw's means and counts."""
+    n = sum(m["n"] for m in means)
+    return {"n": n, **{k: sum(m[k] * m["n"] for m in means) / n for k in ("pesq_wb", "stoi")}}
+
+
+if __name__ == "__main__":
+    main()
