@@ -24,4 +24,4 @@ tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %
 carry=$(find .whl .pack -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 awk -v t="$tree" -v c="$carry" 'BEGIN {
     printf "checkout %.1f MiB + .whl and .pack %.1f MiB = %.1f of 64 MiB\n", t / 2^20, c / 2^20, (t + c) / 2^20
-    exit (t + c > 64 * 2^20) }' || { echo "kit.sh: too large to travel: pack at a higher --compression-level" >&2; exit 1; }
+    exit (t + c > 64 * 2^20) }' || { echo "kit.sh: too large to travel: rm -rf .pack and pack again at a higher --compression-level (e.g. 0.975)" >&2; exit 1; }
