@@ -1,6 +1,7 @@
 """The GPU machine's kit, run here on the CPU: pack.py packs each audio file once with manifests
-relative to the pack, and recipes/device/enhance.sh mixes pairs from that pack, grows and trains
-the bundled enhancer under a time budget and leaves a loadable export and its logs in $OUT."""
+relative to the pack, and recipes/device/enhance.sh decodes that pack, mixes pairs from it, grows
+and trains the bundled enhancer under a time budget and leaves a loadable export and its logs in
+$OUT."""
 
 import os
 import subprocess
@@ -54,6 +55,7 @@ def test_pack_then_device_script_train_an_enhancer_from_it(tmp_path):
     assert cathy.path == read_manifest(pack / "manifests/real_speech_train.csv")[0].path
     assert "../audio/" in (pack / "manifests/cathy_train.csv").read_text()  # relative: the pack can travel
     assert sf.info(cathy.path).format == "OGG" and sf.info(cathy.path).samplerate == 16000
+    packed = list(pack.rglob("*"))
 
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PACK": str(pack), "WORK": str(tmp_path / "work"), "PYTHON": sys.executable,
@@ -62,8 +64,13 @@ def test_pack_then_device_script_train_an_enhancer_from_it(tmp_path):
     proc = subprocess.run(["bash", "recipes/device/enhance.sh", "--precision", "fp32", "--n_export_samples", "1"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert all(read_manifest(pack / f"manifests/{name}.csv")
+    data = tmp_path / "work" / "data"  # the pack decoded to WAV, and the pairs mixed from it
+    assert all(read_manifest(data / f"manifests/{name}.csv")
                for name in ("noisy_train", "noisy_dev", "noisy_aug_train", "noisy_aug2_train"))
+    (clean,) = read_manifest(data / "manifests/cathy_train.csv")
+    assert sf.info(clean.path).format == "WAV" and clean.path.startswith(str(data))
+    assert sorted(p.name for p in pack.iterdir()) == ["audio", "manifests"]  # the pack is left as it came
+    assert len(list(pack.rglob("*"))) == len(packed)
     timings = (out / "timings.txt").read_text()
     assert "pairs mixed" in timings and "trained and exported" in timings
     train = (out / "train.txt").read_text()

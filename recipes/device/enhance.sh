@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The enhancer's GPU session in one command, run in the checkout on the device machine:
 #   run(command="bash recipes/device/enhance.sh", carry=[".whl", ".pack"], timeout_s=600)
-# Mixes the CPU stages 6-9's 24 h of noisy/clean pairs from the pack's speech and noise on all
-# cores, grows the bundled enhancer to LAYERS blocks and trains it for TRAIN_MINUTES of wall
+# Decodes the pack to WAV under WORK, mixes the CPU stages 6-9's 24 h of noisy/clean pairs from
+# its speech and noise on all cores (the pack itself is left as it came), grows the bundled enhancer to LAYERS blocks and trains it for TRAIN_MINUTES of wall
 # clock, then leaves the export, the logs and the timings in $OUT. Called again on a warm
 # machine with a larger TRAIN_MINUTES, it reuses the pairs and tokens and trains on from its
 # checkpoint. Extra arguments go to train.py. On the CPU, with small HOURS and TRAIN_MINUTES,
@@ -22,8 +22,11 @@ source recipes/device/env.sh
 mkdir -p "$OUT"
 start=$SECONDS
 say() { echo "[$((SECONDS - start)) s] $*" | tee -a "$OUT/timings.txt"; }
+"$PY" recipes/data/pack.py --unpack "$PACK" --out "$WORK/data" --workers "$(nproc)" > "$OUT/prepare.txt" 2>&1 \
+    || { tail -20 "$OUT/prepare.txt"; exit 1; }
+say "pack decoded"
 pairs() {
-    "$PY" recipes/data/prepare.py recipes/data/hparams/prepare.yaml --output_folder "$PACK" \
+    "$PY" recipes/data/prepare.py recipes/data/hparams/prepare.yaml --output_folder "$WORK/data" \
         --workers "$(nproc)" --real_speech_stage False --synth_stage False "$@" >> "$OUT/prepare.txt" 2>&1 \
         || { tail -20 "$OUT/prepare.txt"; exit 1; }
 }
@@ -31,10 +34,10 @@ aug=(--noisy_train_hours "$HOURS" --noisy_dev_hours 0 --speed_range "[0.9, 1.1]"
 pairs --noisy_train_hours "$(awk "BEGIN {print 2 * $HOURS}")" --noisy_dev_hours "$DEV_HOURS"
 pairs --seed 4321 --noisy_name noisy_aug "${aug[@]}" --noise_kinds "{shaped: 2}"
 pairs --seed 2468 --noisy_name noisy_aug2 "${aug[@]}" --noise_kinds "{shaped: 2, babble: 4}" --reverb_prob 0.5
-say "pairs mixed ($(du -sh "$PACK" | cut -f1) in $PACK)"
+say "pairs mixed ($(du -sh "$WORK/data" | cut -f1) in $WORK/data)"
 train() {  # $1: processes reading audio and batches (a DataLoader's workers need /dev/shm)
     "$PY" recipes/lm/train.py recipes/lm/enhance/hparams/gpu.yaml --device "$DEVICE" --noprogressbar \
-        --manifest_folder "$PACK/manifests" --train_manifests "[noisy_train.csv, noisy_aug_train.csv, noisy_aug2_train.csv]" \
+        --manifest_folder "$WORK/data/manifests" --train_manifests "[noisy_train.csv, noisy_aug_train.csv, noisy_aug2_train.csv]" \
         --token_cache "$WORK/tokens" --output_folder "$WORK/run" --encode_workers "$1" --num_workers "$(($1 > 2 ? 2 : $1))" \
         --init_from speechtok/pretrained/enhance-dmel-16k \
         --model "{dim: 256, n_layers: $LAYERS, n_heads: 4, mlp_ratio: 3.0, max_len: 1024, dropout: 0.1}" \
