@@ -60,7 +60,8 @@ class WarmupCosineLR:
 
     def on_fit_start(self):
         self.train_clock = TrainClock()
-        if self.checkpointer is not None and "train_clock" not in self.checkpointer.recoverables:
+        budgeted = self.budget_seconds() is not None  # runs without a budget keep their checkpoints' contents
+        if budgeted and self.checkpointer is not None and "train_clock" not in self.checkpointer.recoverables:
             self.checkpointer.add_recoverable("train_clock", self.train_clock)
         super().on_fit_start()  # recovers the checkpoint, the clock with it
 
