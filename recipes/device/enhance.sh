@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The enhancer's GPU session in one command, run in the checkout on the device machine:
 #   run(command="bash recipes/device/enhance.sh", carry=[".whl", ".pack"], timeout_s=600)
-# Decodes the pack to WAV under WORK, mixes the CPU stages 6-9's 24 h of noisy/clean pairs from
-# its speech and noise on all cores (the pack itself is left as it came), grows the bundled enhancer to LAYERS blocks and trains it for TRAIN_MINUTES of wall
-# clock, then leaves the export, the logs and the timings in $OUT. Called again on a warm
-# machine with a larger TRAIN_MINUTES, it reuses the pairs and tokens and trains on from its
-# checkpoint. Extra arguments go to train.py. On the CPU, with small HOURS and TRAIN_MINUTES,
-# it is tested end to end (tests/test_device_kit.py).
+# Decodes the pack to WAV under WORK (the pack itself is left as it came), mixes the CPU stages
+# 6-9's 24 h of noisy/clean pairs from its speech and noise on all cores, grows the bundled
+# enhancer to LAYERS blocks and trains it for TRAIN_MINUTES of wall clock, then leaves the
+# export, the logs and the timings in $OUT. Called again on a warm machine with a larger
+# TRAIN_MINUTES, it reuses the pairs and tokens and trains on from its checkpoint. Extra
+# arguments go to train.py. On the CPU, with small HOURS and TRAIN_MINUTES, it is tested end to
+# end (tests/test_device_kit.py).
 set -euo pipefail
 : "${OUT:?set OUT, the folder that comes back}"
 DEVICE=${DEVICE:-cuda:0}
 TRAIN_MINUTES=${TRAIN_MINUTES:-5}  # with the pairs and tokens made first: about 8.5 of the 10 minutes
 HOURS=${HOURS:-6}            # hours of training pairs in each augmented corpus; the first has twice as many
 DEV_HOURS=${DEV_HOURS:-0.1}  # 76 dev pairs, as on the CPU (drawn from the pack's Opus speech)
-LAYERS=${LAYERS:-6}          # 6 blocks: 5.3 M parameters, 10.6 MB in fp16 (the bundled 4: 3.7 M)
+LAYERS=${LAYERS:-6}          # 6 blocks: 5.3 M parameters, 10.7 MB in fp16 (the bundled 4: 4.0 M)
 BATCH=${BATCH:-32}           # 8 s crops a step (the CPU stages: 4)
 LR=${LR:-0.0005}             # peak learning rate (the CPU stages at batch 4: 3e-4)
 PACK=${PACK:-.pack}
