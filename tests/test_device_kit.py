@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tone_corpus(root: Path) -> Path:
-    """cathy (3 voices' tones) inside real_speech, a synthetic corpus and noise: manifests as
-    prepare.py writes them, FLAC audio."""
+    """Six train and four dev tones, one speaker each: real_speech all but the last, cathy its
+    first (listed twice, as prepare.py does), synth the last; a noise file per split. FLAC."""
     rng = np.random.default_rng(0)
     t = np.arange(32000) / 16000
 

@@ -14,7 +14,9 @@ only scores them), each model with its shipped test-time settings, file by file 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,14 +42,19 @@ def draw_rows(manifests: Path, name: str, seed: int | None, band: tuple[float, f
     return [u for u in read_manifest(path) if band[0] <= float(u.extra["snr_db"]) < band[1]]
 
 
-def enhanced_files(model: str, rows: list, folder: Path) -> list[Path]:
-    """Enhance each row once (kept in `folder`; a rerun reuses the files)."""
+def enhanced_files(enhancer, rows: list, folder: Path) -> list[Path]:
+    """Enhance each row once. The files stay in `folder` beside a hash of the weights, so a rerun
+    of the same model only scores them and another model's files are never taken for its own."""
+    stamp, weights = folder / ".weights", hashlib.sha1((Path(enhancer.path) / "model.safetensors").read_bytes())
+    if stamp.exists() and stamp.read_text() != weights.hexdigest():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(weights.hexdigest())
     todo = [u for u in rows if not (folder / f"{u.ID}.wav").exists()]
+    for i, u in enumerate(todo, 1):
+        save_audio(folder / f"{u.ID}.wav", enhancer.enhance(u.path), enhancer.sample_rate)
+        print(f"\r{folder.parent.name}/{folder.name}: {i}/{len(todo)}", end="", file=sys.stderr, flush=True)
     if todo:
-        enhancer = load_enhancer(model)
-        for i, u in enumerate(todo, 1):
-            save_audio(folder / f"{u.ID}.wav", enhancer.enhance(u.path), enhancer.sample_rate)
-            print(f"\r{folder.parent.name}/{folder.name}: {i}/{len(todo)}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
     return [folder / f"{u.ID}.wav" for u in rows]
 
@@ -62,13 +69,14 @@ def main() -> None:
     tags = [Path(m).name if Path(m).parent.name != "export" else Path(m).parents[1].name for m in args.models]
     if len(set(tags)) != len(tags):
         tags = [f"{i}-{t}" for i, t in enumerate(tags)]
+    enhancers = [load_enhancer(m) for m in args.models]
     scores: dict[str, dict[str, dict]] = {}
     for name, seed in DRAWS.items():
         rows = draw_rows(args.manifests, name, seed, tuple(args.band))
-        for tag, model in zip(tags, args.models):
-            files = enhanced_files(model, rows, args.out / tag / name)
-            table = evaluate_enhancement([load_pair(u.path) for u in rows], [load_pair(f) for f in files],
-                                         [load_pair(u.extra["clean_path"]) for u in rows],
+        noisy, clean = [load_pair(u.path) for u in rows], [load_pair(u.extra["clean_path"]) for u in rows]
+        for tag, enhancer in zip(tags, enhancers):
+            files = enhanced_files(enhancer, rows, args.out / tag / name)
+            table = evaluate_enhancement(noisy, [load_pair(f) for f in files], clean,
                                          [float(u.extra["snr_db"]) for u in rows], dnsmos=False)["table"]["all"]
             scores.setdefault(name, {})[tag] = {s: {k: table[s][k] for k in ("n", "pesq_wb", "stoi")}
                                                 for s in ("noisy", "enhanced")}
