@@ -80,3 +80,36 @@ def test_pack_then_device_script_train_an_enhancer_from_it(tmp_path):
     assert enhancer.lm.cfg.transformer.n_layers == 5
     wav = torch.from_numpy(sf.read(cathy.path, dtype="float32")[0][:8000])
     assert enhancer.enhance(wav).shape == (1, 8000)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_offload_keeps_unread_models_from_travelling_and_restores_them(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "recipes/device").mkdir(parents=True)
+    (repo / "recipes/device/offload.sh").write_text((REPO / "recipes/device/offload.sh").read_text())
+    for name in ("dmel-16k", "enhance-dmel-16k", "rvq-16k", "tts-dmel-16k"):
+        (repo / f"speechtok/pretrained/{name}").mkdir(parents=True)
+        (repo / f"speechtok/pretrained/{name}/model.safetensors").write_bytes(name.encode())
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "models")
+    (repo / "speechtok/pretrained/mine").mkdir()  # an untracked export of the user's: offloaded too
+    (repo / "speechtok/pretrained/mine/config.json").write_text("{}")
+    offload = ["bash", "recipes/device/offload.sh"]
+
+    proc = subprocess.run(offload, cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 1 and ".offload/ must be git-ignored" in proc.stderr  # else it would travel
+    (repo / ".gitignore").write_text("/.offload/\n")
+    subprocess.run(offload, cwd=repo, check=True, capture_output=True)
+    travels = git(repo, "ls-files", "--cached", "--others", "--exclude-standard").split()
+    assert sorted(travels) == [".gitignore", "recipes/device/offload.sh", "speechtok/pretrained/dmel-16k/model.safetensors",
+                               "speechtok/pretrained/enhance-dmel-16k/model.safetensors"]
+    assert (repo / ".offload/rvq-16k/model.safetensors").read_bytes() == b"rvq-16k"
+
+    subprocess.run([*offload, "--restore"], cwd=repo, check=True, capture_output=True)
+    assert git(repo, "status", "--porcelain").split() == ["??", ".gitignore", "??", "speechtok/pretrained/mine/"]
+    assert (repo / "speechtok/pretrained/tts-dmel-16k/model.safetensors").read_bytes() == b"tts-dmel-16k"
+    assert not (repo / ".offload").exists()

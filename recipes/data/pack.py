@@ -2,13 +2,14 @@
 """Build a compact, portable training pack: speech re-encoded as Ogg/Opus plus manifests.
 
 The GPU machine gets a copy of the checkout only (no ../shared, at most 64 MiB), so training
-there reads this pack instead. At the default Opus setting (about 14 kbit/s) the 134 min of
-shared speech, the 1 h synthetic corpus and the noise recordings take 22 MiB, leaving room
-beside the checkout for wheels (recipes/device/kit.sh). That setting changes 32% of the dMel
-codes against the FLAC originals, 1% of them by more than one level (soundfile's default,
-`--compression-level 0.9`, about 32 kbit/s: 19.5% and 0.1%, but it does not fit). Manifest
-paths are relative to the pack, and a file listed by several manifests (cathy in real_speech,
-say) is packed once.
+there reads this pack instead. At the default Opus setting (soundfile's, about 32 kbit/s) the
+134 min of shared speech, the 1 h synthetic corpus and the noise recordings take 46 MiB, which
+fits beside the checkout and the wheels once the bundled models the run does not read are
+offloaded (recipes/device/kit.sh). That setting changes 19.5% of the dMel codes against the
+FLAC originals, 0.1% of them by more than one level; at 14 kbit/s (`--compression-level 0.97`,
+22 MiB) 32% and 1%, and training on it cost about 0.01 PESQ-wb on real audio (recipes/lm/README.md,
+stage 11). Manifest paths are relative to the pack, and a file listed by several manifests
+(cathy in real_speech, say) is packed once.
 
     python recipes/data/pack.py --manifests work_data/manifests --out .pack
 
@@ -91,8 +92,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(".pack"))
     p.add_argument("--unpack", type=Path, help="a pack to decode into --out instead")
     p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--compression-level", type=float, default=0.97,
-                   help="soundfile's Opus setting: 0.97 is about 14 kbit/s, 0.9 about 32, 0.98 about 12")
+    p.add_argument("--compression-level", type=float, default=0.9,
+                   help="soundfile's Opus setting: 0.9 is about 32 kbit/s, 0.97 about 14, 0.98 about 12")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     if args.unpack:
