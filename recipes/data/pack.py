@@ -7,8 +7,8 @@ there reads this pack instead. At the default Opus setting (soundfile's, about 3
 fits beside the checkout and the wheels once the bundled models the run does not read are
 offloaded (recipes/device/kit.sh). That setting changes 19.5% of the dMel codes against the
 FLAC originals, 0.1% of them by more than one level; at 14 kbit/s (`--compression-level 0.97`,
-22 MiB) 32% and 1%, and training on it cost about 0.01 PESQ-wb on real audio (recipes/lm/README.md,
-stage 11). Manifest paths are relative to the pack, and a file listed by several manifests
+22 MiB) 32% and 1%. Fine-tuning on pairs mixed from either pack scored about 0.01 PESQ-wb below
+the CPU stages' FLAC-trained enhancer on real audio (recipes/lm/README.md, stages 11 and 12). Manifest paths are relative to the pack, and a file listed by several manifests
 (cathy in real_speech, say) is packed once.
 
     python recipes/data/pack.py --manifests work_data/manifests --out .pack
