@@ -1,11 +1,13 @@
 """The dMel vocoder recipe runs on the CPU with a tiny config, its loss falls, it resumes and exports."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from speechtok.codecs import load_codec
@@ -58,4 +60,8 @@ def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
     assert losses[1] < losses[0]
     assert "d_loss" in log[1]  # the adversarial phase started in epoch 2
     codec = load_codec(out / "export/dmel-16k")
+    # the export is the epoch with the best dev PESQ-wb, and says so
+    best = max(float(re.search(r"pesq_wb: ([\d.e+-]+)", line).group(1)) for line in log)
+    exported = json.loads((out / "export/dmel-16k/training.json").read_text())
+    assert exported["pesq_wb"] == pytest.approx(best, abs=0.006)  # the log rounds to 3 digits
     assert codec.decoder == "vocoder"

@@ -1,10 +1,12 @@
 """The RVQ codec recipe runs on the CPU with a tiny config: its loss falls, it resumes and exports."""
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from speechtok.codecs import load_codec
@@ -31,6 +33,10 @@ def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
     losses = [float(re.search(r"valid mel_l1: ([\d.e+-]+)", line).group(1)) for line in log]
     assert losses[1] < losses[0]
     codec = load_codec(out / "export/rvq-16k")
+    # the export is the epoch with the best dev PESQ-wb, and says so
+    best = max(float(re.search(r"pesq_wb: ([\d.e+-]+)", line).group(1)) for line in log)
+    exported = json.loads((out / "export/rvq-16k/training.json").read_text())
+    assert exported["pesq_wb"] == pytest.approx(best, abs=0.006)  # the log rounds to 3 digits
     assert codec.family == "rvq" and codec.n_codebooks == 2 and codec.decoder == "vocoder"
     dmel = load_codec("dmel-16k")  # the frozen vocoder is the bundled dMel one, carried along
     for (name, a), b in zip(codec.vocoder.state_dict().items(), dmel.vocoder.state_dict().values()):

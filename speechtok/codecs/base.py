@@ -157,6 +157,20 @@ class Codec(nn.Module, ABC):
             save_file(state, str(directory / "model.safetensors"), metadata={"family": self.family})
         return directory
 
+    def export_best(self, save_folder: str | Path, directory: str | Path, recoverables: dict[str, nn.Module],
+                    keep: tuple[str, ...]) -> Path:
+        """Load a recipe's best checkpoint (by dev PESQ-wb) into `recoverables`, parts of this codec
+        under their checkpoint names, and save the codec to `directory` with the checkpoint's `keep`
+        metrics as `training.json`. Reads the checkpoints only, so it is safe while training runs."""
+        from speechbrain.utils.checkpoints import Checkpointer
+
+        best = Checkpointer(save_folder, recoverables).recover_if_possible(max_key="pesq_wb")
+        if best is None:
+            raise SystemExit(f"no checkpoint in {save_folder} to export")
+        out = self.eval().save_pretrained(directory)
+        (out / "training.json").write_text(json.dumps({k: best.meta[k] for k in keep}, indent=2) + "\n")
+        return out
+
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Codec":
         directory = Path(directory)

@@ -15,7 +15,6 @@ Add `--export_only True` to export the best checkpoint so far without training.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -127,13 +126,8 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ) as a codec folder; safe while training runs."""
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    checkpointer = sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"generator": codec.vocoder})
-    best = checkpointer.recover_if_possible(max_key="pesq_wb")
-    if best is None:
-        raise SystemExit(f"no checkpoint in {hparams['save_folder']} to export")
-    out = codec.save_pretrained(hparams["export_folder"])
-    (out / "training.json").write_text(json.dumps({k: best.meta[k] for k in ("pesq_wb", "stoi", "step")}, indent=2) + "\n")
-    return out
+    return codec.export_best(hparams["save_folder"], hparams["export_folder"], {"generator": codec.vocoder},
+                             keep=("pesq_wb", "stoi", "step"))
 
 
 def main(argv: list[str]) -> None:

@@ -15,7 +15,6 @@ exported as a codec folder. `--export_only True` exports the best so far without
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -100,14 +99,8 @@ def build_codec(hparams: dict) -> RVQCodec:
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ-wb) as a codec folder; safe while training runs."""
     codec = build_codec(hparams)
-    checkpointer = sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"codec": codec})
-    best = checkpointer.recover_if_possible(max_key="pesq_wb")
-    if best is None:
-        raise SystemExit(f"no checkpoint in {hparams['save_folder']} to export")
-    out = codec.eval().save_pretrained(hparams["export_folder"])
-    keep = ("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity")
-    (out / "training.json").write_text(json.dumps({k: best.meta[k] for k in keep}, indent=2) + "\n")
-    return out
+    return codec.export_best(hparams["save_folder"], hparams["export_folder"], {"codec": codec},
+                             keep=("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"))
 
 
 def main(argv: list[str]) -> None:
