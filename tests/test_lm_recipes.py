@@ -177,12 +177,26 @@ def test_score_draws_pools_the_0_to_10_db_pairs_of_four_draws(tmp_path):
                                   extra={"clean_path": str(tmp_path / f"{name}{i}_clean.flac"), "snr_db": str(snr)}))
         write_manifest(manifests / f"{name}_dev.csv", rows)
     out = tmp_path / "draws"
-    proc = subprocess.run([sys.executable, str(REPO / "recipes/lm/enhance/score_draws.py"), "--manifests", str(manifests),
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def score():
+        proc = subprocess.run([sys.executable, str(REPO / "recipes/lm/enhance/score_draws.py"), "--manifests",
+                               str(manifests), "--out", str(out), "--models", "enhance-dmel-16k",
+                               str(REPO / "speechtok/pretrained/enhance-dmel-16k")],
+                              capture_output=True, text=True, cwd=REPO, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    proc = score()
     assert "| dev pairs | 1 |" in proc.stdout and "| seed 777 | 2 |" in proc.stdout and "| all four | 6 |" in proc.stdout
     draws = json.loads((out / "scores.json").read_text())["draws"]
-    each = [draws[d]["enhance-dmel-16k"]["enhanced"] for d in ("noisy", "noisy_check", "noisy_check3", "noisy_check4")]
-    pooled = draws["all four"]["enhance-dmel-16k"]["enhanced"]
+    each = [draws[d]["0-enhance-dmel-16k"]["enhanced"] for d in ("noisy", "noisy_check", "noisy_check3", "noisy_check4")]
+    pooled = draws["all four"]["0-enhance-dmel-16k"]["enhanced"]
     assert pooled["n"] == 6 and pooled["stoi"] == pytest.approx(sum(m["stoi"] * m["n"] for m in each) / 6)
-    assert len(list(out.rglob("*.wav"))) == 6  # only the 0-10 dB pairs were enhanced
+    assert draws["all four"]["1-enhance-dmel-16k"] == draws["all four"]["0-enhance-dmel-16k"]
+    # only the 0-10 dB pairs were enhanced, and once: the same model by its path found its files
+    assert len(list(out.rglob("*.wav"))) == 6
+    # a pair drawn again under the same ID is enhanced afresh; the others are only scored
+    redrawn = tmp_path / "noisy_check0_noisy.flac"
+    sf.write(redrawn, sf.read(redrawn, dtype="float32")[0] + 0.01 * rng.standard_normal(16000).astype(np.float32), 16000)
+    score()
+    assert len(list(out.rglob("noisy_check0-*.wav"))) == 2 and len(list(out.rglob("*.wav"))) == 7

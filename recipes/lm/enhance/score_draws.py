@@ -6,8 +6,8 @@ over the noisy input (goal +0.4 and +0.05), on each of four draws of pairs and p
 
 The first draw is the dev pairs (`noisy_dev.csv`, used to choose the test-time settings); the
 other three are the same held-out speech and noise drawn again with other seeds (211 pairs
-each), made here with prepare.py when missing. Enhanced files are kept under --out (a rerun
-only scores them), each model with its shipped test-time settings, file by file as
+each), made here with prepare.py when missing. Enhanced files are kept under --out, by a hash of its
+weights and config and of each noisy file (a rerun only scores them), each model with its shipped test-time settings, file by file as
 `speechtok enhance` runs them. Prints one table and writes scores.json beside the audio.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,21 +41,29 @@ def draw_rows(manifests: Path, name: str, seed: int | None, band: tuple[float, f
     return [u for u in read_manifest(path) if band[0] <= float(u.extra["snr_db"]) < band[1]]
 
 
-def enhanced_files(enhancer, rows: list, folder: Path) -> list[Path]:
-    """Enhance each row once. The files stay in `folder` beside a hash of the weights, so a rerun
-    of the same model only scores them and another model's files are never taken for its own."""
-    stamp, weights = folder / ".weights", hashlib.sha1((Path(enhancer.path) / "model.safetensors").read_bytes())
-    if stamp.exists() and stamp.read_text() != weights.hexdigest():
-        shutil.rmtree(folder)
+def enhanced_files(enhancer, rows: list, out: Path, name: str) -> list[Path]:
+    """Enhance each row once, into `out/<hash of weights and config>/<draw name>/<ID>-<hash of the
+    noisy file>.wav`: a rerun of the same model and test-time settings on the same audio, under
+    whatever name or beside whatever other models, only scores them, while a draw made again
+    (or the same IDs from other manifests, such as an unpacked Opus pack's) is enhanced afresh."""
+    folder = out / digest(Path(enhancer.path) / p for p in ("model.safetensors", "config.json")) / name
     folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(weights.hexdigest())
-    todo = [u for u in rows if not (folder / f"{u.ID}.wav").exists()]
-    for i, u in enumerate(todo, 1):
-        save_audio(folder / f"{u.ID}.wav", enhancer.enhance(u.path), enhancer.sample_rate)
-        print(f"\r{folder.parent.name}/{folder.name}: {i}/{len(todo)}", end="", file=sys.stderr, flush=True)
+    files = [folder / f"{u.ID}-{digest([Path(u.path)])}.wav" for u in rows]
+    todo = [(u, f) for u, f in zip(rows, files) if not f.exists()]
+    for i, (u, f) in enumerate(todo, 1):
+        save_audio(f, enhancer.enhance(u.path), enhancer.sample_rate)
+        print(f"\r{folder.parent.name}/{name}: {i}/{len(todo)}", end="", file=sys.stderr, flush=True)
     if todo:
         print(file=sys.stderr)
-    return [folder / f"{u.ID}.wav" for u in rows]
+    return files
+
+
+def digest(paths) -> str:
+    """The first 16 hex digits of the SHA-1 of the files' bytes, in order."""
+    h = hashlib.sha1()
+    for path in paths:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def main() -> None:
@@ -75,7 +82,7 @@ def main() -> None:
         rows = draw_rows(args.manifests, name, seed, tuple(args.band))
         noisy, clean = [load_pair(u.path) for u in rows], [load_pair(u.extra["clean_path"]) for u in rows]
         for tag, enhancer in zip(tags, enhancers):
-            files = enhanced_files(enhancer, rows, args.out / tag / name)
+            files = enhanced_files(enhancer, rows, args.out, name)
             table = evaluate_enhancement(noisy, [load_pair(f) for f in files], clean,
                                          [float(u.extra["snr_db"]) for u in rows], dnsmos=False)["table"]["all"]
             scores.setdefault(name, {})[tag] = {s: {k: table[s][k] for k in ("n", "pesq_wb", "stoi")}
