@@ -134,23 +134,39 @@ class DMelCodec(Codec):
         vocoder error, no phase to invent: on noisy speech this scores far above `decode_levels`
         (recipes/lm/README.md). `floor` (-26 dB) bounds the suppression, against musical noise.
         """
-        if levels.dim() != 3 or levels.shape[1] != self.n_mels or not torch.isfinite(levels).all():
-            raise CodecError(f"dmel levels must be finite [B, {self.n_mels}, F], got {tuple(levels.shape)}")
-        mixture = self.validate_wav(mixture).float()
-        if mixture.shape[0] != levels.shape[0] or self.n_frames(mixture.shape[-1]) != levels.shape[-1]:
-            raise CodecError(f"levels {tuple(levels.shape)} do not frame the mixture {tuple(mixture.shape)}: "
-                             f"expected [{mixture.shape[0]}, {self.n_mels}, {self.n_frames(mixture.shape[-1])}]")
-        n, frames = mixture.shape[-1], levels.shape[-1]
-        x = nn.functional.pad(mixture[:, 0], (0, frames * self.hop_length - n))
-        # zero-padded centred frames, as `log_mel` frames them: its first F frames are the codec's
-        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
-                          return_complex=True)  # [B, bins, F + 1]
-        target = self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(x.device))
+        mixture, spec = self._band_stft(mixture, levels, "levels")
+        frames = levels.shape[-1]
+        target = self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(spec.device))
         gain = torch.exp(target - self._mel_of(spec[..., :frames].abs().transpose(1, 2))).clamp(floor, 1.0)
+        return self._apply_band_gains(mixture, spec, gain)
+
+    def apply_band_gains(self, mixture: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        """Scale each mel band of the waveform's [B, 1, T] STFT by gains [B, n_mels, F] (a codec
+        frame each), as `filter_mixture` does with the gains its levels imply: for gains that come
+        from elsewhere, e.g. a `speechtok.lm.refiner.GainRefiner`."""
+        mixture, spec = self._band_stft(mixture, gains, "gains")
+        return self._apply_band_gains(mixture, spec, gains.float().to(spec.device))
+
+    def _band_stft(self, mixture: torch.Tensor, per_band: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The checked mixture and its STFT [B, bins, F + 1], framed as `log_mel` frames it (zero-padded,
+        centred: its first F frames are the codec's), for F frames of per-band values [B, n_mels, F]."""
+        if per_band.dim() != 3 or per_band.shape[1] != self.n_mels or not torch.isfinite(per_band).all():
+            raise CodecError(f"dmel {what} must be finite [B, {self.n_mels}, F], got {tuple(per_band.shape)}")
+        mixture = self.validate_wav(mixture).float()
+        if mixture.shape[0] != per_band.shape[0] or self.n_frames(mixture.shape[-1]) != per_band.shape[-1]:
+            raise CodecError(f"{what} {tuple(per_band.shape)} do not frame the mixture {tuple(mixture.shape)}: "
+                             f"expected [{mixture.shape[0]}, {self.n_mels}, {self.n_frames(mixture.shape[-1])}]")
+        x = nn.functional.pad(mixture[:, 0], (0, per_band.shape[-1] * self.hop_length - mixture.shape[-1]))
+        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
+                          return_complex=True)
+        return mixture, spec
+
+    def _apply_band_gains(self, mixture: torch.Tensor, spec: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        frames = gain.shape[-1]
         gain = nn.functional.pad(self.band_to_bin @ gain, (0, spec.shape[-1] - frames), mode="replicate")
         out = torch.istft(spec * gain, self.n_fft, self.hop_length, window=self.window, center=True,
                           length=frames * self.hop_length)
-        return out[:, None, :n]
+        return out[:, None, : mixture.shape[-1]]
 
     def render(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Waveform [B, 1, F*hop] for log-mel [B, n_mels, F], by the chosen `decoder`."""

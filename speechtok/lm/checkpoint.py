@@ -104,6 +104,28 @@ def check_codec(meta: dict, codec, where: str | Path) -> None:
             f"'{codec.name}' makes different codes (hash {codec_hash(codec)}); use a model for that codec")
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing or unreadable one is an error naming it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: {path.name} is missing")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # truncated or not a safetensors file
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `state` (read from `path`) into `module`, in its dtypes, if the names and shapes match
+    exactly; otherwise an error saying what differs."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{path}: weights do not match config.json (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
 def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu") -> tuple[TokenLM, dict]:
     """(model in eval mode, config dict); meta["default_prompt"]["codes"] is a LongTensor [K, P] if present.
     With `codec`, also checks that it makes the codes the model expects."""
@@ -111,25 +133,13 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
     meta = read_lm_config(directory)
     if codec is not None:
         check_codec(meta, codec, directory)
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{directory}: model.safetensors is missing")
-    try:
-        state = load_file(str(weights))
-    except Exception as exc:  # truncated or not a safetensors file
-        raise CheckpointError(f"{weights}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+    state = read_weights(directory / "model.safetensors")
     prompt = state.pop(PROMPT_KEY, None)
     try:
         lm = TokenLM(LMConfig(**meta["config"]))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory}/config.json: invalid model config ({exc})") from exc
-    own = lm.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        raise CheckpointError(f"{weights}: weights do not match config.json (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
-    lm.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    load_weights(lm, state, directory / "model.safetensors")
     if meta.get("default_prompt") is not None:
         if prompt is None:
             raise CheckpointError(f"{weights}: config.json names a default prompt but its codes are missing")

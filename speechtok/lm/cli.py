@@ -149,6 +149,8 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-gains-db", type=float, nargs="+", metavar="DB",
                    help="enhance the input also at these gains and average the outputs, scaled back, "
                         "e.g. 0 for the input as it is (default from the model)")
+    p.add_argument("--no-refiner", dest="refine", action="store_false", default=None,
+                   help="average the filtered rows instead of the model's gain refiner (if it has one)")
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -159,7 +161,8 @@ def run_enhance(args: argparse.Namespace) -> int:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
         enhancer.set_level_dropout(args.level_passes, args.level_blank)
         enhancer.set_input_gains(args.input_gains_db)
-        kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, **_sampling(args))
+        kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, refine=args.refine,
+                  **_sampling(args))
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"
             t0 = time.perf_counter()
