@@ -50,24 +50,30 @@ def noisy_clip(seconds: float, sr: int, snr_db: float = 5.0) -> torch.Tensor:
 
 def shipped_rtf(seconds: float, device: str) -> list[dict]:
     """End-to-end real-time factor of each bundled token-LM on about `seconds` of speech."""
-    rows = []
+    jobs = []
     for name in available_models():
         if name.startswith("tts-"):
             runner = load_tts(name, device=device)
             runner.tts("Warm up.", seed=0)
-            job, what = (lambda: runner.tts(PARAGRAPH, seed=0)), f"{len(PARAGRAPH.split())} words of text"
+            jobs.append((name, runner, lambda r=runner: r.tts(PARAGRAPH, seed=0), f"{len(PARAGRAPH.split())} words of text"))
         else:
             runner = load_enhancer(name, device=device)
             wav = noisy_clip(seconds, runner.sample_rate)
             runner.enhance(wav[:, : runner.sample_rate], seed=0)
-            job, what = (lambda: runner.enhance(wav, seed=0)), f"{seconds:g} s of speech in pink noise at 5 dB"
+            what = f"{seconds:g} s of speech in pink noise at 5 dB"
+            jobs.append((name, runner, lambda r=runner, w=wav: r.enhance(w, seed=0), what))
+            if runner.refiner is not None:  # its cost, side by side with the rows' plain average
+                jobs.append((f"{name} --no-refiner", runner, lambda r=runner, w=wav: r.enhance(w, seed=0, refine=False),
+                             what))
+    rows = []
+    for name, runner, job, what in jobs:
         t0 = time.perf_counter()
         out = job()
         wall = time.perf_counter() - t0
         audio = out.shape[-1] / runner.sample_rate
         rows.append({"model": name, "input": what, "audio_s": round(audio, 2), "wall_s": round(wall, 2),
                      "x_real_time": round(audio / wall, 2)})
-        print(f"{name:>24}: {audio:.1f} s of audio in {wall:.2f} s = {audio / wall:.1f}x real time ({what})",
+        print(f"{name:>36}: {audio:.1f} s of audio in {wall:.2f} s = {audio / wall:.1f}x real time ({what})",
               flush=True)
     return rows
 

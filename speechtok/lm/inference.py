@@ -344,7 +344,7 @@ class Enhancer(_Runner):
     A model folder may also hold a `GainRefiner` (`speechtok.lm.refiner`): with "mixture" and mean
     levels, it turns the rows' levels at all input gains, beside the fine noisy log-mel, into the
     band gains at once, instead of averaging each row's filtered waveform (`refine=False` does
-    that). Shipped stage 9, four draws of 0-10 dB pairs: PESQ-wb +0.402 -> +0.428 over the noisy
+    that). Shipped stage 9, four draws of 0-10 dB pairs: PESQ-wb +0.402 -> +0.430 over the noisy
     input (recipes/lm/README.md)."""
 
     RENDERS = ("codec", "mixture")
