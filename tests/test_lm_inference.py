@@ -66,6 +66,18 @@ def test_checkpoint_round_trip_is_fp16_safetensors(models, codec):
     assert meta2["default_prompt"]["codes"].shape == (80, 30)
 
 
+def test_default_prompt_named_but_missing_is_an_error(models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "tts-broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((models / "tts-dmel-16k-gl" / "config.json").read_bytes())
+    state = load_file(str(models / "tts-dmel-16k-gl" / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if k != "default_prompt.codes"}, str(broken / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="names a default prompt but its codes are missing"):
+        load_lm(broken)
+
+
 def test_codec_with_other_codes_is_refused_but_another_decoder_is_fine(models):
     with pytest.raises(CheckpointError, match="makes different codes"):
         load_lm(models / "tts-dmel-16k-gl", DMelCodec(n_bins=8))

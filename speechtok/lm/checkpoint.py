@@ -133,13 +133,14 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
     meta = read_lm_config(directory)
     if codec is not None:
         check_codec(meta, codec, directory)
-    state = read_weights(directory / "model.safetensors")
+    weights = directory / "model.safetensors"
+    state = read_weights(weights)
     prompt = state.pop(PROMPT_KEY, None)
     try:
         lm = TokenLM(LMConfig(**meta["config"]))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory}/config.json: invalid model config ({exc})") from exc
-    load_weights(lm, state, directory / "model.safetensors")
+    load_weights(lm, state, weights)
     if meta.get("default_prompt") is not None:
         if prompt is None:
             raise CheckpointError(f"{weights}: config.json names a default prompt but its codes are missing")
