@@ -55,7 +55,8 @@ def shipped_rtf(seconds: float, device: str) -> list[dict]:
         if name.startswith("tts-"):
             runner = load_tts(name, device=device)
             runner.tts("Warm up.", seed=0)
-            jobs.append((name, runner, lambda r=runner: r.tts(PARAGRAPH, seed=0), f"{len(PARAGRAPH.split())} words of text"))
+            what = f"{len(PARAGRAPH.split())} words of text"
+            jobs.append((name, runner, lambda r=runner: r.tts(PARAGRAPH, seed=0), what))
         else:
             runner = load_enhancer(name, device=device)
             wav = noisy_clip(seconds, runner.sample_rate)

@@ -420,7 +420,8 @@ class Enhancer(_Runner):
         return results
 
     @torch.inference_mode()
-    def refiner_inputs(self, wav: Audio, sr: int | None = None, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def refiner_inputs(self, wav: Audio, sr: int | None = None,
+                       seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """What a `GainRefiner` reads for one noisy waveform: its log-mel [M, F] and the clean log-mel
         targets [R, M, F] of its rows at the R input gains, each in the unscaled input's terms
         (`recipes/lm/enhance/train_refiner.py` collects them)."""

@@ -65,6 +65,7 @@ class GainRefiner(nn.Module):
         try:
             refiner = cls(**config)
         except TypeError as exc:
-            raise CheckpointError(f"{Path(directory) / 'config.json'}: invalid refiner settings {config} ({exc})") from exc
+            raise CheckpointError(f"{Path(directory) / 'config.json'}: invalid refiner settings {config} "
+                                  f"({exc})") from exc
         load_weights(refiner, read_weights(path), path)
         return refiner.eval()

@@ -6,9 +6,10 @@ over the noisy input (goal +0.4 and +0.05), on each of four draws of pairs and p
 
 The first draw is the dev pairs (`noisy_dev.csv`, used to choose the test-time settings); the
 other three are the same held-out speech and noise drawn again with other seeds (211 pairs
-each), made here with prepare.py when missing. Enhanced files are kept under --out, by a hash of its
-weights and config and of each noisy file (a rerun only scores them), each model with its shipped test-time settings, file by file as
-`speechtok enhance` runs them. Prints one table and writes scores.json beside the audio.
+each), made here with prepare.py when missing. Enhanced files are kept under --out, by a hash
+of the model's weights and config and of each noisy file (a rerun only scores them), each model
+with its shipped test-time settings, file by file as `speechtok enhance` runs them. Prints one
+table and writes scores.json beside the audio.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
     python recipes/lm/enhance/train_refiner.py recipes/lm/enhance/hparams/refiner.yaml
 
 1. Collect: the enhancer runs on each noisy/clean pair as `speechtok enhance` would (`workers`
-   processes sharing `threads`), and what the refiner reads (the noisy log-mel and the rows' clean log-mel at each input gain) is kept
-   beside the clean log-mel, one file a pair (a re-run skips the pairs already done).
+   processes sharing `threads`), and what the refiner reads (the noisy log-mel and the rows'
+   clean log-mel at each input gain) is kept beside the clean log-mel, one file a pair (a
+   re-run skips the pairs already done).
 2. Train: L1 between the refiner's log gains and the clean signal's own (clean minus noisy
    log-mel, clipped to [log floor, 0]) on random crops; the dev loss over held-out pairs picks
    the checkpoint. Re-running the command resumes.
@@ -109,7 +110,6 @@ _worker: dict = {}
 def _start_worker(enhancer: str, threads: int, folder: Path) -> None:
     torch.set_num_threads(threads)
     _worker["enhancer"], _worker["folder"] = load_enhancer(enhancer), folder
-    _worker["enhancer"].refiner = None  # inputs are the enhancer's own rows
 
 
 def _collect_pair(pair: tuple[str, str, str]) -> None:
