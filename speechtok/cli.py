@@ -99,24 +99,29 @@ def _device(name: str) -> str:
 
 def _error_reason(exc: Exception, path: Path) -> str:
     """The reason column of a failure report: the message without its leading 'path: '."""
+    if isinstance(exc, OSError) and exc.strerror:  # e.g. "permission denied", not "[Errno 13] ..."
+        return exc.strerror[:1].lower() + exc.strerror[1:]
     known = isinstance(exc, (AudioError, CodecError, TokenFileError))  # these already say what went wrong
     return (str(exc) if known else f"{type(exc).__name__}: {exc}").removeprefix(f"{path}: ")
 
 
-def _report(failed: list[tuple[str, str]], report_dir: Path | None, what: str) -> int:
-    """Print the failures, mirror them to report_dir/failed.tsv (a stale one is removed); exit code."""
+def _report(failed: list[tuple[str, str]], report_dir: Path | None, what: str, item: str = "file") -> int:
+    """Print the failures, mirror them to report_dir/failed.tsv (a stale one is removed); exit code.
+    Files are listed sorted by path (ranks finish in any order), other items (`item="input"`:
+    lines of a text file) in the order given. The one failure report of every batch command."""
     tsv = report_dir / "failed.tsv" if report_dir else None
     if not failed:
         if tsv and tsv.exists():
             tsv.unlink()
         return 0
-    failed = sorted(failed)
-    print(f"speechtok: {len(failed)} file(s) failed to {what}:", file=sys.stderr)
+    failed = sorted(failed) if item == "file" else list(failed)
+    print(f"speechtok: {len(failed)} {item}(s) failed to {what}:", file=sys.stderr)
     for path, reason in failed:
         print(f"  {path}\t{reason}", file=sys.stderr)
     if tsv:
         tsv.parent.mkdir(parents=True, exist_ok=True)
-        tsv.write_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in failed))
+        column = "path" if item == "file" else item
+        tsv.write_text(f"{column}\treason\n" + "".join(f"{p}\t{r}\n" for p, r in failed))
         print(f"speechtok: failures listed in {tsv}", file=sys.stderr)
     return 1
 
@@ -130,7 +135,8 @@ class Job:
 
 
 def find_audio(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Audio files under root (recursive, by extension), skipping hidden files and `exclude`."""
+    """Audio files under root (recursive, by extension), skipping hidden files and `exclude`.
+    Broken symbolic links are kept: loading them reports them as failed, not silently skipped."""
     files = []
     for p in root.rglob("*"):
         rel = p.relative_to(root).parts
@@ -138,7 +144,7 @@ def find_audio(root: Path, exclude: Path | None = None) -> list[Path]:
             continue
         if exclude is not None and p.is_relative_to(exclude):
             continue
-        if p.is_file():
+        if p.is_file() or (p.is_symlink() and not p.exists()):
             files.append(p)
     return sorted(files)
 
@@ -163,16 +169,6 @@ def plan_jobs(inp: Path, out: Path, sharded: bool) -> tuple[list[Job], Path | No
     for j in jobs:
         j.out = out / f"{j.uid}.npz"
     return sorted(jobs, key=lambda j: j.uid), out
-
-
-def _use_n_codebooks(codec, k: int | None) -> None:
-    if k is None or k == codec.n_codebooks:
-        return
-    setter = getattr(codec, "set_n_codebooks", None)
-    if setter is None:
-        raise CodecError(f"codec '{codec.name}' has a fixed number of codebooks ({codec.n_codebooks}); "
-                         f"cannot use --n-codebooks {k}")
-    setter(k)
 
 
 class _AudioBatches(torch.utils.data.Dataset):
@@ -223,7 +219,9 @@ def _length_batches(jobs: list[Job], sample_rate: int, batch_size: int, max_samp
 
 def encode_jobs(codec, jobs: list[Job], args, progress: tqdm | None = None
                 ) -> Iterator[tuple[Job, TokenFile | None, str | None]]:
-    """(job, token file, None) or (job, None, reason) per job, in length-batched order."""
+    """(job, token file, None) or (job, None, reason) per job, in length-batched order; codes of
+    the first `args.n_codebooks` codebooks (None: all)."""
+    k = args.n_codebooks
     batches = _length_batches(jobs, codec.sample_rate, args.batch_size, int(args.max_batch_seconds * codec.sample_rate))
     loader = torch.utils.data.DataLoader(_AudioBatches(batches, codec.sample_rate), batch_size=None,
                                          num_workers=min(args.workers, len(batches)), collate_fn=_identity)
@@ -236,7 +234,7 @@ def encode_jobs(codec, jobs: list[Job], args, progress: tqdm | None = None
             lengths = torch.tensor([w.shape[-1] for _, w, _ in ok])
             padded = torch.nn.utils.rnn.pad_sequence([w for _, w, _ in ok], batch_first=True).unsqueeze(1)
             try:
-                codes, frames = codec.encode(padded.to(codec.device), lengths.to(codec.device))
+                codes, frames = codec.encode(padded.to(codec.device), lengths.to(codec.device), n_codebooks=k)
                 encoded = [codes[i, :, : frames[i]] for i in range(len(ok))]
             except Exception:  # isolate the bad item: fall back to one at a time
                 encoded = [None] * len(ok)
@@ -245,7 +243,7 @@ def encode_jobs(codec, jobs: list[Job], args, progress: tqdm | None = None
         for (job, wav, sr), codes in zip(ok, encoded):
             try:
                 if codes is None:
-                    codes = codec.encode(wav.view(1, 1, -1).to(codec.device))[0]
+                    codes = codec.encode(wav.view(1, 1, -1).to(codec.device), n_codebooks=k)[0]
                 yield job, TokenFile.from_codec(codec, codes, wav.shape[-1], sr), None
             except Exception as exc:
                 yield job, None, _error_reason(exc, job.src)
@@ -279,7 +277,8 @@ def encode_command(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("input", type=Path, help="audio file or folder (searched recursively)")
     p.add_argument("output", type=Path, help="output folder mirroring the input tree (or a .npz file for one input)")
     p.add_argument("--codec", required=True, help="bundled codec name (see `speechtok codecs`) or codec folder")
-    p.add_argument("--n-codebooks", type=_at_least(1), help="codebooks to keep (codecs with a variable number)")
+    p.add_argument("--n-codebooks", type=_at_least(1),
+                   help="encode the first K codebooks only (a lower bitrate; codecs with a variable bitrate)")
     p.add_argument("--workers", type=_at_least(0), default=2, help="DataLoader processes reading/resampling audio")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=_at_least(1), default=8, help="files of similar length encoded together")
@@ -315,12 +314,12 @@ def run_encode(args: argparse.Namespace) -> int:
     sharded = args.layout == "sharded" or args.shards is not None
     jobs, out_dir = plan_jobs(args.input, args.output, sharded)
     codec = load_codec(args.codec, device=_device(args.device))
-    _use_n_codebooks(codec, args.n_codebooks)
+    k = codec.check_n_codebooks(args.n_codebooks)
     dist = Dist()
     try:
         t0 = time.perf_counter()
         shards = _shards(jobs, out_dir, args.shards) if sharded else None
-        work, failed, n_mine = _plan_rank(jobs, shards, codec_hash(codec), codec.n_codebooks, dist.rank, dist.world)
+        work, failed, n_mine = _plan_rank(jobs, shards, codec_hash(codec), k, dist.rank, dist.world)
         n_todo = sum(len(js) for _, js in work)
         seconds, n_ok = 0.0, 0
         with tqdm(total=n_todo, unit="file", desc=f"encode {codec.name}", disable=True if dist.rank else None) as bar:
@@ -384,6 +383,8 @@ def decode_command(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--device", default="cpu")
     p.add_argument("--codec", help="codec name or folder to load instead of the one named in the file "
                                    "(its hash must still match)")
+    p.add_argument("--n-codebooks", type=_at_least(1),
+                   help="decode the first K codebooks of each file only (codecs with a variable bitrate)")
     return run_decode
 
 
@@ -392,12 +393,24 @@ def _codec_for(tf: TokenFile, path: Path, cache: dict, override: str | None, dev
     if name not in cache:
         cache[name] = load_codec(name, device=device)
     codec = cache[name]
-    _use_n_codebooks(codec, tf.n_codebooks)
     if codec_hash(codec) != tf.codec_hash:
+        family = tf.codec_family
+        differs = "config or weights" if family == codec.family else "family"
         raise TokenFileError(
-            f"{path}: token file made by another codec ('{tf.codec}', hash {tf.codec_hash}); the loaded "
-            f"codec '{name}' has hash {codec_hash(codec)}. Decode with the codec that encoded it (--codec)")
+            f"{path}: token file made by another codec: '{tf.codec}' ({family}, hash {tf.codec_hash}) and the "
+            f"loaded codec '{name}' ({codec.family}, hash {codec_hash(codec)}) differ in {differs}; "
+            "decode with the codec that encoded it (--codec)")
     return codec
+
+
+def _codes_to_decode(tf: TokenFile, path: Path, codec, k: int | None) -> torch.Tensor:
+    """The file's codes [1, K, F], or their first `k` codebooks (--n-codebooks)."""
+    codes = tf.codes
+    if k is not None:
+        if k > tf.n_codebooks:
+            raise TokenFileError(f"{path}: holds {tf.n_codebooks} codebooks, fewer than --n-codebooks {k}")
+        codes = codes[: codec.check_n_codebooks(k)]
+    return torch.from_numpy(codes.astype("int64"))[None]
 
 
 def _wav_name(path: Path) -> Path:
@@ -406,9 +419,12 @@ def _wav_name(path: Path) -> Path:
 
 
 def _decode_one(tf: TokenFile, path: Path, out: Path, cache: dict, args) -> None:
-    codec = _codec_for(tf, path, cache, args.codec, _device(args.device))
-    codes = torch.from_numpy(tf.codes.astype("int64"))[None].to(codec.device)
-    wav = codec.decode(codes)[0, :, : tf.n_samples]
+    """Decode one utterance to `out`; codec errors name the token file."""
+    try:
+        codec = _codec_for(tf, path, cache, args.codec, _device(args.device))
+        wav = codec.decode(_codes_to_decode(tf, path, codec, args.n_codebooks))[0, :, : tf.n_samples]
+    except CodecError as exc:
+        raise CodecError(f"{path}: {exc}") from exc
     tmp = out.with_name(f".{out.stem}.part{out.suffix}")
     save_audio(tmp, wav, codec.sample_rate)
     tmp.replace(out)

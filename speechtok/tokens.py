@@ -78,6 +78,8 @@ class TokenFile:
     @classmethod
     def from_codec(cls, codec, codes, n_samples: int, orig_sample_rate: int) -> "TokenFile":
         codes = np.asarray(codes.cpu() if hasattr(codes, "cpu") else codes)
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TokenFileError(f"codes must be integers, got {codes.dtype}")
         identity = codec_identity(codec)
         return cls(codes=codes.astype(codes_dtype(codec.codebook_size)), codec=str(codec.name),
                    codec_hash=config_hash(identity), codec_config=identity,
@@ -88,6 +90,14 @@ class TokenFile:
     @property
     def n_codebooks(self) -> int:
         return self.codes.shape[0]
+
+    @property
+    def codec_family(self) -> str:
+        """The family in the stored codec identity ('unknown' if it cannot be read)."""
+        try:
+            return str(json.loads(self.codec_config)["family"])
+        except (ValueError, TypeError, KeyError):
+            return "unknown"
 
     @property
     def n_frames(self) -> int:
@@ -154,6 +164,18 @@ def _token_file(arrays: dict, codes: np.ndarray, n_samples, orig_sr) -> TokenFil
     return TokenFile(codes=codes, n_samples=int(n_samples), orig_sample_rate=int(orig_sr), **meta)
 
 
+def _check_codes(path: Path, arrays: dict) -> np.ndarray:
+    """The file's codes, refused unless integers in [0, codebook_size) (never rounded)."""
+    codes, size = arrays["codes"], int(arrays["codebook_size"])
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise TokenFileError(f"{path}: codes are {codes.dtype}, not integers (corrupt or foreign file)")
+    if codes.ndim != 2:
+        raise TokenFileError(f"{path}: codes must be [K, F], got shape {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= size):
+        raise TokenFileError(f"{path}: codes lie in {codes.min()}..{codes.max()}, outside the codebook [0, {size})")
+    return codes
+
+
 def _check_frames(path: Path, tf: TokenFile, what: str = "") -> TokenFile:
     hop = tf.sample_rate / tf.frame_rate
     expected = math.ceil(tf.n_samples / hop)
@@ -177,7 +199,7 @@ def load_tokens(path: str | Path) -> TokenFile:
     arrays = read_npz(path, _META + ("codes", "n_samples", "orig_sample_rate"))
     if "ids" in arrays:
         raise TokenFileError(f"{path}: is a shard of {len(arrays['ids'])} utterances; use load_shard")
-    tf = _token_file(arrays, arrays["codes"], arrays["n_samples"], arrays["orig_sample_rate"])
+    tf = _token_file(arrays, _check_codes(path, arrays), arrays["n_samples"], arrays["orig_sample_rate"])
     return _check_frames(path, tf)
 
 
@@ -213,11 +235,11 @@ def read_shard(path: str | Path) -> tuple[dict[str, TokenFile], dict[str, str]]:
     path = Path(path)
     arrays = read_npz(path, _META + ("codes", "ids", "offsets", "n_samples", "orig_sample_rate",
                                      "failed_ids", "failed_reasons"))
-    ids, off = [str(i) for i in arrays["ids"]], arrays["offsets"]
-    if len(off) != len(ids) + 1 or off[-1] != arrays["codes"].shape[-1]:
+    ids, off, codes = [str(i) for i in arrays["ids"]], arrays["offsets"], _check_codes(path, arrays)
+    if len(off) != len(ids) + 1 or off[-1] != codes.shape[-1]:
         raise TokenFileError(f"{path}: shard offsets do not match its codes")
     items = {
-        uid: _check_frames(path, _token_file(arrays, arrays["codes"][:, off[j]:off[j + 1]],
+        uid: _check_frames(path, _token_file(arrays, codes[:, off[j]:off[j + 1]],
                                              arrays["n_samples"][j], arrays["orig_sample_rate"][j]),
                            f" [{uid}]")
         for j, uid in enumerate(ids)

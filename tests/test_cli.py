@@ -19,7 +19,7 @@ from speechtok.cli import main
 from speechtok.codecs import DMelCodec, load_codec
 from speechtok.data.audio import load_audio
 from speechtok.data.manifest import read_manifest
-from speechtok.tokens import load_shard, load_tokens
+from speechtok.tokens import TokenFile, load_shard, load_tokens, save_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 CODEC = "dmel-16k-gl"
@@ -99,6 +99,26 @@ def test_failures_printed_and_exit_code(corpus, tmp_path, capsys):
     shutil.copytree(corpus / "sub", good)
     assert encode(good, tmp_path / "o2", "--workers", 0) == 0
     assert not (tmp_path / "o2" / "failed.tsv").exists()
+
+
+def test_broken_links_and_unreadable_files_are_reported_not_skipped(corpus, tmp_path, monkeypatch, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(corpus / "a.wav", inp / "a.wav")
+    (inp / "gone.wav").symlink_to(tmp_path / "deleted.wav")  # a broken symbolic link
+    locked = inp / "locked.wav"
+    shutil.copy(corpus / "a.wav", locked)
+    locked.chmod(0)
+    access = os.access  # root reads a chmod 000 file anyway: say no to it, as the kernel does to a user
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and access(path, mode, **kw))
+    rc, cap = encode(inp, tmp_path / "out", "--workers", 0, capsys=capsys)
+    assert rc == 1 and "2 file(s) failed to encode" in cap.err and "2 failed" in cap.err
+    rows = dict(line.split("\t") for line in (tmp_path / "out" / "failed.tsv").read_text().splitlines()[1:])
+    assert sorted(rows) == [str(inp / "gone.wav"), str(locked)]
+    assert rows[str(inp / "gone.wav")].startswith("broken symbolic link")
+    assert str(tmp_path / "deleted.wav") in rows[str(inp / "gone.wav")]
+    assert rows[str(locked)].startswith("permission denied") and "System error" not in cap.err
+    assert (tmp_path / "out" / "a.npz").exists()
 
 
 def test_output_is_byte_identical_and_batching_equals_single(corpus, encoded, tmp_path):
@@ -192,6 +212,91 @@ def test_decode_refuses_tokens_from_another_codec(corpus, tmp_path, capsys):
     assert main(["decode", str(tmp_path / "a.npz"), str(tmp_path / "a.wav"), "--codec", str(impostor)]) == 0
 
 
+def test_rvq_fewer_codebooks_encode_resume_and_decode(corpus, tmp_path, capsys):
+    """`--n-codebooks K` on a variable-bitrate codec: token files hold the K codebooks written,
+    resume skips them only at that K, and decode takes any first K of a file."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(corpus / "a.wav", inp / "a.wav")
+    shutil.copy(corpus / "sub/deep/d.wav", inp / "d.wav")
+    out = tmp_path / "tok"
+
+    def run(*extra):
+        return main(["encode", str(inp), str(out), "--codec", "rvq-16k", "--workers", 0, *extra])
+
+    assert run("--n-codebooks", 2) == 0
+    codec = load_codec("rvq-16k")
+    tf = load_tokens(out / "a.npz")
+    wav = load_audio(corpus / "a.wav", 16000)[None]
+    assert tf.codes.shape == (2, 50) and tf.bitrate == 1000 and tf.codec == "rvq-16k"
+    np.testing.assert_array_equal(tf.codes, codec.encode(wav)[0, :2].numpy())
+    two = npz_files(out)
+    capsys.readouterr()
+    assert run("--n-codebooks", 2) == 0 and "skipped 2 done before" in capsys.readouterr().err
+    assert run() == 0 and "encoded 2 file(s)" in capsys.readouterr().err  # another K: redone at all 8
+    assert load_tokens(out / "a.npz").codes.shape == (8, 50)
+    assert run("--n-codebooks", 2, "--layout", "sharded") == 0
+    shard = load_shard(out / "shard-00000.npz")
+    assert {u: t.n_codebooks for u, t in shard.items()} == {"a": 2, "d": 2}
+    capsys.readouterr()
+    assert run("--n-codebooks", 2, "--layout", "sharded") == 0 and "encoded 0 file(s)" in capsys.readouterr().err
+    assert run("--n-codebooks", 3, "--layout", "sharded") == 0 and "encoded 2 file(s)" in capsys.readouterr().err
+    # decode: the 8-codebook file whole and its first 2 (what the 2-codebook file decodes to)
+    assert main(["decode", str(out / "a.npz"), str(tmp_path / "k8.wav")]) == 0
+    assert main(["decode", str(out / "a.npz"), str(tmp_path / "k2.wav"), "--n-codebooks", 2]) == 0
+    save_tokens(tmp_path / "two.npz", TokenFile(**{**vars(load_tokens(out / "a.npz")), "codes": tf.codes}))
+    assert npz_files(out) != two and main(["decode", str(tmp_path / "two.npz"), str(tmp_path / "two.wav")]) == 0
+    k2, k8, two_wav = (sf.read(tmp_path / f)[0] for f in ("k2.wav", "k8.wav", "two.wav"))
+    np.testing.assert_array_equal(k2, two_wav)
+    assert len(k2) == len(k8) == 16000 and not np.array_equal(k2, k8)
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "two.npz"), str(tmp_path / "x.wav"), "--n-codebooks", 4]) == 1
+    assert capsys.readouterr().err == (f"speechtok: error: {tmp_path / 'two.npz'}: holds 2 codebooks, "
+                                       "fewer than --n-codebooks 4\n")
+
+
+def test_decode_with_n_codebooks_on_a_fixed_codec_names_the_file(encoded, tmp_path, capsys):
+    assert main(["decode", str(encoded / "a.npz"), str(tmp_path / "a.wav"), "--n-codebooks", 8]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"speechtok: error: {encoded / 'a.npz'}: codec '{CODEC}' has a fixed 80 codebooks; "
+                   "it cannot use 8\n")
+    # a folder: the same reason per file in the failure report
+    src = tmp_path / "tok"
+    src.mkdir()
+    shutil.copy(encoded / "a.npz", src / "a.npz")
+    assert main(["decode", str(src), str(tmp_path / "wav"), "--n-codebooks", 8]) == 1
+    assert (tmp_path / "wav" / "failed.tsv").read_text().splitlines()[1] == (
+        f"{src / 'a.npz'}\tcodec '{CODEC}' has a fixed 80 codebooks; it cannot use 8")
+
+
+def test_decode_tokens_of_another_family_says_so(corpus, tmp_path, capsys):
+    assert main(["encode", corpus / "a.wav", tmp_path / "a.npz", "--codec", "rvq-16k", "--workers", 0]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "a.npz"), str(tmp_path / "a.wav"), "--codec", CODEC]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--n-codebooks" not in err and "Traceback" not in err
+    assert err.startswith(f"speechtok: error: {tmp_path / 'a.npz'}: token file made by another codec: 'rvq-16k' (rvq, ")
+    assert f"the loaded codec '{CODEC}' (dmel, " in err and "differ in family" in err
+
+
+def test_float_codes_and_bad_code_shapes_are_refused(encoded, tmp_path, capsys):
+    tf = load_tokens(encoded / "a.npz")
+    save_tokens(tmp_path / "float.npz", TokenFile(**{**vars(tf), "codes": tf.codes.astype(np.float32) + 0.4}))
+    for argv in (["decode", tmp_path / "float.npz", tmp_path / "f.wav"], ["info", tmp_path / "float.npz"]):
+        assert main(argv) == 1
+        assert capsys.readouterr().err == (f"speechtok: error: {tmp_path / 'float.npz'}: codes are float32, "
+                                           "not integers (corrupt or foreign file)\n")
+    save_tokens(tmp_path / "big.npz", TokenFile(**{**vars(tf), "codes": tf.codes + 16}))
+    assert main(["info", str(tmp_path / "big.npz")]) == 1
+    assert "outside the codebook [0, 16)" in capsys.readouterr().err
+    # an integer file that the codec cannot decode (40 of dMel's 80 codebooks): a codec error naming the file
+    save_tokens(tmp_path / "half.npz", TokenFile(**{**vars(tf), "codes": tf.codes[:40]}))
+    assert main(["decode", str(tmp_path / "half.npz"), str(tmp_path / "h.wav")]) == 2
+    assert capsys.readouterr().err == (f"speechtok: error: {tmp_path / 'half.npz'}: dmel codes must be [B, 80, F], "
+                                       "got (1, 40, 50)\n")
+    assert not (tmp_path / "f.wav").exists() and not (tmp_path / "h.wav").exists()
+
+
 def test_info(encoded, capsys):
     assert main(["info", str(encoded / "sub/b.npz")]) == 0
     out = capsys.readouterr().out
@@ -211,7 +316,7 @@ def test_usage_errors_are_clean(corpus, tmp_path, capsys):
     assert err.startswith("speechtok: error: unknown codec 'no-such-codec'") and CODEC in err
     assert "Traceback" not in err
     assert main(["encode", str(corpus), str(tmp_path), "--codec", CODEC, "--n-codebooks", "8"]) == 2
-    assert "fixed number of codebooks" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"speechtok: error: codec '{CODEC}' has a fixed 80 codebooks; it cannot use 8\n"
     assert main(["encode", str(tmp_path / "missing"), str(tmp_path / "o"), "--codec", CODEC]) == 1
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["info", str(corpus / "a.wav")]) == 1

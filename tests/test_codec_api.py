@@ -1,9 +1,12 @@
 """The Codec contract, exercised on the parameter-free dMel codec."""
 
 import json
+import pickle
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import speechtok
 from speechtok.codecs import CodecError, DMelCodec, available_codecs, load_codec
@@ -25,8 +28,21 @@ def codec():
 
 def test_properties(codec):
     assert codec.sample_rate == 16000 and codec.frame_rate == 50
-    assert codec.n_codebooks == 80 and codec.codebook_size == 16
-    assert codec.bitrate == 80 * 4 * 50
+    assert codec.n_codebooks == codec.max_codebooks == 80 and codec.codebook_size == 16
+    assert codec.bitrate == codec.bitrate_at(80) == 80 * 4 * 50
+    assert not codec.variable_bitrate  # every mel channel is needed to decode
+
+
+def test_fixed_bitrate_refuses_other_codebook_counts(codec):
+    x = speechlike(0.2)
+    assert torch.equal(codec.encode(x, n_codebooks=80), codec.encode(x))
+    for n in (8, 81, 0):
+        with pytest.raises(CodecError, match=f"'dmel-16k-gl' has a fixed 80 codebooks; it cannot use {n}"):
+            codec.encode(x, n_codebooks=n)
+    with pytest.raises(CodecError, match="fixed 80"):
+        codec.bitrate_at(40)
+    with pytest.raises(CodecError, match="must be an integer, got 2.0"):
+        codec.encode(x, n_codebooks=2.0)
 
 
 def test_round_trip_shapes(codec):
@@ -89,6 +105,14 @@ def test_bad_codes(codec):
         codec.decode(torch.zeros(1, 8, 10, dtype=torch.long))
     with pytest.raises(CodecError, match="lie in"):
         codec.decode(torch.full((1, 80, 10), 16))
+    with pytest.raises(CodecError, match="lie in"):
+        codec.decode(torch.full((1, 80, 10), -1))
+    with pytest.raises(CodecError, match="dmel codes must be integers, got torch.float32"):
+        codec.decode(torch.full((1, 80, 10), 3.0))  # float codes: refused, not rounded
+    with pytest.raises(CodecError, match="integer tensor, got ndarray"):
+        codec.decode(np.zeros((1, 80, 10), dtype=np.int64))
+    with pytest.raises(CodecError, match=r"\[B, 80, F\]"):
+        codec.decode(torch.zeros(80, 10, dtype=torch.long))
 
 
 def test_save_load_round_trip_with_vocoder(tmp_path, monkeypatch):
@@ -203,3 +227,108 @@ def test_filter_mixture_keeps_what_the_levels_keep(codec):
         codec.filter_mixture(mixture, top[..., :40])
     with pytest.raises(CodecError, match="finite"):
         codec.filter_mixture(mixture, top * float("nan"))
+
+
+# --- checkpoints that cannot make a working codec: one-line CodecErrors naming the file -------------
+TINY_VOCODER = {"dim": 32, "intermediate_dim": 64, "n_layers": 2}
+
+
+def _tiny_rvq():
+    from speechtok.codecs import RVQCodec
+
+    return RVQCodec(n_codebooks=2, codebook_size=16, codebook_dim=8, dim=32, intermediate_dim=64,
+                    encoder_layers=1, decoder_layers=1)
+
+
+@pytest.fixture(params=["rvq", "dmel-vocoder"])
+def saved(request, tmp_path):
+    """A saved codec folder whose config has trained weights."""
+    codec = _tiny_rvq() if request.param == "rvq" else DMelCodec(vocoder=TINY_VOCODER)
+    return codec.save_pretrained(tmp_path / request.param)
+
+
+def _load_error(folder) -> str:
+    with pytest.raises(CodecError) as info:
+        load_codec(folder)
+    message = str(info.value)
+    assert "\n" not in message and str(folder) in message, message
+    return message
+
+
+def test_missing_weights_are_an_error_not_random_weights(saved):
+    (saved / "model.safetensors").unlink()
+    assert _load_error(saved).startswith(f"model.safetensors in {saved}: file is missing")
+
+
+def test_dmel_without_vocoder_needs_no_weights(tmp_path):
+    out = DMelCodec().save_pretrained(tmp_path / "gl")
+    assert not (out / "model.safetensors").exists() and load_codec(out).decoder == "griffinlim"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero-byte", "random-bytes", "pickle"])
+def test_unreadable_weights(saved, damage):
+    weights = saved / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({
+        "truncated": data[: len(data) // 2],
+        "zero-byte": b"",
+        "random-bytes": np.random.default_rng(0).bytes(4096),
+        "pickle": pickle.dumps({"encoder.embed.weight": np.zeros(3)}),
+    }[damage])
+    message = _load_error(saved)
+    assert message.startswith(f"model.safetensors in {saved}: cannot read weights"), message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(saved, value):
+    weights = saved / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k, v in sorted(state.items()) if v.is_floating_point())
+    state[name][..., 0] = value
+    save_file(state, str(weights))
+    assert f"NaN/inf values in 1 tensor(s), first '{name}'" in _load_error(saved)
+
+
+def _edit_config(folder, edit):
+    meta = json.loads((folder / "config.json").read_text())
+    meta = edit(meta)
+    (folder / "config.json").write_text(json.dumps(meta))
+
+
+def test_mismatched_or_malformed_configs(saved):
+    key = "dim" if saved.name == "rvq" else "vocoder"
+    wrong_dim = {"dim": 48} if key == "dim" else {"vocoder": {**TINY_VOCODER, "dim": 48}}
+    original = (saved / "config.json").read_text()
+    cases = [
+        (lambda m: {**m, "config": {**m["config"], **wrong_dim}}, "of another shape, first"),
+        (lambda m: {**m, "config": {**m["config"], "colour": "blue"}}, "unexpected keyword argument 'colour'"),
+        (lambda m: {**m, "config": {**m["config"], "frame_rate": 7}}, "invalid"),
+        (lambda m: [m], "expected a JSON object, got a list"),
+        (lambda m: {**m, "format_version": "1"}, "format_version must be an integer, got '1'"),
+        (lambda m: {**m, "config": [1, 2]}, "config must be a JSON object, got a list"),
+        (lambda m: {**m, "family": 3}, "family must be a string, got 3"),
+        (lambda m: {k: v for k, v in m.items() if k != "config"}, "missing 'config'"),
+    ]
+    for edit, want in cases:
+        (saved / "config.json").write_text(original)
+        _edit_config(saved, edit)
+        message = _load_error(saved)
+        assert want in message, (want, message)
+    (saved / "config.json").write_bytes(b"\xff\xfe{")
+    assert _load_error(saved).startswith(f"config.json in {saved}: invalid JSON")
+    (saved / "config.json").write_text(original)
+    assert load_codec(saved).family == json.loads(original)["family"]  # repaired: loads again
+
+
+def test_cli_reports_a_broken_checkpoint_in_one_line(saved, tmp_path, capsys):
+    import soundfile as sf
+
+    from speechtok.cli import main
+
+    (saved / "model.safetensors").write_bytes(b"")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, speechlike(0.3)[0, 0].numpy(), 16000)
+    assert main(["encode", str(wav), str(tmp_path / "a.npz"), "--codec", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"speechtok: error: model.safetensors in {saved}: cannot read weights")

@@ -38,13 +38,13 @@ class CoarseCodec(Codec):
         self.sample_rate, self.hop_length, self.codebook_size, self.context_frames = 16000, 1, 16, 0
 
     @property
-    def n_codebooks(self):
+    def max_codebooks(self):
         return 1
 
     def _encode_frames(self, wav):
         return torch.round(wav[:, :1].clamp(-1, 1) * 7.5 + 7.5).long()
 
-    def decode(self, codes):
+    def _decode(self, codes):
         return ((codes.float() - 7.5) / 7.5).reshape(codes.shape[0], 1, -1)
 
     def config(self):

@@ -121,8 +121,21 @@ def test_prompt_sample_rate_rules(models, tmp_path):
     sf.write(path, tone(2.0, sr=22050), 22050)  # a file at another rate is resampled
     assert synth.tts("hi", prompt_wav=path, seed=0, max_seconds=0.3).shape[-1] > 0
     assert synth.tts("hi", prompt_wav=torch.from_numpy(tone(2.0)), seed=0, max_seconds=0.3).shape[-1] > 0
-    with pytest.raises(LMInputError, match="sound after trimming"):
+    with pytest.raises(LMInputError, match="the clip is silent"):
         synth.tts("hi", prompt_wav=torch.zeros(SR))
+
+
+def test_a_silent_prompt_is_called_silent(models):
+    synth = load_tts(folder=models)
+    for silent in (torch.zeros(3 * SR), 1e-4 * torch.randn(3 * SR)):  # digital silence, a -80 dBFS hiss
+        with pytest.raises(LMInputError, match="prompt: the clip is silent") as err:
+            synth.tts("hi", prompt_wav=silent)
+        assert "s of sound" not in str(err.value)
+    short = torch.zeros(3 * SR)
+    short[SR : SR + SR // 5] = torch.from_numpy(tone(0.2))  # 0.2 s of speech-loud sound in 3 s
+    with pytest.raises(LMInputError, match=r"only 0\.\d\d s of sound after trimming silence") as err:
+        synth.tts("hi", prompt_wav=short)
+    assert "silent" not in str(err.value)
 
 
 def test_token_file_from_another_codec_is_refused(models, tmp_path, codec):
@@ -248,7 +261,8 @@ def test_cli_tts_single_and_batch(models, tmp_path, capsys):
                                                          "--model", model, "--max-seconds", 0.3]))
     assert rc == 1  # the "!!!" line failed and is reported; the others were written
     assert sorted(p.name for p in (tmp_path / "batch").glob("*.wav")) == ["0001.wav", "0004.wav"]
-    assert "line 3" in (tmp_path / "batch" / "failed.tsv").read_text()
+    assert (tmp_path / "batch" / "failed.tsv").read_text().splitlines()[:2] == [
+        "input\treason", "line 3\ttext '!!!' has no speakable characters (only punctuation or symbols)"]
     rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["", "-o", out, "--model", model]))
     assert rc == 2 and "empty" in capsys.readouterr().err
 
@@ -295,9 +309,68 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
                                   [noisy / "a.flac", tmp_path / "f.wav", "--model", model, "--render", "mixture"]))
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "f.wav")[0], sf.read(tmp_path / "a.wav")[0])
+    (noisy / "gone.wav").symlink_to(tmp_path / "deleted.wav")  # broken links: listed as failed, not skipped
+    (noisy / "sub" / "gone.npz").symlink_to(tmp_path / "deleted.npz")
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy, tmp_path / "out", "--model", model]))
-    assert rc == 1 and "broken.wav" in (tmp_path / "out" / "failed.tsv").read_text()
+    rows = dict(line.split("\t") for line in (tmp_path / "out" / "failed.tsv").read_text().splitlines()[1:])
+    assert rc == 1 and sorted(rows) == [str(noisy / n) for n in ("broken.wav", "gone.wav", "sub/gone.npz")]
+    assert rows[str(noisy / "gone.wav")].startswith("broken symbolic link")
+    assert rows[str(noisy / "sub/gone.npz")].startswith("broken symbolic link")
     assert sf.info(tmp_path / "out" / "sub" / "b.wav").frames == int(0.7 * SR)
+
+
+LONG_TEXT = ("The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, and watched "
+             "the ships pass safely through the dark and stormy channel. In winter the waves rose higher than the "
+             "rocks, the wind howled around the tower, and the glass rattled in its frame; still, the light never "
+             "failed. Sailors spoke of him in every harbour along the coast: a quiet man, they said, who kept the "
+             "flame alive for forty years without asking for thanks. When he finally retired, the village gathered "
+             "on the cliff to watch the new electric beacon turn for the first time, and many of them wept.")
+
+
+def test_long_text_is_cut_to_fit_and_joined_with_pauses(codec, tmp_path):
+    """A durations model (lengths known in advance) with 192 positions: a long text is spoken in
+    pieces that each fit, their frames exactly as predicted, with silent pauses between them."""
+    torch.manual_seed(0)
+    fe = TextFrontend("chars")
+    lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
+                          durations=True, aligned_source=True, aligned_positions=True,
+                          transformer=TransformerConfig.tiny(max_len=192)))
+    save_lm(tmp_path / "tts-short", lm, "tts", codec, text=fe.config(), sampling={"temperature": 1.0})
+    vocoded = DMelCodec(vocoder={"dim": 8, "intermediate_dim": 16, "n_layers": 1})  # same codes, fast to decode
+    synth = load_tts(tmp_path / "tts-short", codec=vocoded)
+    with pytest.raises(ValueError, match="too long for max_len 192"):  # one row would not fit: what tts() avoids
+        synth.lm.generate(*synth.inputs([LONG_TEXT])[:2])
+    (pieces,) = synth._pieces([LONG_TEXT], None, "", None)
+    assert len(pieces) > 5 and " ".join(p for p, _ in pieces) == " ".join(LONG_TEXT.split())
+    frames = []
+    for piece, _ in pieces:
+        src, src_len, *_ = synth.inputs([piece])
+        frames.append(int(synth.lm.predict_durations(src, src_len).sum()))
+        assert src_len.item() + 1 + frames[-1] <= 192  # source, separator and frames fit the positions
+    hop, fr = codec.hop_length, codec.frame_rate
+    gaps = [round(synth.pauses[b] * fr) * hop for _, b in pieces[:-1]]
+    wav = synth.tts(LONG_TEXT, seed=0)
+    assert wav.shape == (1, sum(frames) * hop + sum(gaps))
+    torch.testing.assert_close(synth.tts(LONG_TEXT, seed=0), wav)  # one seed, one output
+    start = frames[0] * hop  # the first pause: silence, after a faded-out edge
+    assert gaps[0] > 0 and not wav[0, start : start + gaps[0]].any() and wav[0, start - 1] == 0
+    assert wav[0, start - 200 : start - 80].abs().sum() > 0
+    assert [w.shape for w in synth.tts_batch(["Short one.", LONG_TEXT], seed=0)][1] == wav.shape
+
+
+@pytest.mark.slow
+def test_bundled_tts_speaks_a_paragraph_to_one_file(tmp_path):
+    """tts-dmel-16k has 1024 positions, about 170 characters of text beside its voice: a 600-character
+    paragraph is cut into sentences, spoken and joined into one file."""
+    assert len(LONG_TEXT) > 550
+    out = tmp_path / "paragraph.wav"
+    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, [LONG_TEXT, "-o", out, "--seed", 0]))
+    assert rc == 0
+    seconds = sf.info(out).duration
+    assert 20 < seconds < 75  # about 100 words at 1.5 to 5 words a second
+    synth = load_tts("tts-dmel-16k")
+    first = LONG_TEXT.split(". ")[0] + "."
+    assert seconds > 3 * synth.tts(first, seed=0).shape[-1] / synth.sample_rate
 
 
 def test_tts_with_durations_speaks_for_as_long_as_they_say(codec, tmp_path):

@@ -1,5 +1,7 @@
 """Text front-end: espeak-ng phonemes with punctuation and word boundaries, fallback, errors."""
 
+import itertools
+
 import pytest
 
 from speechtok.lm import text as T
@@ -65,3 +67,47 @@ def test_unknown_symbols_are_dropped_with_a_warning():
         assert fe.encode("abz c") == [1, 2, 0, 3]
     with pytest.raises(TextError, match="vocabulary"):
         TextFrontend("chars", symbols=list(" ab"), warn=False).encode("zzz")
+
+
+PARAGRAPH = ("The keeper climbed the stairs, lit the lamp, and watched the ships. In winter the waves rose "
+             "higher than the rocks; still, the light never failed! Sailors spoke of him: a quiet man… "
+             "\u201cHe kept the flame alive,\u201d they said. Then-a-long-word ends it.")
+
+
+def test_split_text_keeps_text_that_fits_whole():
+    assert T.split_text("  Short  text, here. ", lambda piece: True) == [("Short text, here.", None)]
+    assert T.split_text(" ", lambda piece: True) == []
+
+
+@pytest.mark.parametrize("limit", [200, 60, 30, 16])
+def test_split_text_pieces_fit_lose_nothing_and_keep_order(limit):
+    pieces = T.split_text(PARAGRAPH, lambda piece: len(piece) <= limit)
+    texts = [p for p, _ in pieces]
+    assert len(pieces) > 1 and all(len(p) <= limit for p in texts)
+    assert " ".join(texts) == T.normalize(PARAGRAPH)  # no text lost, none repeated, in order
+    assert [b for _, b in pieces][-1] is None and None not in [b for _, b in pieces][:-1]
+    for (text, boundary), (after, _) in itertools.pairwise(pieces):
+        ends = {"sentence": '.!?…"', "clause": ",;:—"}
+        if boundary in ends:
+            assert text[-1] in ends[boundary], (text, boundary)
+        if boundary == "word":  # cut inside a clause only when the clause alone is too long
+            assert len(text) + 1 + len(after.split()[0]) > limit
+
+
+def test_split_text_prefers_sentences_then_clauses():
+    assert T.split_text(PARAGRAPH, lambda piece: len(piece) <= 60) == [
+        ("The keeper climbed the stairs, lit the lamp,", "clause"), ("and watched the ships.", "sentence"),
+        ("In winter the waves rose higher than the rocks; still,", "clause"),
+        ("the light never failed!", "sentence"), ("Sailors spoke of him: a quiet man…", "sentence"),
+        ('"He kept the flame alive," they said.', "sentence"), ("Then-a-long-word ends it.", None)]
+    by_clause = T.split_text("one two three, four five six, seven eight", lambda piece: len(piece) <= 30)
+    assert by_clause == [("one two three, four five six,", "clause"), ("seven eight", None)]
+
+
+def test_split_text_counts_what_the_caller_counts_and_refuses_an_uncuttable_word():
+    fe = TextFrontend("chars")
+    pieces = T.split_text(PARAGRAPH, lambda piece: len(fe.encode(piece)) <= 40)  # symbols, not characters
+    assert all(len(fe.encode(p)) <= 40 for p, _ in pieces)
+    assert [p for p, _ in T.split_text("Well … yes.", lambda piece: len(piece) <= 6)] == ["Well …", "yes."]
+    with pytest.raises(TextError, match="too long for the model even alone"):
+        T.split_text(PARAGRAPH, lambda piece: len(piece) <= 15)  # "Then-a-long-word" is 16

@@ -55,19 +55,26 @@ def test_codes_do_not_depend_on_chunking_or_batch_padding(codec):
 
 
 def test_fewer_codebooks_are_a_prefix_and_decode(codec):
+    """The bitrate is a per-call argument: the codec holds no setting, and the hash (the token
+    space) is the same whatever K; a token file's K is its codes' shape."""
     x = speechlike(1.0, seed=4)
     full = codec.encode(x)
-    codec.n_codebooks = 2
-    try:
-        assert torch.equal(codec.encode(x), full[:, :2])
-        assert codec.bitrate == 2 * 5 * 50
-        assert codec.decode(full[:, :2]).shape == codec.decode(full).shape
-        assert not torch.equal(codec.decode_mel(full[:, :2]), codec.decode_mel(full))
-        assert codec_hash(codec) != codec_hash(tiny())  # a 2-codebook token file is not a 4-codebook one
-    finally:
-        codec.n_codebooks = 4
-    with pytest.raises(CodecError, match="1..4"):
-        codec.n_codebooks = 5
+    hash_before = codec_hash(codec)
+    two = codec.encode(x, n_codebooks=2)
+    assert torch.equal(two, full[:, :2])
+    codes, frames = codec.encode(x, lengths=torch.tensor([x.shape[-1]]), n_codebooks=3)
+    assert torch.equal(codes, full[:, :3]) and frames.tolist() == [50]
+    assert codec.variable_bitrate and codec.max_codebooks == codec.n_codebooks == 4
+    assert codec.bitrate_at(2) == 2 * 5 * 50 and codec.bitrate == 4 * 5 * 50
+    assert codec.decode(two).shape == codec.decode(full).shape
+    assert not torch.equal(codec.decode_mel(two), codec.decode_mel(full))
+    assert codec_hash(codec) == hash_before and torch.equal(codec.encode(x), full)  # nothing was left set
+    with pytest.raises(CodecError, match="1 to 4 codebooks; it cannot use 5"):
+        codec.encode(x, n_codebooks=5)
+    with pytest.raises(CodecError, match="cannot use 0"):
+        codec.bitrate_at(0)
+    with pytest.raises(AttributeError):
+        codec.n_codebooks = 2  # read-only: no mutable bitrate state
 
 
 def test_bad_codes(codec):
@@ -75,6 +82,11 @@ def test_bad_codes(codec):
         codec.decode(torch.zeros(1, 5, 10, dtype=torch.long))
     with pytest.raises(CodecError, match="lie in"):
         codec.decode(torch.full((1, 4, 10), 32))
+    with pytest.raises(CodecError, match="must be integers, got torch.float32"):
+        codec.decode(torch.zeros(1, 4, 10))  # float codes are refused, never rounded
+    with pytest.raises(CodecError, match="must be integers"):
+        codec.decode_mel(torch.zeros(1, 2, 10))
+    assert codec.decode(torch.zeros(1, 4, 10, dtype=torch.uint8)).shape == (1, 1, 3200)  # any integer dtype
 
 
 def test_save_load_keeps_codes_and_identity(tmp_path, monkeypatch):
@@ -98,8 +110,10 @@ def test_save_load_keeps_codes_and_identity(tmp_path, monkeypatch):
 def test_single_codebook_setting():
     codec = tiny(n_codebooks=1, codebook_size=64, quantizer_dropout=False)
     codes = codec.encode(speechlike(1.0))
-    assert codes.shape == (1, 1, 50) and codec.bitrate == 6 * 50
+    assert codes.shape == (1, 1, 50) and codec.bitrate == 6 * 50 and codec.max_codebooks == 1
     assert codec.decode(codes).shape == (1, 1, 50 * 320)
+    with pytest.raises(CodecError, match="fixed 1 codebook; it cannot use 2"):
+        codec.encode(speechlike(1.0), n_codebooks=2)
 
 
 def test_bundled_learned_codecs_on_real_speech(shared_data):

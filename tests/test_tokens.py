@@ -62,7 +62,8 @@ def test_bytes_are_deterministic(codec, tmp_path):
         assert names == sorted(names) and all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "plain_npz", "frames", "hash", "version"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "plain_npz", "frames", "hash", "version", "float",
+                                    "range", "ndim"])
 def test_broken_files_are_refused_naming_the_file(codec, tmp_path, damage):
     path = save_tokens(tmp_path / "t.npz", make(codec))
     arrays = dict(np.load(path))
@@ -77,6 +78,12 @@ def test_broken_files_are_refused_naming_the_file(codec, tmp_path, damage):
             arrays["codes"] = arrays["codes"][:, :-1]
         elif damage == "hash":
             arrays["codec_hash"] = np.array("0" * 16)
+        elif damage == "float":  # float codes would decode silently after a cast: refused, never rounded
+            arrays["codes"] = arrays["codes"].astype(np.float32) + 0.4
+        elif damage == "range":
+            arrays["codes"] = arrays["codes"].astype(np.int16) - 1
+        elif damage == "ndim":
+            arrays["codes"] = arrays["codes"][0]
         else:
             arrays["format_version"] = np.array(TOKEN_FORMAT_VERSION + 1)
         write_npz(path, arrays)
@@ -84,7 +91,8 @@ def test_broken_files_are_refused_naming_the_file(codec, tmp_path, damage):
         load_tokens(path)
     expected = {"truncate": "not a valid token file", "garbage": "not a valid token file",
                 "plain_npz": "missing", "frames": "does not match", "hash": "corrupt",
-                "version": "newer"}[damage]
+                "version": "newer", "float": "codes are float32, not integers", "range": "outside the codebook [0, 16)",
+                "ndim": "codes must be [K, F]"}[damage]
     assert expected in str(exc.value)
 
 
@@ -104,6 +112,16 @@ def test_shard_round_trip_with_failures(codec, tmp_path):
     assert [uid for uid, _ in iter_tokens(path)] == ["a", "b/2"]
     with pytest.raises(TokenFileError, match="shard of 2 utterances"):
         load_tokens(path)
-    other = TokenFile.from_codec(DMelCodec(n_bins=32), np.zeros((80, 50)), 16000, 16000)
+    other = TokenFile.from_codec(DMelCodec(n_bins=32), np.zeros((80, 50), dtype=np.int64), 16000, 16000)
     with pytest.raises(TokenFileError, match="different codec"):
         save_shard(tmp_path / "mixed.npz", {"a": items["a"], "z": other})
+
+
+def test_float_codes_are_refused(codec, tmp_path):
+    with pytest.raises(TokenFileError, match="codes must be integers, got float64"):
+        TokenFile.from_codec(codec, np.zeros((80, 50)), 16000, 16000)
+    items = {"a": make(codec)}
+    items["a"].codes = items["a"].codes.astype(np.float32)
+    path = save_shard(tmp_path / "shard.npz", items)
+    with pytest.raises(TokenFileError, match=f"{path}: codes are float32, not integers"):
+        read_shard(path)

@@ -34,7 +34,7 @@ def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
         path = bundled
     family = read_config(path)["family"]
     if family not in FAMILIES:
-        raise CodecError(f"{path}: unknown codec family '{family}' (known: {', '.join(FAMILIES)})")
+        raise CodecError(f"config.json in {path}: unknown codec family '{family}' (known: {', '.join(FAMILIES)})")
     codec = FAMILIES[family].from_pretrained(path, device=device)
     codec.name = path.name
     return codec

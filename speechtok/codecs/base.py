@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,14 +26,18 @@ class CodecError(ValueError):
 
 
 class Codec(nn.Module, ABC):
-    """Base class: subclasses set `family`, implement `_encode_frames` / `decode` and `config`.
+    """Base class: subclasses set `family`, implement `max_codebooks`, `_encode_frames`, `_decode`
+    and `config`.
 
     Encoding is frame-local with a bounded receptive field of `context_frames` frames on each
     side, so long audio is encoded chunk by chunk (bounded memory) and padded batches give the
-    same codes as single items.
+    same codes as single items. The bitrate is a per-call argument, as in DAC: codecs with
+    `variable_bitrate` encode and decode any first K of their `max_codebooks` codebooks; the
+    others always use all of them. The codec itself holds no bitrate setting.
     """
 
     family: ClassVar[str]
+    variable_bitrate: ClassVar[bool] = False  # any first K codebooks encode and decode
     sample_rate: int
     hop_length: int  # samples per frame
     codebook_size: int
@@ -50,12 +55,36 @@ class Codec(nn.Module, ABC):
 
     @property
     @abstractmethod
-    def n_codebooks(self) -> int: ...
+    def max_codebooks(self) -> int:
+        """Codebooks per frame at the full bitrate."""
+
+    @property
+    def n_codebooks(self) -> int:
+        """Codebooks per frame by default: all of them (`max_codebooks`)."""
+        return self.max_codebooks
 
     @property
     def bitrate(self) -> float:
-        """Bits per second at the current setting."""
-        return self.n_codebooks * math.log2(self.codebook_size) * self.frame_rate
+        """Bits per second with all codebooks."""
+        return self.bitrate_at(self.max_codebooks)
+
+    def bitrate_at(self, n_codebooks: int) -> float:
+        """Bits per second with the first `n_codebooks` codebooks."""
+        return self.check_n_codebooks(n_codebooks) * math.log2(self.codebook_size) * self.frame_rate
+
+    def check_n_codebooks(self, n_codebooks: int | None) -> int:
+        """The number of codebooks to use: `n_codebooks` if this codec can, all of them for None."""
+        full, label = self.max_codebooks, self.name or self.family
+        if n_codebooks is None:
+            return full
+        if isinstance(n_codebooks, bool) or not isinstance(n_codebooks, numbers.Integral):
+            raise CodecError(f"n_codebooks must be an integer, got {n_codebooks!r}")
+        n_codebooks = int(n_codebooks)
+        if n_codebooks == full or (self.variable_bitrate and 1 <= n_codebooks <= full):
+            return n_codebooks
+        if self.variable_bitrate and full > 1:
+            raise CodecError(f"codec '{label}' uses 1 to {full} codebooks; it cannot use {n_codebooks}")
+        raise CodecError(f"codec '{label}' has a fixed {full} codebook{'s' * (full > 1)}; it cannot use {n_codebooks}")
 
     @property
     def device(self) -> torch.device:
@@ -69,11 +98,34 @@ class Codec(nn.Module, ABC):
     # --- encode / decode ----------------------------------------------------------
     @abstractmethod
     def _encode_frames(self, wav: torch.Tensor) -> torch.Tensor:
-        """Codes [B, K, F] for wav [B, 1, F*hop] (zero-padded outside, frames centred on t*hop)."""
+        """Codes [B, max_codebooks, F] for wav [B, 1, F*hop] (zero-padded outside, frames centred on t*hop)."""
 
     @abstractmethod
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Waveform [B, 1, F*hop] for codes [B, K, F] that passed `check_codes` (long, on this device)."""
+
+    @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Waveform [B, 1, F*hop] for codes [B, K, F]."""
+        """Waveform [B, 1, F*hop] for integer codes [B, K, F]: all codebooks, or with `variable_bitrate`
+        the first K."""
+        return self._decode(self.check_codes(codes))
+
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """`codes` as a LongTensor on this codec's device, after checking what decoding needs: shape
+        [B, K, F] with a K this codec decodes, an integer dtype (float codes are refused, not rounded)
+        and values in [0, codebook_size)."""
+        full = self.max_codebooks
+        if not torch.is_tensor(codes):
+            raise CodecError(f"{self.family} codes must be an integer tensor, got {type(codes).__name__}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise CodecError(f"{self.family} codes must be integers, got {codes.dtype}")
+        shape = f"[B, K, F] with 1 <= K <= {full}" if self.variable_bitrate and full > 1 else f"[B, {full}, F]"
+        if codes.dim() != 3 or not (1 if self.variable_bitrate else full) <= codes.shape[1] <= full:
+            raise CodecError(f"{self.family} codes must be {shape}, got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise CodecError(f"{self.family} codes must lie in [0, {self.codebook_size}), "
+                             f"got {int(codes.min())}..{int(codes.max())}")
+        return codes.to(self.device, torch.long)
 
     def validate_wav(self, wav: torch.Tensor, name: str = "input") -> torch.Tensor:
         if not torch.is_tensor(wav) or not wav.is_floating_point():
@@ -94,12 +146,14 @@ class Codec(nn.Module, ABC):
         return wav
 
     @torch.inference_mode()
-    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None):
-        """Codes [B, K, F]; with `lengths` (samples per item) also frame lengths [B].
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, n_codebooks: int | None = None):
+        """Codes [B, K, F]; with `lengths` (samples per item) also frame lengths [B]. K is
+        `n_codebooks` (codecs with `variable_bitrate`: the first K codebooks) or all of them.
 
         Frames past an item's length are computed on zero padding and equal what that item
         would get alone, so callers may crop with the returned frame lengths.
         """
+        k = self.check_n_codebooks(n_codebooks)
         wav = self.validate_wav(wav)
         n_frames = self.n_frames(wav.shape[-1])
         if lengths is not None:
@@ -107,7 +161,7 @@ class Codec(nn.Module, ABC):
             idx = torch.arange(wav.shape[-1], device=wav.device)
             wav = wav * (idx[None, :] < lengths[:, None]).unsqueeze(1).to(wav.dtype)
         wav = nn.functional.pad(wav, (0, n_frames * self.hop_length - wav.shape[-1]))
-        codes = self._encode_chunked(wav, n_frames)
+        codes = self._encode_chunked(wav, n_frames)[:, :k]
         if lengths is None:
             return codes
         frame_lengths = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
@@ -144,7 +198,7 @@ class Codec(nn.Module, ABC):
             "format_version": FORMAT_VERSION,
             "sample_rate": self.sample_rate,
             "frame_rate": self.frame_rate,
-            "n_codebooks": self.n_codebooks,
+            "n_codebooks": self.max_codebooks,
             "codebook_size": self.codebook_size,
             "config": self.config(),
         }
@@ -157,74 +211,105 @@ class Codec(nn.Module, ABC):
             save_file(state, str(directory / "model.safetensors"), metadata={"family": self.family})
         return directory
 
-    def export_best(self, save_folder: str | Path, directory: str | Path, recoverables: dict[str, nn.Module],
-                    keep: tuple[str, ...]) -> Path:
-        """Load a recipe's best checkpoint (by dev PESQ-wb) into `recoverables`, parts of this codec
-        under their checkpoint names, and save the codec to `directory` with the checkpoint's `keep`
-        metrics as `training.json`. Reads the checkpoints only, so it is safe while training runs."""
-        from speechbrain.utils.checkpoints import Checkpointer
-
-        best = Checkpointer(save_folder, recoverables).recover_if_possible(max_key="pesq_wb")
-        if best is None:
-            raise SystemExit(f"no checkpoint in {save_folder} to export")
-        out = self.eval().save_pretrained(directory)
-        (out / "training.json").write_text(json.dumps({k: best.meta[k] for k in keep}, indent=2) + "\n")
-        return out
-
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Codec":
+        """Load a folder written by `save_pretrained`. Anything short of a working codec of this
+        family (a bad config, missing, unreadable, mismatched or NaN/inf weights) is a CodecError
+        naming the file: never random weights, never a traceback."""
         directory = Path(directory)
         meta = read_config(directory)
+        where = f"config.json in {directory}"
         if meta["family"] != cls.family:
-            raise CodecError(
-                f"{directory}: checkpoint is a '{meta['family']}' codec, not '{cls.family}'"
-            )
-        codec = cls(**meta["config"])
+            raise CodecError(f"{where}: checkpoint is a '{meta['family']}' codec, not '{cls.family}'")
+        try:
+            codec = cls(**meta["config"])
+        except Exception as exc:  # unknown or ill-typed keys, values the constructor refuses
+            raise CodecError(f"{where}: invalid {cls.family} config ({_one_line(exc)})") from exc
         weights = directory / "model.safetensors"
+        if codec.state_dict() and not weights.is_file():
+            raise CodecError(f"model.safetensors in {directory}: file is missing (this {cls.family} config "
+                             "needs trained weights)")
         if weights.exists():
-            state = load_file(str(weights))
-            own = codec.state_dict()
-            missing = sorted(set(own) - set(state))
-            unexpected = sorted(set(state) - set(own))
-            if missing or unexpected:
-                raise CodecError(
-                    f"{weights}: weights do not match the '{cls.family}' config "
-                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-                )
-            codec.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+            load_weights(codec, read_weights(weights, CodecError), weights, CodecError)
         codec.name = directory.name
         return codec.to(device).eval()
+
+
+# --- saved folders: config.json and model.safetensors, for codecs and LM checkpoints alike ----------
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def declared_family(folder: Path) -> str | None:
     """The `family` a saved folder declares, or None (codecs and LM checkpoints live side by side)."""
     try:
-        return json.loads((Path(folder) / "config.json").read_text()).get("family")
+        meta = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    return meta.get("family") if isinstance(meta, dict) else None
 
 
 def read_json_config(directory: Path, required: tuple[str, ...], what: str, error: type[Exception]) -> dict:
-    """config.json of a saved model folder, with errors that name the file and the problem."""
-    path = Path(directory) / "config.json"
+    """config.json of a saved model folder, a JSON object with the `required` keys and an integer
+    `format_version` if it has one; otherwise an `error` naming the file and the problem."""
+    path, where = Path(directory) / "config.json", f"config.json in {directory}"
     if not path.is_file():
-        raise error(f"{directory}: not {what} folder (no config.json)")
+        raise error(f"no config.json in {directory}: not {what} folder")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise error(f"{path}: invalid JSON ({exc})") from exc
+    except ValueError as exc:  # invalid JSON or not UTF-8
+        raise error(f"{where}: invalid JSON ({_one_line(exc)})") from exc
+    if not isinstance(meta, dict):
+        raise error(f"{where}: expected a JSON object, got a {type(meta).__name__}")
     missing = [k for k in required if k not in meta]
     if missing:
-        raise error(f"{path}: missing {', '.join(repr(k) for k in missing)}")
+        raise error(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+    version = meta.get("format_version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise error(f"{where}: format_version must be an integer, got {version!r}")
     return meta
 
 
+def read_weights(path: Path, error: type[Exception]) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (never unpickled), all finite; a missing, unreadable
+    (truncated, empty, not safetensors) or NaN/inf one is an `error` naming the file."""
+    where = f"{path.name} in {path.parent}"
+    if not path.is_file():
+        raise error(f"{where}: file is missing")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # truncated, empty, random bytes, a pickle under this name, ...
+        raise error(f"{where}: cannot read weights, truncated or not safetensors ({_one_line(exc)})") from exc
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise error(f"{where}: NaN/inf values in {len(bad)} tensor(s), first {bad[0]!r}")
+    return state
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, error: type[Exception]) -> None:
+    """Load `state` (read from `path`) into `module`, in its dtypes, if the names and shapes match
+    exactly (config.json describes another model otherwise); else an `error` saying what differs."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [k for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    diff = [f"{len(names)} {what}, first {names[0]!r}" for what, names in
+            (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if names]
+    if shapes:
+        diff[-1] += f" {tuple(state[shapes[0]].shape)}, config.json makes {tuple(own[shapes[0]].shape)}"
+    if diff:
+        raise error(f"{path.name} in {path.parent}: weights do not match config.json ({'; '.join(diff)})")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
 def read_config(directory: Path) -> dict[str, Any]:
+    """A codec folder's config.json, checked: a family name, a supported format, a config object."""
     meta = read_json_config(directory, ("family", "format_version", "config"), "a codec", CodecError)
-    path = directory / "config.json"
+    where = f"config.json in {directory}"
+    if not isinstance(meta["family"], str):
+        raise CodecError(f"{where}: family must be a string, got {meta['family']!r}")
+    if not isinstance(meta["config"], dict):
+        raise CodecError(f"{where}: config must be a JSON object, got a {type(meta['config']).__name__}")
     if meta["format_version"] > FORMAT_VERSION:
-        raise CodecError(
-            f"{path}: format version {meta['format_version']} is newer than this speechtok "
-            f"supports ({FORMAT_VERSION}); upgrade speechtok"
-        )
+        raise CodecError(f"{where}: format version {meta['format_version']} is newer than this speechtok "
+                         f"supports ({FORMAT_VERSION}); upgrade speechtok")
     return meta

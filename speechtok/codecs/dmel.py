@@ -60,7 +60,8 @@ class DMelCodec(Codec):
         self.decoder = "vocoder" if self.vocoder is not None else "griffinlim"
 
     @property
-    def n_codebooks(self) -> int:
+    def max_codebooks(self) -> int:
+        """One codebook per mel channel, all needed to decode (fixed bitrate)."""
         return self.n_mels
 
     def config(self) -> dict[str, Any]:
@@ -105,16 +106,8 @@ class DMelCodec(Codec):
         return self.quantize(self.log_mel(wav))
 
     # --- decoding -----------------------------------------------------------------
-    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        if codes.dim() != 3 or codes.shape[1] != self.n_mels:
-            raise CodecError(f"dmel codes must be [B, {self.n_mels}, F], got {tuple(codes.shape)}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-            raise CodecError(f"dmel codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}")
-        return codes
-
-    @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.render(self.dequantize(self.check_codes(codes).to(self.mel_fb.device)))
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.render(self.dequantize(codes))
 
     @torch.inference_mode()
     def decode_levels(self, levels: torch.Tensor) -> torch.Tensor:
@@ -176,8 +169,9 @@ class DMelCodec(Codec):
             return self.vocoder(log_mel)
         return self.griffin_lim(log_mel)
 
-    def griffin_lim(self, log_mel: torch.Tensor, n_iter: int = 32) -> torch.Tensor:
-        """Zero-training fallback: pseudo-inverse of the mel filterbank, then Griffin-Lim."""
+    def griffin_lim(self, log_mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99) -> torch.Tensor:
+        """Zero-training fallback: pseudo-inverse of the mel filterbank, then Griffin-Lim; `momentum`
+        0.99 is the fast Griffin-Lim of Perraudin et al. (librosa's default), 0 the original."""
         mel = log_mel.exp().double().cpu().numpy()
         basis = self.mel_fb.T.double().cpu().numpy()
         mag = np.maximum(np.linalg.pinv(basis) @ mel, 0.0)  # [B, n_fft/2+1, F]
@@ -187,7 +181,7 @@ class DMelCodec(Codec):
         wav = [
             librosa.griffinlim(m, n_iter=n_iter, hop_length=self.hop_length, win_length=self.n_fft,
                                n_fft=self.n_fft, window=win, center=True, length=n,
-                               random_state=0)
+                               momentum=momentum, random_state=0)
             for m in mag
         ]
         return torch.from_numpy(np.stack(wav)).float().unsqueeze(1).to(log_mel.device)

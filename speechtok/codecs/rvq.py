@@ -22,16 +22,18 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from speechtok.codecs.base import Codec, CodecError
+from speechtok.codecs.base import Codec
 from speechtok.codecs.dmel import DMelCodec
 from speechtok.modules.vocos import ConvNeXtBackbone
 
 
 class RVQCodec(Codec):
-    """log-mel -> encoder -> residual VQ (codes) -> mel decoder -> dMel vocoder. Setting
-    `n_codebooks` lower encodes and decodes with the first K codebooks only."""
+    """log-mel -> encoder -> residual VQ (codes) -> mel decoder -> dMel vocoder. Any first K of
+    the codebooks encode and decode (a lower bitrate; quantiser dropout trains for it): pass
+    `n_codebooks=K` to `encode`, or decode a prefix of the codes."""
 
     family = "rvq"
+    variable_bitrate = True
 
     def __init__(
         self,
@@ -66,19 +68,11 @@ class RVQCodec(Codec):
         )
         self.mel_decoder = ConvNeXtBackbone(dim, dim, intermediate_dim, decoder_layers)
         self.to_mel = nn.Linear(dim, n_mels)
-        self.max_codebooks = n_codebooks
-        self._n_codebooks = n_codebooks
 
     @property
-    def n_codebooks(self) -> int:
-        return self._n_codebooks
-
-    @n_codebooks.setter
-    def n_codebooks(self, n: int) -> None:
-        """Use the first n codebooks (a lower bitrate; quantiser dropout trains for it)."""
-        if not 1 <= n <= self.max_codebooks:
-            raise CodecError(f"n_codebooks must be in 1..{self.max_codebooks}, got {n}")
-        self._n_codebooks = n
+    def max_codebooks(self) -> int:
+        """The trained number of residual codebooks."""
+        return self.quantizer.num_quantizers
 
     @property
     def decoder(self) -> str:
@@ -99,9 +93,11 @@ class RVQCodec(Codec):
                     mel=self.mel_config, vocoder=self.vocoder_config, **self.dims)
 
     def token_config(self) -> dict[str, Any]:
-        """Learned codes are defined by the weights too: a digest of the encoder and codebooks."""
+        """Learned codes are defined by the weights too: a digest of the encoder and codebooks. The
+        first K codebooks' codes are a prefix of the full codes, so K is not part of it (a token
+        file's K is its codes' shape)."""
         cfg = {k: v for k, v in self.config().items() if k not in ("vocoder", "decoder_layers")}
-        return {**cfg, "n_codebooks": self.n_codebooks, "weights": self._weights_digest()}
+        return {**cfg, "weights": self._weights_digest()}
 
     def _weights_digest(self) -> str:
         """SHA-256 of the code-defining tensors (as stored, fp16), cached: every token file written
@@ -145,23 +141,17 @@ class RVQCodec(Codec):
         mel = self.frontend.log_mel(nn.functional.pad(wav, (c * hop, c * hop)))
         z = self.latent(mel)[:, c : c + frames]
         _, codes, _ = self.quantizer(z)
-        return codes[..., : self.n_codebooks].transpose(1, 2).long()
-
-    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.max_codebooks:
-            raise CodecError(f"rvq codes must be [B, K, F] with 1 <= K <= {self.max_codebooks}, got {tuple(codes.shape)}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-            raise CodecError(f"rvq codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}")
-        return codes
+        return codes.transpose(1, 2).long()
 
     @torch.inference_mode()
     def decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, n_mels, F] for codes [B, K, F] (K may be fewer than trained: the first K)."""
-        codes = self.check_codes(codes).to(self.to_mel.weight.device).long()
+        return self._decode_mel(self.check_codes(codes))
+
+    def _decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
         missing = self.max_codebooks - codes.shape[1]  # -1: a dropped quantiser, contributes nothing
         codes = nn.functional.pad(codes.transpose(1, 2), (0, missing), value=-1)
         return self.mel_from_latent(self.quantizer.get_output_from_indices(codes))
 
-    @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.frontend.render(self.decode_mel(codes))
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.frontend.render(self._decode_mel(codes))

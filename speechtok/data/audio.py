@@ -7,6 +7,7 @@ NaN/inf samples. Loading mixes down to mono and resamples with torchaudio.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,21 @@ def check_waveform(wav: torch.Tensor, name: str = "<tensor>") -> torch.Tensor:
     return wav
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file, or None: said before a decoder hides it behind
+    its own words (libsndfile reports an unreadable file as "System error.")."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link (points to {os.readlink(path)}, which does not exist)"
+    if not path.exists():
+        return "file does not exist"
+    if path.is_dir():
+        return "is a directory, not a file"
+    if not os.access(path, os.R_OK):
+        return "permission denied (no read permission for this user)"
+    return None
+
+
 def load_audio(path: str | Path, sample_rate: int | None = None, mono: bool = True) -> torch.Tensor:
     """Read any format soundfile reads into float32 [C, T] (C=1 when mono), resampled to `sample_rate`.
 
@@ -48,10 +64,9 @@ def load_audio_with_sr(
     path: str | Path, sample_rate: int | None = None, mono: bool = True
 ) -> tuple[torch.Tensor, int]:
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: file does not exist")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file")
+    problem = file_problem(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
@@ -111,5 +126,5 @@ def duration_seconds(path: str | Path) -> float:
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        raise AudioError(f"{path}: cannot read audio header ({exc})") from exc
+        raise AudioError(f"{path}: {file_problem(path) or f'cannot read audio header ({exc})'}") from exc
     return info.frames / info.samplerate if info.samplerate else math.nan

@@ -65,7 +65,7 @@ def codec_choices(names: list[str] | None = None) -> list[tuple[str, str]]:
             continue
         ks = L.codebook_options(codec)
         for k in ks:
-            rate = L.bitrate_at(codec, k) / 1000
+            rate = codec.bitrate_at(k) / 1000
             value = name if len(ks) == 1 else f"{name}@{k}"
             label = f"{name} ({rate:.1f} kbps)" if len(ks) == 1 else f"{name}, {k} codebooks ({rate:.1f} kbps)"
             out.append((label, value))
@@ -166,10 +166,11 @@ def compare_codecs(path: str | Path, settings: list[str], max_seconds: float = 3
     out = Comparison(message, _pcm16(wav, sr), spectrogram_image(wav, sr, "original"), wav.shape[-1] / sr)
     for setting in settings:
         codec_name, _, k = setting.partition("@")
-        codec = L.get_codec(codec_name, n_codebooks=int(k) if k else None)
+        codec = L.get_codec(codec_name)
+        n_books = codec.check_n_codebooks(int(k) if k else None)
         ref = resample(wav, sr, codec.sample_rate)
         start = time.perf_counter()
-        rec = L.run_codec(codec, ref, codec.sample_rate)
+        rec = L.run_codec(codec, ref, codec.sample_rate, n_books)
         rtf = (time.perf_counter() - start) / out.duration
         try:
             pesq = pesq_wb(ref, rec, codec.sample_rate)
@@ -178,7 +179,7 @@ def compare_codecs(path: str | Path, settings: list[str], max_seconds: float = 3
         label = codec_name if not k else f"{codec_name}@{k}"
         out.results.append(Reconstruction(
             label, _pcm16(rec, codec.sample_rate), spectrogram_image(rec, codec.sample_rate, label),
-            codec.bitrate, codec.frame_rate * codec.n_codebooks, pesq, stoi(ref, rec, codec.sample_rate), rtf,
+            codec.bitrate_at(n_books), codec.frame_rate * n_books, pesq, stoi(ref, rec, codec.sample_rate), rtf,
         ))
     return out
 

@@ -84,10 +84,11 @@ _codecs: dict[tuple, Codec] = {}
 _codecs_lock = threading.Lock()
 
 
-def get_codec(name: str, decoder: str | None = None, n_codebooks: int | None = None) -> Codec:
-    """One shared, loaded codec per (name, decoder, n_codebooks): settings never change under
-    a concurrent caller because each setting is its own instance."""
-    key = (name, decoder, n_codebooks)
+def get_codec(name: str, decoder: str | None = None) -> Codec:
+    """One shared, loaded codec per (name, decoder): its decoder never changes under a concurrent
+    caller because each is its own instance; the number of codebooks is a per-call argument
+    (`run_codec`)."""
+    key = (name, decoder)
     with _codecs_lock:
         if key not in _codecs:
             codec = load_codec(name)
@@ -97,38 +98,23 @@ def get_codec(name: str, decoder: str | None = None, n_codebooks: int | None = N
                 if decoder == "vocoder" and getattr(codec, "vocoder", None) is None:
                     raise CodecError(f"codec '{name}' has no trained vocoder; use decoder: griffinlim")
                 codec.decoder = decoder
-            if n_codebooks is not None and n_codebooks != codec.n_codebooks:
-                if not variable_codebooks(codec) or not 1 <= n_codebooks <= codec.n_codebooks:
-                    raise CodecError(f"codec '{name}' cannot use {n_codebooks} codebooks "
-                                     f"(it has {'up to ' if variable_codebooks(codec) else ''}{codec.n_codebooks})")
-                setter = getattr(codec, "set_n_codebooks", None)
-                setter(n_codebooks) if setter else setattr(codec, "n_codebooks", n_codebooks)
             _codecs[key] = codec
         return _codecs[key]
 
 
-def variable_codebooks(codec: Codec) -> bool:
-    """Whether the codec can drop codebooks (a `set_n_codebooks` or a settable `n_codebooks`)."""
-    prop = getattr(type(codec), "n_codebooks", None)
-    return hasattr(codec, "set_n_codebooks") or (isinstance(prop, property) and prop.fset is not None)
-
-
 def codebook_options(codec: Codec) -> list[int]:
     """Codebook counts worth offering: powers of two up to the maximum, and the maximum."""
-    k = codec.n_codebooks
-    if not variable_codebooks(codec):
+    k = codec.max_codebooks
+    if not codec.variable_bitrate:
         return [k]
     return sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
 
 
-def bitrate_at(codec: Codec, n_codebooks: int) -> float:
-    return n_codebooks * math.log2(codec.codebook_size) * codec.frame_rate
-
-
-def run_codec(codec: Codec, wav: torch.Tensor, sr: int) -> torch.Tensor:
-    """Encode and decode mono [1, T] at `sr`; the result is [1, T] at `sr` again."""
+def run_codec(codec: Codec, wav: torch.Tensor, sr: int, n_codebooks: int | None = None) -> torch.Tensor:
+    """Encode (the first `n_codebooks` codebooks; None: all) and decode mono [1, T] at `sr`; the
+    result is [1, T] at `sr` again."""
     x = resample(wav, sr, codec.sample_rate)
-    y = codec.decode(codec.encode(x.unsqueeze(0).to(codec.device)))[0].float().cpu()
+    y = codec.decode(codec.encode(x.unsqueeze(0).to(codec.device), n_codebooks=n_codebooks))[0].float().cpu()
     y = torch.nn.functional.pad(y, (0, max(0, x.shape[-1] - y.shape[-1])))[..., : x.shape[-1]]
     y = resample(y, codec.sample_rate, sr)
     return torch.nn.functional.pad(y, (0, max(0, wav.shape[-1] - y.shape[-1])))[..., : wav.shape[-1]]
@@ -272,15 +258,15 @@ def _parse_system(entry, i: int, path: Path, sr: int, fail) -> System:
         n = entry.get("n_codebooks")
         if "bitrate" in entry:
             n = _codebooks_for_bitrate(codec, float(entry["bitrate"]))
-        get_codec(str(entry["codec"]), entry.get("decoder"), n)
+        get_codec(str(entry["codec"]), entry.get("decoder")).check_n_codebooks(n)
     except CodecError as exc:
         raise fail(f"systems[{i}] '{name}': {exc}") from exc
     return System(name, "codec", codec=str(entry["codec"]), decoder=entry.get("decoder"), n_codebooks=n)
 
 
 def _codebooks_for_bitrate(codec: Codec, bitrate: float) -> int:
-    ks = range(1, codec.n_codebooks + 1) if variable_codebooks(codec) else [codec.n_codebooks]
-    options = {k: bitrate_at(codec, k) for k in ks}
+    ks = range(1, codec.max_codebooks + 1) if codec.variable_bitrate else [codec.max_codebooks]
+    options = {k: codec.bitrate_at(k) for k in ks}
     best = min(options, key=lambda k: abs(options[k] - bitrate))
     if abs(options[best] - bitrate) > 0.01 * bitrate:
         raise CodecError(f"codec '{codec.name}' has no setting at {bitrate:g} bit/s "
@@ -311,7 +297,7 @@ def stimulus_key(spec: TestSpec, item: Item, system: System) -> str:
         "max_seconds": spec.max_seconds, "normalize_db": spec.normalize_db, "system": system.spec(),
     }
     if system.kind == "codec":
-        codec = get_codec(system.codec, system.decoder, system.n_codebooks)
+        codec = get_codec(system.codec, system.decoder)
         ident["codec"] = [codec_hash(codec), _folder_fingerprint(system.codec)]
     if system.kind == "files":
         f = Path(system.files.format(item=item.id))
@@ -326,7 +312,7 @@ def render(spec: TestSpec, item: Item, system: System) -> torch.Tensor:
     if system.kind == "lowpass":
         out = lowpass(wav, spec.sample_rate, system.cutoff_hz)
     elif system.kind == "codec":
-        out = run_codec(get_codec(system.codec, system.decoder, system.n_codebooks), wav, spec.sample_rate)
+        out = run_codec(get_codec(system.codec, system.decoder), wav, spec.sample_rate, system.n_codebooks)
     elif system.kind == "files":
         f = Path(system.files.format(item=item.id))
         if not f.is_file():

@@ -12,7 +12,6 @@ import json
 import math
 import sys
 import warnings
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechtok.codecs import Codec, load_codec
+from speechtok.codecs import Codec, CodecError, load_codec
 from speechtok.data.audio import duration_seconds, load_audio, resample
 from speechtok.data.manifest import Utterance, read_manifest
 from speechtok.eval import metrics as M
@@ -129,28 +128,6 @@ def set_decoder(codec: Codec, decoder: str) -> None:
     codec.decoder = decoder
 
 
-@contextmanager
-def codebooks(codec: Codec, n: int | None):
-    """Temporarily use the first `n` codebooks; codecs that allow it expose a settable `n_codebooks`."""
-    full = codec.n_codebooks
-    if n is None or n == full:
-        yield
-        return
-    if n < 1:
-        raise EvalError(f"n_codebooks must be >= 1, got {n}")
-    try:
-        codec.n_codebooks = n
-    except AttributeError:
-        raise EvalError(
-            f"codec '{codec.name or codec.family}' has a fixed {full} codebooks; it cannot be "
-            f"evaluated with {n} (drop --n-codebooks)"
-        ) from None
-    try:
-        yield
-    finally:
-        codec.n_codebooks = full
-
-
 def _signal_metrics(ref: np.ndarray, est: np.ndarray, sr: int, label: str) -> dict[str, float]:
     try:
         pesq = M.pesq_wb(ref, est, sr)
@@ -163,11 +140,11 @@ def _signal_metrics(ref: np.ndarray, est: np.ndarray, sr: int, label: str) -> di
     }
 
 
-def _warm_up(codec: Codec) -> None:
+def _warm_up(codec: Codec, n_codebooks: int) -> None:
     """One tiny encode/decode so first-call costs (FFT plans, caches) stay out of the RTF."""
     n = codec.hop_length * 8
     wav = 1e-3 * torch.randn(1, 1, n, generator=torch.Generator().manual_seed(0))
-    codec.decode(codec.encode(wav.to(codec.device)))
+    codec.decode(codec.encode(wav.to(codec.device), n_codebooks=n_codebooks))
 
 
 def evaluate_codec(
@@ -188,48 +165,51 @@ def evaluate_codec(
     if not items:
         raise EvalError("evaluate_codec: no items to evaluate")
     sr, dev = codec.sample_rate, codec.device
-    with codebooks(codec, n_codebooks):
-        label = f"{codec.name or codec.family} ({getattr(codec, 'decoder', 'native')}, K={codec.n_codebooks})"
-        _warm_up(codec)
-        hist, rows, enc_total, dec_total = 0, [], 0.0, 0.0
-        for utt in tqdm(items, desc=label, disable=not progress, file=sys.stderr):
-            wav = load_audio(utt.path, sr).to(dev)
-            seconds = wav.shape[-1] / sr
-            with M.stopwatch(dev) as t_enc:
-                codes = codec.encode(wav.unsqueeze(0))
-            with M.stopwatch(dev) as t_dec:
-                out = codec.decode(codes)
-            enc_total, dec_total = enc_total + t_enc[0], dec_total + t_dec[0]
-            hist = hist + M.code_histogram(codes[0], codec.codebook_size)
-            ref = wav[0].double().cpu().numpy()
-            est = out[0, 0, : wav.shape[-1]].double().cpu().numpy()
-            row = {"id": utt.ID, "path": str(utt.path), "duration": seconds,
-                   **_signal_metrics(ref, est, sr, f"{utt.path}"),
-                   "encode_rtf": t_enc[0] / seconds, "decode_rtf": t_dec[0] / seconds}
-            if extras:
-                ref16, est16 = (resample(torch.from_numpy(x), sr, 16000).numpy() for x in (ref, est))
-                for name in extras:
-                    row.update(_extra_scorer(name)(ref16, est16))
-            rows.append(row)
-        usage = M.codebook_usage(hist)
-        audio_seconds = sum(r["duration"] for r in rows)
-        keys = list(SIGNAL_METRICS) + [k for n in extras for k in EXTRAS[n][1]]
-        mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
-        mean.update(
-            usage_perplexity=float(usage["perplexity"].mean()),
-            usage_fraction=float(usage["used_fraction"].mean()),
-            encode_rtf=M.real_time_factor(enc_total, audio_seconds),
-            decode_rtf=M.real_time_factor(dec_total, audio_seconds),
-        )
-        return {
-            "codec": codec.name or codec.family, "family": codec.family,
-            "decoder": getattr(codec, "decoder", "native"), "n_codebooks": codec.n_codebooks,
-            "codebook_size": codec.codebook_size, "sample_rate": sr, "frame_rate": codec.frame_rate,
-            "bitrate": codec.bitrate, "n_utterances": len(rows), "audio_seconds": audio_seconds,
-            "extras": list(extras), "mean": mean,
-            "codebook_usage": {k: v.tolist() for k, v in usage.items()},
-            "utterances": rows,
-        }
+    try:
+        n_books = codec.check_n_codebooks(n_codebooks)
+    except CodecError as exc:
+        raise EvalError(f"{exc} (drop --n-codebooks)") from None
+    label = f"{codec.name or codec.family} ({getattr(codec, 'decoder', 'native')}, K={n_books})"
+    _warm_up(codec, n_books)
+    hist, rows, enc_total, dec_total = 0, [], 0.0, 0.0
+    for utt in tqdm(items, desc=label, disable=not progress, file=sys.stderr):
+        wav = load_audio(utt.path, sr).to(dev)
+        seconds = wav.shape[-1] / sr
+        with M.stopwatch(dev) as t_enc:
+            codes = codec.encode(wav.unsqueeze(0), n_codebooks=n_books)
+        with M.stopwatch(dev) as t_dec:
+            out = codec.decode(codes)
+        enc_total, dec_total = enc_total + t_enc[0], dec_total + t_dec[0]
+        hist = hist + M.code_histogram(codes[0], codec.codebook_size)
+        ref = wav[0].double().cpu().numpy()
+        est = out[0, 0, : wav.shape[-1]].double().cpu().numpy()
+        row = {"id": utt.ID, "path": str(utt.path), "duration": seconds,
+               **_signal_metrics(ref, est, sr, f"{utt.path}"),
+               "encode_rtf": t_enc[0] / seconds, "decode_rtf": t_dec[0] / seconds}
+        if extras:
+            ref16, est16 = (resample(torch.from_numpy(x), sr, 16000).numpy() for x in (ref, est))
+            for name in extras:
+                row.update(_extra_scorer(name)(ref16, est16))
+        rows.append(row)
+    usage = M.codebook_usage(hist)
+    audio_seconds = sum(r["duration"] for r in rows)
+    keys = list(SIGNAL_METRICS) + [k for n in extras for k in EXTRAS[n][1]]
+    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    mean.update(
+        usage_perplexity=float(usage["perplexity"].mean()),
+        usage_fraction=float(usage["used_fraction"].mean()),
+        encode_rtf=M.real_time_factor(enc_total, audio_seconds),
+        decode_rtf=M.real_time_factor(dec_total, audio_seconds),
+    )
+    return {
+        "codec": codec.name or codec.family, "family": codec.family,
+        "decoder": getattr(codec, "decoder", "native"), "n_codebooks": n_books,
+        "codebook_size": codec.codebook_size, "sample_rate": sr, "frame_rate": codec.frame_rate,
+        "bitrate": codec.bitrate_at(n_books), "n_utterances": len(rows), "audio_seconds": audio_seconds,
+        "extras": list(extras), "mean": mean,
+        "codebook_usage": {k: v.tolist() for k, v in usage.items()},
+        "utterances": rows,
+    }
 
 
 # --- reports ----------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from speechtok.codecs import base as folders
 from speechtok.codecs.base import declared_family, read_json_config
 from speechtok.lm.model import LMConfig, TokenLM
 from speechtok.tokens import codec_hash
@@ -105,25 +106,13 @@ def check_codec(meta: dict, codec, where: str | Path) -> None:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a missing or unreadable one is an error naming it."""
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: {path.name} is missing")
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # truncated or not a safetensors file
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+    """The codecs' `read_weights` (missing, unreadable or NaN/inf weights refused), with LM errors."""
+    return folders.read_weights(path, CheckpointError)
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load `state` (read from `path`) into `module`, in its dtypes, if the names and shapes match
-    exactly; otherwise an error saying what differs."""
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    bad = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        raise CheckpointError(f"{path}: weights do not match config.json (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    """The codecs' `load_weights` (names and shapes must match exactly), with LM errors."""
+    folders.load_weights(module, state, path, CheckpointError)
 
 
 def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu") -> tuple[TokenLM, dict]:

@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from speechtok.cli import _error_reason, _report, find_audio
 from speechtok.codecs import CodecError
-from speechtok.data.audio import AudioError, save_audio
+from speechtok.data.audio import AudioError, file_problem, save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.lm.checkpoint import CheckpointError
 from speechtok.lm.inference import Enhancer, LMInputError, load_enhancer, load_tts
@@ -48,7 +49,8 @@ def _sampling(args) -> dict:
 
 # --- tts ---------------------------------------------------------------------------------
 def add_tts_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("text", nargs="?", help="text to speak (or use --text-file)")
+    p.add_argument("text", nargs="?", help="text to speak (or use --text-file); text too long for the model is "
+                                           "spoken in pieces cut at sentences, clauses, then words")
     p.add_argument("-o", "--output", type=Path, help="output .wav (one text)")
     p.add_argument("--text-file", type=Path,
                    help="batch mode: one sentence a line (written as 0001.wav, ...), or a manifest .csv "
@@ -57,7 +59,7 @@ def add_tts_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="reference clip (~3 s) of the voice to use: audio file or token file (.npz)")
     p.add_argument("--prompt-text", help="transcript of --prompt: continue the clip instead (VALL-E style)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together in batch mode")
-    p.add_argument("--max-seconds", type=float, help="longest output per sentence")
+    p.add_argument("--max-seconds", type=float, help="longest output per sentence (per piece of a long text)")
     p.add_argument("--end-threshold", type=float,
                    help="stop when the model's end probability reaches this (default from the model; "
                         "unset: the stop is sampled like any token)")
@@ -132,7 +134,7 @@ def _tts_batch(synth, jobs, args, kw) -> int:
                 save_audio(args.out_dir / f"{name}.wav", wav, synth.sample_rate)
                 seconds += wav.shape[-1] / synth.sample_rate
     _speed(seconds, time.perf_counter() - t0, args.out_dir)
-    return _report(failed, args.out_dir, "synthesize")
+    return _report(failed, args.out_dir, "synthesize", item="input")
 
 
 # --- enhance -----------------------------------------------------------------------------
@@ -154,8 +156,6 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_enhance(args: argparse.Namespace) -> int:
-    from speechtok.cli import find_audio  # the main CLI's notion of an audio file
-
     inp, out = args.input, args.output
     try:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
@@ -180,10 +180,14 @@ def run_enhance(args: argparse.Namespace) -> int:
         return _fail(exc)
     failed, seconds, t0 = [], 0.0, time.perf_counter()
     for f in files:
+        problem = file_problem(f)  # a broken link or unreadable file, token files too
+        if problem:
+            failed.append((str(f), problem))
+            continue
         try:
             wav = enhancer.enhance(f, **kw)
-        except (AudioError, TokenFileError, LMInputError) as exc:
-            failed.append((str(f), str(exc).removeprefix(f"{f}: ")))
+        except (AudioError, TokenFileError, LMInputError, OSError) as exc:
+            failed.append((str(f), _error_reason(exc, f)))
             continue
         rel = f.relative_to(inp)
         save_audio(out / rel.with_suffix(".wav"), wav, enhancer.sample_rate)
@@ -196,20 +200,6 @@ def run_enhance(args: argparse.Namespace) -> int:
 def _speed(audio_s: float, wall_s: float, where) -> None:
     rtf = f", {audio_s / wall_s:.2f}x real time" if wall_s > 0 and audio_s > 0 else ""
     print(f"speechtok: wrote {audio_s:.1f} s of audio to {where} in {wall_s:.1f} s{rtf}", file=sys.stderr)
-
-
-def _report(failed: list[tuple[str, str]], out_dir: Path, what: str) -> int:
-    tsv = out_dir / "failed.tsv"
-    if not failed:
-        if tsv.exists():
-            tsv.unlink()
-        return 0
-    print(f"speechtok: {len(failed)} input(s) failed to {what}:", file=sys.stderr)
-    for name, reason in failed:
-        print(f"  {name}\t{reason}", file=sys.stderr)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tsv.write_text("input\treason\n" + "".join(f"{n}\t{r}\n" for n, r in failed))
-    return 1
 
 
 __all__ = ["add_enhance_arguments", "add_tts_arguments", "run_enhance", "run_tts"]

@@ -8,7 +8,9 @@ TTS lays a row out as [phonemes] [sep] [prompt audio] and lets the LM continue t
 - with neither, the checkpoint's default voice (a stored clip with its transcript).
 A model trained with durations speaks each phoneme for as long as its duration predictor says
 (in continuation the transcript's durations are stretched over the clip), so the length of the
-speech is known before the first frame.
+speech is known before the first frame. Text whose row would not fit the model's positions is
+cut at sentences, then clauses, then words, and its pieces are spoken in one batch and joined
+by short pauses.
 Enhancement encodes the noisy waveform, generates clean codes of the same length (long
 inputs in chunks that fit the model) and decodes them, or applies them to the noisy input as
 per-band gains (`render="mixture"`).
@@ -20,9 +22,9 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import librosa
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,7 +32,7 @@ from speechtok.codecs import PRETRAINED_DIR, load_codec
 from speechtok.data.audio import AudioError, check_waveform, load_audio
 from speechtok.lm.checkpoint import CheckpointError, is_lm_folder, load_lm, read_lm_config
 from speechtok.lm.refiner import GainRefiner
-from speechtok.lm.text import TextError, TextFrontend
+from speechtok.lm.text import TextError, TextFrontend, split_text
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 
 Audio = str | Path | torch.Tensor
@@ -195,6 +197,10 @@ class Synthesizer(_Runner):
     """Text to speech with a TTS checkpoint (see the module docstring for the prompt modes)."""
 
     prompt_seconds = 3.0
+    speech_floor_db = -50.0  # a prompt with no 25 ms frame louder than this (RMS, dBFS) is silent
+    # seconds of silence where long text was cut, by where: after a sentence, a clause, a word
+    pauses: ClassVar[dict[str, float]] = {"sentence": 0.25, "clause": 0.12, "word": 0.04}
+    fit_margin = 8  # positions kept free when cutting long text: durations batched may round a frame apart
 
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         super().__init__(lm, codec, meta, path)
@@ -217,10 +223,18 @@ class Synthesizer(_Runner):
             codes, _ = self._encode(prompt_wav, prompt_sr, "prompt")
         else:
             wav = self._audio(prompt_wav, prompt_sr, "prompt")
+            n = self.sample_rate // 40  # 25 ms frames
+            frames = F.pad(wav[0], (0, -wav.shape[-1] % n)).view(-1, n)
+            power = float(frames.square().mean(1).max())
+            if power == 0 or 10 * math.log10(power) < self.speech_floor_db:
+                level = ("all zeros" if power == 0 else f"its loudest 25 ms is at {10 * math.log10(power):.0f} dBFS, "
+                         f"below the {self.speech_floor_db:.0f} dBFS of quiet speech")
+                raise LMInputError(f"prompt: the clip is silent ({level}); give about 3 s of speech in the voice "
+                                   "to use")
             trimmed, _ = librosa.effects.trim(wav[0].numpy(), top_db=40)
-            if len(trimmed) < 0.5 * self.sample_rate or float(np.abs(trimmed).max()) < 1e-3:
+            if len(trimmed) < 0.5 * self.sample_rate:
                 raise LMInputError(f"prompt: only {len(trimmed) / self.sample_rate:.2f} s of sound after trimming "
-                                   "silence (or it is silent); give a clip of about 3 s of speech")
+                                   "silence; give a clip of about 3 s of speech")
             wav = torch.from_numpy(trimmed[: int(self.prompt_seconds * self.sample_rate)])[None]
             codes, _ = self._encode(wav, None, "prompt")
         return codes[:, : round(self.prompt_seconds * self.codec.frame_rate)], ""
@@ -230,6 +244,9 @@ class Synthesizer(_Runner):
                   prompt_text: str | None = None, seed: int | None = None, max_seconds: float | None = None,
                   mean_levels: bool | None = None, **overrides) -> list[torch.Tensor]:
         """Waveforms [1, T] at `sample_rate`, one per text, all in the same voice (one batch).
+        A text too long for the model's positions is cut at sentence ends, then clause marks, then
+        words (`text.split_text`); its pieces are generated in the same batch, with the same prompt
+        and seed, and joined by short pauses (`pauses`). `max_seconds` caps each piece.
         `overrides` replace the model's sampling defaults (temperature, top_k, top_p, end_threshold, ...);
         `mean_levels` decodes the model's expected level of each generated frame (see `Enhancer`)."""
         if isinstance(texts, str):
@@ -237,17 +254,70 @@ class Synthesizer(_Runner):
         if not texts:
             return []
         mean_levels = self._use_levels(mean_levels)
-        src, src_len, P, prompt_len, timeline = self.inputs(texts, prompt_wav, prompt_sr, prompt_text)
+        prompt, before = self._prompt(prompt_wav, prompt_sr, prompt_text)
+        max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
+        pieces = self._pieces(list(texts), prompt, before, max_len)
+        src, src_len, P, prompt_len, timeline = self._rows([t for ps in pieces for t, _ in ps], prompt, before)
         if self.lm.cfg.durations and "durations" not in timeline:
             timeline["durations"] = self.lm.predict_durations(src.to(self.device), src_len.to(self.device))
-        max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
         codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1,
                                         **timeline)
         if not mean_levels:
-            return self._decode(codes.cpu(), lengths.cpu())
+            return self._join(self._decode(codes.cpu(), lengths.cpu()), pieces)
         levels = self._expected_levels(src, src_len, P, codes, lengths, timeline, seed)
-        return [self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
-                for lv, n in zip(levels, lengths.tolist())]
+        return self._join([self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
+                           for lv, n in zip(levels, lengths.tolist())], pieces)
+
+    def _row_length(self, src, src_len, prompt, timeline: dict, max_len: int | None) -> torch.Tensor:
+        """Positions [B] each row takes in the LM (source, prompt, target frames) as generate() counts
+        them; beyond the model's max_len it refuses a durations model's row, or cuts another's short."""
+        p, cfg = self.lm.pattern, self.lm.cfg
+        n_prompt = 0 if prompt is None else prompt.shape[-1]
+        if cfg.durations:
+            dur = timeline.get("durations")
+            if dur is None:
+                dur = self.lm.predict_durations(src.to(self.device), src_len.to(self.device))
+            frames = dur.sum(1).cpu() - (n_prompt if timeline.get("continue_prompt") else 0)
+        else:  # the budget generate() gives a row: its frames per source symbol
+            frames = (src_len.double() * cfg.max_len_ratio).ceil().long()
+        if max_len is not None:
+            frames = frames.clamp(max=max_len)
+        return src_len + max(p.tail, 1) + (n_prompt + frames) * p.steps_per_frame
+
+    def _pieces(self, texts: list[str], prompt, before: str, max_len: int | None) -> list[list[tuple[str, str | None]]]:
+        """Each text as [(piece, boundary after it)]: itself when its row fits the model's positions
+        (all checked as one batch), else cut by `text.split_text` by the positions each piece needs."""
+        limit = self.lm.cfg.transformer.max_len - self.fit_margin
+
+        def need(batch: list[str]) -> list[int]:
+            src, src_len, P, _, timeline = self._rows(batch, prompt, before)
+            return self._row_length(src, src_len, P, timeline, max_len).tolist()
+
+        return [[(t, None)] if n <= limit else split_text(t, lambda piece: need([piece])[0] <= limit)
+                for t, n in zip(texts, need(texts))]
+
+    def _join(self, wavs: list[torch.Tensor], pieces: list[list[tuple[str, str | None]]]) -> list[torch.Tensor]:
+        """One waveform per text: its pieces' waveforms in order, a pause (whole frames) at each cut and
+        5 ms fades at the cut edges so they do not click."""
+        out, it, fade = [], iter(wavs), torch.linspace(0.0, 1.0, self.sample_rate // 200)
+        for text_pieces in pieces:
+            parts = [next(it) for _ in text_pieces]
+            if len(parts) == 1:
+                out.append(parts[0])
+                continue
+            joined = []
+            for i, (wav, (_, boundary)) in enumerate(zip(parts, text_pieces)):
+                wav, n = wav.clone(), min(len(fade), wav.shape[-1])
+                if i:
+                    wav[..., :n] *= fade[:n]
+                if boundary is not None:
+                    wav[..., wav.shape[-1] - n:] *= fade[:n].flip(0)
+                    gap = round(self.pauses[boundary] * self.codec.frame_rate) * self.codec.hop_length
+                    joined += [wav, wav.new_zeros(wav.shape[0], gap)]
+                else:
+                    joined.append(wav)
+            out.append(torch.cat(joined, -1))
+        return out
 
     def _expected_levels(self, src, src_len, prompt, codes, lengths, timeline, seed=None) -> torch.Tensor:
         """The model's mean level [B, K, T] of each generated frame, scored as training laid the row
@@ -271,7 +341,10 @@ class Synthesizer(_Runner):
         """The LM's inputs for `texts` in one voice: source ids [B, L], their lengths [B], prompt
         codes [B, K, P] and lengths [B] (both None without a prompt), and generate()'s timeline
         keywords (rate, continue_prompt) for a continued clip."""
-        prompt, before = self._prompt(prompt_wav, prompt_sr, prompt_text)
+        return self._rows(texts, *self._prompt(prompt_wav, prompt_sr, prompt_text))
+
+    def _rows(self, texts: Sequence[str], prompt: torch.Tensor | None, before: str) -> tuple:
+        """`inputs` for prompt codes [K, P] (or None) and the symbols before the text."""
         symbols = self.frontend.to_symbols_many(list(texts))
         ids = [self.frontend.ids((before + " " + s) if before else s) for s in symbols]
         src_len = torch.tensor([len(i) for i in ids])

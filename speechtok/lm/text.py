@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 ESPEAK = "espeak-ng"
 PUNCTUATION = ',.;:!?…—"()¡¿'
@@ -33,6 +33,11 @@ _DASHES = re.compile(r"\s+-+\s+|-{2,}")
 _ELLIPSIS = re.compile(r"\.{3,}")
 _SPLIT = re.compile(f"([{re.escape(PUNCTUATION)}]+)")
 _LANG_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)?\)")
+# where long text may be cut, coarsest first: after a sentence end (closing quotes or brackets kept
+# with it), after a clause mark, between words; each followed by the space it replaces
+_BREAKS = (("sentence", re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')])\s+")),
+           ("clause", re.compile(r"(?<=[,;:—])\s+")),
+           ("word", re.compile(r"\s+")))
 
 
 class TextError(ValueError):
@@ -102,6 +107,53 @@ def characters(text: str) -> str:
     if not any(not is_punct and any(c.isalnum() for c in p) for is_punct, p in pieces):
         return ""
     return " ".join(p for _, p in pieces)
+
+
+def split_text(text: str, fits: Callable[[str], bool]) -> list[tuple[str, str | None]]:
+    """Cut `text` (normalized) into pieces that each `fits` (e.g. the model's positions), in order,
+    as (piece, boundary after it: "sentence", "clause", "word"; None after the last). Text that
+    fits stays whole; otherwise it is cut at sentence ends, a sentence still too long at clause
+    marks (, ; : —), a clause still too long between words; neighbours that fit together are
+    packed into one piece. The pieces joined by spaces give the normalized text back."""
+    text = normalize(text)
+    if not text:
+        return []
+    known: dict[str, bool] = {}
+
+    def ok(piece: str) -> bool:
+        if piece not in known:
+            known[piece] = bool(fits(piece))
+        return known[piece]
+
+    def cut(piece: str, level: int) -> list[tuple[str, str | None]]:
+        if ok(piece):
+            return [(piece, None)]
+        if level == len(_BREAKS):
+            raise TextError(f"text.py: {piece!r} is too long for the model even alone (beside its voice prompt); "
+                            "use a shorter prompt")
+        kind, pattern = _BREAKS[level]
+        parts: list[str] = []
+        for part in pattern.split(piece):  # a part with nothing to say ("…", "%") goes with the one before
+            if parts and not any(c.isalnum() for c in part):
+                parts[-1] = f"{parts[-1]} {part}"
+            else:
+                parts.append(part)
+        if len(parts) > 1 and not any(c.isalnum() for c in parts[0]):
+            parts[:2] = [f"{parts[0]} {parts[1]}"]
+        groups: list[str] = []
+        for part in parts:
+            if groups and ok(groups[-1]) and ok(f"{groups[-1]} {part}"):
+                groups[-1] = f"{groups[-1]} {part}"
+            else:
+                groups.append(part)
+        out = []
+        for group in groups:
+            out += cut(group, level + 1)
+            out[-1] = (out[-1][0], kind)
+        out[-1] = (out[-1][0], None)
+        return out
+
+    return cut(text, 0)
 
 
 class TextFrontend:
@@ -183,4 +235,4 @@ class TextFrontend:
 
 
 __all__ = ["DEFAULT_SYMBOLS", "PUNCTUATION", "TextError", "TextFrontend", "characters", "espeak_available",
-           "normalize", "phonemize", "phonemize_many"]
+           "normalize", "phonemize", "phonemize_many", "split_text"]

@@ -1,0 +1,27 @@
+"""Recipe-side helpers shared by the training recipes (never needed to encode or decode)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from speechtok.codecs.base import Codec
+
+
+def export_best(codec: Codec, save_folder: str | Path, directory: str | Path, recoverables: dict[str, nn.Module],
+                keep: tuple[str, ...], **provenance) -> Path:
+    """Load a recipe's best checkpoint (by dev PESQ-wb) into `recoverables`, parts of `codec` under
+    their checkpoint names, and save the codec to `directory`. Its `training.json` holds the
+    checkpoint's `keep` metrics and `provenance` (e.g. which dev sets the figures come from).
+    Reads the checkpoints only, so it is safe while training runs."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    best = Checkpointer(save_folder, recoverables).recover_if_possible(max_key="pesq_wb")
+    if best is None:
+        raise SystemExit(f"no checkpoint in {save_folder} to export")
+    out = codec.eval().save_pretrained(directory)
+    record = {k: best.meta[k] for k in keep if k in best.meta} | provenance
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out
