@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from speechtok.data.corpora import cathy_manifest, librispeech_manifest, noise_manifest, shared_manifests, split
+from speechtok.data.corpora import (
+    cathy_manifest,
+    crowd_manifest,
+    librispeech_manifest,
+    noise_manifest,
+    shared_manifests,
+    split,
+)
 from speechtok.data.manifest import read_manifest, write_manifest
 
 
@@ -61,3 +68,28 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "metadata.tsv").write_text("path\tsplit\na.flac\ttrain\n")
     with pytest.raises(Exception, match="a.flac"):
         noise_manifest(tmp_path)
+
+
+def test_crowd_split_by_speaker_and_anonymous_clips_stand_alone(corpora):
+    crowd = corpora["crowd"]
+    dev, train = split(crowd, "dev"), split(crowd, "train")
+    assert len(crowd) >= 7700 and len(dev) == 344  # one malformed clip in train is skipped with a message
+    assert not {u.speaker for u in dev} & {u.speaker for u in train}  # dev voices are unseen
+    anonymous = [u for u in train if u.extra["source"] in ("picovoice", "mycroft")]
+    assert len({u.speaker for u in anonymous}) == len(anonymous)  # no speaker id: each clip its own voice
+    assert 160 < sum(u.duration for u in crowd) / 60 < 170
+
+
+def test_ambient_noise_and_rooms(corpora):
+    ambient, rir = corpora["noise_ambient"], corpora["rir"]
+    assert len(ambient) == 92 and len(split(ambient, "dev")) == 15
+    assert len({u.extra["category"] for u in ambient}) == 11
+    assert len(rir) == 14 and len(split(rir, "dev")) == 3
+
+
+def test_an_unreadable_clip_is_skipped_and_named(tmp_path, capsys):
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio/bad.ogg").write_bytes(b"OggS" + bytes(100))
+    (tmp_path / "metadata.tsv").write_text("path\tsource\tspeaker\tsplit\ttext\naudio/bad.ogg\tx\ts\ttrain\thi\n")
+    assert crowd_manifest(tmp_path) == []
+    assert "bad.ogg" in capsys.readouterr().err

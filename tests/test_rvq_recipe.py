@@ -19,7 +19,7 @@ RECIPE = REPO / "recipes/codec/rvq"
 def run(out, manifest, epochs):
     cmd = [
         sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams/rvq-16k.yaml"),
-        "--output_folder", str(out), "--train_manifests", f"[{manifest}]", "--dev_manifests", f"[{manifest}]",
+        "--output_folder", str(out), "--manifest_folder", str(manifest),
         "--n_dev_utts", "1", "--batch_size", "4", "--steps_per_epoch", "30", "--number_of_epochs", str(epochs),
         "--warmup_steps", "1", "--lr", "0.003", "--segment_seconds", "0.5",
         "--codec", "{n_codebooks: 2, codebook_size: 16, codebook_dim: 8, dim: 32, intermediate_dim: 64, "
@@ -34,7 +34,7 @@ def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
     assert losses[1] < losses[0]
     codec = load_codec(out / "export/rvq-16k")
     # the export is the epoch with the best dev PESQ-wb, and says so
-    best = max(float(re.search(r"pesq_wb: ([\d.e+-]+)", line).group(1)) for line in log)
+    best = max(float(re.search(r"valid pesq_wb: ([\d.e+-]+)", line).group(1)) for line in log)
     exported = json.loads((out / "export/rvq-16k/training.json").read_text())
     assert exported["pesq_wb"] == pytest.approx(best, abs=0.006)  # the log rounds to 3 digits
     assert codec.family == "rvq" and codec.n_codebooks == 2 and codec.decoder == "vocoder"

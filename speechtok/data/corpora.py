@@ -7,6 +7,7 @@ recording), so dev material never leaks into training. Durations come from FLAC 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 from speechtok.data.audio import AudioError, duration_seconds
@@ -32,14 +33,21 @@ def read_metadata(root: str | Path, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def _utterance(root: Path, row: dict, prefix: str, speaker: str, text: str = "", **extra) -> Utterance:
+def _utterance(root: Path, row: dict, prefix: str, speaker: str, text: str = "", **extra) -> Utterance | None:
+    """The row as an Utterance; None, with a line on stderr naming the file, if its audio is unreadable
+    (one malformed clip should not stop a corpus of thousands). A listed file that is missing is an error."""
     path = (root / row["path"]).resolve()
     if not path.is_file():
         raise AudioError(f"{path}: listed in {root / 'metadata.tsv'} but missing")
+    try:
+        duration = duration_seconds(path)
+    except AudioError as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        return None
     return Utterance(
         ID=f"{prefix}_{path.stem}",
         path=str(path),
-        duration=duration_seconds(path),
+        duration=duration,
         speaker=speaker,
         text=text,
         split=row["split"],
@@ -47,11 +55,15 @@ def _utterance(root: Path, row: dict, prefix: str, speaker: str, text: str = "",
     )
 
 
+def _present(utts) -> list[Utterance]:
+    return [u for u in utts if u is not None]
+
+
 def cathy_manifest(root: str | Path) -> list[Utterance]:
     """One US-English female speaker reading CMU ARCTIC prompts (dev = prompts arctic_b0440+)."""
     root = Path(root)
     rows = read_metadata(root, ("path", "prompt_id", "split", "text"))
-    return [_utterance(root, r, "cathy", "cathy", r["text"], prompt_id=r["prompt_id"], sex="F") for r in rows]
+    return _present(_utterance(root, r, "cathy", "cathy", r["text"], prompt_id=r["prompt_id"], sex="F") for r in rows)
 
 
 def _librispeech_sexes(root: Path) -> dict[str, str]:
@@ -73,17 +85,43 @@ def librispeech_manifest(root: str | Path) -> list[Utterance]:
     root = Path(root)
     rows = read_metadata(root, ("path", "speaker", "split", "text"))
     sexes = _librispeech_sexes(root)
-    return [
-        _utterance(root, r, "ls", r["speaker"], r["text"], sex=sexes.get(r["speaker"], ""))
-        for r in rows
-    ]
+    return _present(_utterance(root, r, "ls", r["speaker"], r["text"], sex=sexes.get(r["speaker"], "")) for r in rows)
 
 
 def noise_manifest(root: str | Path) -> list[Utterance]:
     """Real background-noise recordings (dev = running_tap)."""
     root = Path(root)
     rows = read_metadata(root, ("path", "split"))
-    return [_utterance(root, r, "noise", "", license=r.get("license", "")) for r in rows]
+    return _present(_utterance(root, r, "noise", "", license=r.get("license", "")) for r in rows)
+
+
+def crowd_manifest(root: str | Path) -> list[Utterance]:
+    """Many real voices in short clips (wake words, commands, interviews; dev = unseen speakers).
+
+    Sources without speaker ids (picovoice, mycroft) get one pseudo-speaker per clip, so that a
+    speaker-balanced sampler treats each anonymous clip as its own voice.
+    """
+    root = Path(root)
+    rows = read_metadata(root, ("path", "source", "speaker", "split", "text"))
+    return _present(
+        _utterance(root, r, "crowd", f"{r['source']}_{r['speaker'] or Path(r['path']).stem}", r["text"],
+                   source=r["source"])
+        for r in rows
+    )
+
+
+def ambient_noise_manifest(root: str | Path) -> list[Utterance]:
+    """Real ambient recordings in 11 kinds (`category`); dev = every sixth recording."""
+    root = Path(root)
+    rows = read_metadata(root, ("path", "split", "category"))
+    return _present(_utterance(root, r, "ambient", "", category=r["category"], source=r.get("source", "")) for r in rows)
+
+
+def rir_manifest(root: str | Path) -> list[Utterance]:
+    """Measured room impulse responses (first channel, peak-normalised)."""
+    root = Path(root)
+    rows = read_metadata(root, ("path", "split"))
+    return _present(_utterance(root, r, "rir", "", source=r.get("source", "")) for r in rows)
 
 
 def split(utts: list[Utterance], name: str) -> list[Utterance]:
@@ -91,10 +129,13 @@ def split(utts: list[Utterance], name: str) -> list[Utterance]:
 
 
 def shared_manifests(shared_data: str | Path) -> dict[str, list[Utterance]]:
-    """{'cathy': [...], 'librispeech': [...], 'noise': [...]} for the shared-data folder."""
+    """Every shared corpus by name (cathy, librispeech, crowd, noise, noise_ambient, rir)."""
     shared_data = Path(shared_data)
     return {
         "cathy": cathy_manifest(shared_data / "speech" / "cathy"),
         "librispeech": librispeech_manifest(shared_data / "speech" / "librispeech_tc100"),
+        "crowd": crowd_manifest(shared_data / "speech" / "crowd"),
         "noise": noise_manifest(shared_data / "noise"),
+        "noise_ambient": ambient_noise_manifest(shared_data / "noise_ambient"),
+        "rir": rir_manifest(shared_data / "rir"),
     }

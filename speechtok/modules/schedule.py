@@ -21,13 +21,16 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, floor: float =
 
 @register_checkpoint_hooks
 class TrainClock:
-    """Wall-clock seconds a run has trained, kept in its checkpoints so a resumed run counts on."""
+    """Seconds a run has trained, kept in its checkpoints so a resumed run counts on: wall-clock
+    by default, or CPU time of all the process's threads with `timer=time.process_time` (what a
+    recipe's CPU-hours are measured in)."""
 
-    def __init__(self):
-        self.before, self.since = 0.0, time.monotonic()
+    def __init__(self, timer=time.monotonic):
+        self.timer = timer
+        self.before, self.since = 0.0, timer()
 
     def seconds(self) -> float:
-        return self.before + time.monotonic() - self.since
+        return self.before + self.timer() - self.since
 
     @mark_as_saver
     def _save(self, path):
@@ -37,7 +40,7 @@ class TrainClock:
     @mark_as_loader
     def _recover(self, path, end_of_epoch=True):
         with open(path) as f:
-            self.before, self.since = float(f.read()), time.monotonic()
+            self.before, self.since = float(f.read()), self.timer()
 
 
 class WarmupCosineLR:

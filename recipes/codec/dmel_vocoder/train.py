@@ -2,8 +2,11 @@
 """Train the Vocos-style vocoder that decodes dMel tokens.
 
 The vocoder sees *quantised* log-mels (decode(encode(x)) exactly), and is trained with a
-multi-resolution mel loss, then hinge GAN + feature matching against multi-period and
-multi-resolution STFT discriminators once `adv_start_step` is reached.
+multi-resolution mel loss, optionally multi-resolution STFT and APNet phase losses (`stft_weight`,
+`phase_weight`), and hinge GAN + feature matching against multi-period and multi-resolution STFT
+discriminators once `adv_start_step` is reached. Checkpoints are chosen by dev PESQ-wb on unseen
+voices (`dev_sets`); `seen_dev_sets` are reported apart. `init_from` warm-starts a fresh run from
+an exported codec folder; `cpu_hours` in the log counts CPU time across resumes.
 
     python recipes/codec/dmel_vocoder/train.py recipes/codec/dmel_vocoder/hparams/gpu.yaml
     torchrun --nproc_per_node 2 recipes/codec/dmel_vocoder/train.py hparams/gpu.yaml
@@ -16,6 +19,7 @@ Add `--export_only True` to export the best checkpoint so far without training.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +28,20 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs.dmel import DMelCodec
-from speechtok.data.segments import codec_training_sets
+from speechtok.codecs import load_codec
+from speechtok.training import export_best
+from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
-from speechtok.modules.schedule import WarmupCosineLR
+from speechtok.modules.schedule import TrainClock, WarmupCosineLR
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
     """Two optimisers, so `fit_batch` sets both learning rates from `lr_factor` itself."""
 
     def on_fit_start(self):
+        self.cpu_clock = TrainClock(timer=time.process_time)
+        self.checkpointer.add_recoverable("cpu_clock", self.cpu_clock)
         super().on_fit_start()
         self.codec.to(self.device)
 
@@ -73,6 +81,12 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
 
         mel_loss = self.hparams.mel_loss(fake, wav)
         g_loss = self.hparams.mel_weight * mel_loss
+        for name in ("stft", "phase"):
+            if getattr(self.hparams, f"{name}_weight", 0):
+                with self.training_ctx:
+                    term = getattr(self.hparams, f"{name}_loss")(fake, wav)
+                g_loss = g_loss + getattr(self.hparams, f"{name}_weight") * term
+                stats[name] = term.item()
         if adversarial:
             with self.training_ctx:
                 fake_logits, fake_fmaps = self.modules.discriminator(fake)
@@ -94,11 +108,12 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
 
     def evaluate_batch(self, batch, stage):
         """Full dev utterances one at a time: mel loss plus PESQ-wb and STOI of the vocoder output."""
-        wav = batch.to(self.device)
+        (set_name,), wav = batch
+        wav = wav.to(self.device)
         with torch.no_grad():
             fake = self.modules.generator(self.dmel_input(wav)).float()[..., : wav.shape[-1]]
         ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
-        self.dev_scores.append((pesq_wb(ref, est, 16000), stoi(ref, est, 16000)))
+        self.dev_scores.append((set_name, pesq_wb(ref, est, 16000), stoi(ref, est, 16000)))
         return self.hparams.mel_loss(fake, wav).detach().cpu()
 
     def on_stage_start(self, stage, epoch=None):
@@ -110,15 +125,16 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
             return
-        pesq_mean, stoi_mean = (float(np.mean(v)) for v in zip(*self.dev_scores))
-        stats = {"mel_loss": stage_loss, "pesq_wb": pesq_mean, "stoi": stoi_mean}
+        scores = dev_summary(self.dev_scores, list(self.hparams.dev_sets))
+        cpu_hours = self.cpu_clock.seconds() / 3600
         self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
+            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor(),
+                        "cpu_hours": round(cpu_hours, 3)},
             train_stats={"mel_loss": self.train_loss, **getattr(self, "last_stats", {})},
-            valid_stats=stats,
+            valid_stats={"mel_loss": stage_loss, **scores},
         )
         self.checkpointer.save_and_keep_only(
-            meta={"pesq_wb": pesq_mean, "stoi": stoi_mean, "step": self.optimizer_step},
+            meta={**scores, "step": self.optimizer_step, "cpu_hours": cpu_hours},
             max_keys=["pesq_wb"], num_to_keep=2,
         )
 
@@ -126,8 +142,16 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ) as a codec folder; safe while training runs."""
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    return codec.export_best(hparams["save_folder"], hparams["export_folder"], {"generator": codec.vocoder},
-                             keep=("pesq_wb", "stoi", "step"))
+    return export_best(codec, hparams["save_folder"], hparams["export_folder"], {"generator": codec.vocoder},
+                       keep=("pesq_wb", "stoi", "step", "cpu_hours"), dev_sets=hparams["dev_sets"],
+                       seen_dev_sets=hparams.get("seen_dev_sets") or {})
+
+
+def warm_start(codec: DMelCodec, hparams: dict) -> None:
+    """A fresh run (no checkpoint yet) starts from the vocoder of the codec folder `init_from`."""
+    if hparams.get("init_from") and not list(Path(hparams["save_folder"]).glob("CKPT*")):
+        codec.vocoder.load_state_dict(load_codec(hparams["init_from"]).vocoder.state_dict())
+        print(f"warm start from {hparams['init_from']}")
 
 
 def main(argv: list[str]) -> None:
@@ -141,6 +165,7 @@ def main(argv: list[str]) -> None:
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
+    warm_start(codec, hparams)
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)

@@ -24,7 +24,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import RVQCodec, load_codec
-from speechtok.data.segments import codec_training_sets
+from speechtok.training import export_best
+from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
 from speechtok.modules.schedule import WarmupCosineLR
 
@@ -46,12 +47,13 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
     def evaluate_batch(self, batch, stage):
         """One whole dev utterance through encode -> decode: mel L1, PESQ-wb, STOI, code counts."""
         codec = self.modules.codec
-        wav = batch.to(self.device)
+        (set_name,), wav = batch
+        wav = wav.to(self.device)
         codes = codec.encode(wav)
         mel = codec.decode_mel(codes)
         fake = codec.frontend.render(mel).float()[..., : wav.shape[-1]]
         ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
-        self.dev_scores.append((pesq_wb(ref, est, codec.sample_rate), stoi(ref, est, codec.sample_rate)))
+        self.dev_scores.append((set_name, pesq_wb(ref, est, codec.sample_rate), stoi(ref, est, codec.sample_rate)))
         self.histogram += code_histogram(codes[0].cpu().numpy(), codec.codebook_size)
         target = codec.normalise(codec.frontend.log_mel(torch.nn.functional.pad(
             wav, (0, codes.shape[-1] * codec.hop_length - wav.shape[-1]))))
@@ -67,9 +69,8 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
             return
-        pesq_mean, stoi_mean = (float(np.mean(v)) for v in zip(*self.dev_scores))
         usage = codebook_usage(self.histogram)
-        stats = {"mel_l1": stage_loss, "pesq_wb": pesq_mean, "stoi": stoi_mean,
+        stats = {"mel_l1": stage_loss, **dev_summary(self.dev_scores, list(self.hparams.dev_sets)),
                  "codes_used": float(np.mean(usage["used_fraction"])),
                  "perplexity": float(np.mean(usage["perplexity"]))}
         self.hparams.train_logger.log_stats(
@@ -99,8 +100,9 @@ def build_codec(hparams: dict) -> RVQCodec:
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ-wb) as a codec folder; safe while training runs."""
     codec = build_codec(hparams)
-    return codec.export_best(hparams["save_folder"], hparams["export_folder"], {"codec": codec},
-                             keep=("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"))
+    return export_best(codec, hparams["save_folder"], hparams["export_folder"], {"codec": codec},
+                       keep=("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"),
+                       dev_sets=hparams["dev_sets"], seen_dev_sets=hparams.get("seen_dev_sets") or {})
 
 
 def main(argv: list[str]) -> None:

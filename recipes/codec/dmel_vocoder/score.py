@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Score dMel decoders on the recipe's dev sets: vocoders of codec folders, and Griffin-Lim.
+
+    python recipes/codec/dmel_vocoder/score.py recipes/codec/dmel_vocoder/hparams/cpu.yaml \
+        --decoders speechtok/pretrained/dmel-16k gl32 fgl32 --n_utts 1000 --out results/vocoder_scores.json
+
+`glN` is Griffin-Lim with N iterations (momentum 0), `fglN` fast Griffin-Lim (momentum 0.99), both
+on the same dMel levels. `--n_utts` per set (default: the recipe's `n_dev_utts`, the subset the
+training log reports). Prints PESQ-wb / STOI per set, and the mean over the unseen-voice sets
+that checkpoints are chosen by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechtok.codecs import DMelCodec, load_codec
+from speechtok.data.segments import dev_items, dev_summary
+from speechtok.eval.metrics import pesq_wb, stoi
+
+
+def decoder_fn(spec: str, frontend: DMelCodec):
+    """log-mel [1, n_mels, F] -> waveform, for a codec folder or `glN` / `fglN`."""
+    match = re.fullmatch(r"(f?)gl(\d+)", spec)
+    if match:
+        momentum = 0.99 if match.group(1) else 0.0
+        return lambda mel: frontend.griffin_lim(mel, n_iter=int(match.group(2)), momentum=momentum)
+    codec = load_codec(spec)
+    return lambda mel: codec.vocoder(mel)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("hparams")
+    parser.add_argument("--decoders", nargs="+", required=True)
+    parser.add_argument("--n_utts", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    with open(args.hparams) as f:
+        hp = load_hyperpyyaml(f, {"export_only": True})
+    frontend = DMelCodec(**hp["dmel"])
+    items = dev_items(hp, frontend.sample_rate, args.n_utts)
+    results = {}
+    for spec in args.decoders:
+        render, rows = decoder_fn(spec, frontend), []
+        for name, wav in items:
+            with torch.inference_mode():
+                mel = frontend.dequantize(frontend.encode(wav[None]))
+                est = render(mel).float()[0, 0, : wav.shape[-1]].clamp(-1, 1).numpy()
+            ref = wav[0].numpy()
+            rows.append((name, pesq_wb(ref, est, 16000), stoi(ref, est, 16000)))
+        results[spec] = {**dev_summary(rows, list(hp["dev_sets"])), "n_utts": {n: sum(r[0] == n for r in rows)
+                                                                                for n in dict.fromkeys(r[0] for r in rows)}}
+        print(spec, json.dumps({k: round(v, 3) for k, v in results[spec].items() if isinstance(v, float)}), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

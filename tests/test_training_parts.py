@@ -1,0 +1,68 @@
+"""Training building blocks: the vocoder's STFT and phase losses, source/speaker-balanced crops, dev summaries."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from speechtok.data.manifest import Utterance
+from speechtok.data.segments import balanced_weights, dev_summary
+from speechtok.modules.losses import MultiResolutionSTFTLoss, PhaseLoss, anti_wrap
+
+
+def speech_like(seconds=1.0, f0=140.0, sr=16000, shift=0):
+    t = (np.arange(int(seconds * sr)) + shift) / sr
+    wav = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 10)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return torch.from_numpy(0.2 * wav).float()[None, None]
+
+
+def test_anti_wrap_is_the_angle_between_two_phases():
+    x = torch.tensor([0.0, math.pi / 2, 2 * math.pi - 0.1, -3 * math.pi + 0.2, 4 * math.pi])
+    assert torch.allclose(anti_wrap(x), torch.tensor([0.0, math.pi / 2, 0.1, math.pi - 0.2, 0.0]), atol=1e-5)
+
+
+def test_phase_loss_sees_phase_that_magnitude_losses_miss():
+    ref = speech_like()
+    assert PhaseLoss()(ref, ref).item() == 0.0
+    # a polarity flip keeps every magnitude, so the STFT loss cannot see it, and turns each phase by pi
+    assert MultiResolutionSTFTLoss()(-ref, ref).item() < 1e-3
+    assert PhaseLoss()(-ref, ref).item() == pytest.approx(math.pi, rel=0.02)  # instantaneous phase only
+    # a 1-sample delay turns phases a little: a small loss, well below a wrong phase
+    assert 0 < PhaseLoss()(speech_like(shift=1), ref).item() < 0.5
+
+
+def test_stft_loss_gradient_finds_the_right_level():
+    ref = speech_like(0.5)
+    log_gain = torch.nn.Parameter(torch.tensor(math.log(0.2)))
+    opt, loss_fn = torch.optim.Adam([log_gain], lr=0.05), MultiResolutionSTFTLoss()
+    first = loss_fn(log_gain.exp() * ref, ref).item()
+    for _ in range(80):
+        opt.zero_grad()
+        loss_fn(log_gain.exp() * ref, ref).backward()
+        opt.step()
+    assert loss_fn(log_gain.exp() * ref, ref).item() < 0.1 * first
+    assert log_gain.exp().item() == pytest.approx(1.0, abs=0.05)
+
+
+def utt(i, speaker, duration):
+    return Utterance(f"u{i}", f"/x/{i}.wav", duration, speaker=speaker)
+
+
+def test_balanced_weights_share_by_source_then_speaker_then_duration():
+    one_voice = [utt(0, "a", 10.0), utt(1, "a", 30.0)]  # one long-talking speaker
+    many = [utt(2, "b", 1.0), utt(3, "c", 1.0), utt(4, "", 2.0), utt(5, "", 1.0)]  # no id: each clip alone
+    w = balanced_weights([one_voice, many], [1.0, 3.0])
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:2].tolist() == pytest.approx([0.25 * 0.25, 0.25 * 0.75])
+    assert w[2:].tolist() == pytest.approx([0.75 / 4] * 4)
+    assert balanced_weights([one_voice, many])[:2].sum() == pytest.approx(0.5)  # equal shares by default
+    with pytest.raises(ValueError, match="shares"):
+        balanced_weights([one_voice, many], [1.0])
+
+
+def test_dev_summary_selects_on_unseen_sets_only():
+    rows = [("ls", 2.0, 0.9), ("ls", 3.0, 0.8), ("crowd", 1.0, 0.7), ("cathy", 4.0, 0.95)]
+    s = dev_summary(rows, ["ls", "crowd"])
+    assert s["ls_pesq_wb"] == 2.5 and s["crowd_pesq_wb"] == 1.0 and s["cathy_pesq_wb"] == 4.0
+    assert s["pesq_wb"] == pytest.approx(1.75) and s["stoi"] == pytest.approx(0.775)  # cathy does not count
