@@ -31,8 +31,10 @@ import torch
 
 from speechtok.data.audio import load_audio
 from speechtok.data.noise import colored_noise, mix_at_snr
+from speechtok.enhance import load_enhancer
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig, count_parameters
-from speechtok.lm.inference import available_models, load_enhancer, load_tts
+from speechtok.lm.runner import available_models
+from speechtok.tts import load_tts
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # about 10 s of read speech at a typical rate

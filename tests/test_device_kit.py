@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
-from speechtok.lm.inference import load_enhancer
+from speechtok.enhance import load_enhancer
 
 REPO = Path(__file__).resolve().parents[1]
 

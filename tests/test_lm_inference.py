@@ -1,4 +1,6 @@
-"""TTS and enhancement inference on tiny random models: checkpoints, prompts, errors, CLI."""
+"""TTS inference on tiny random models, checkpoints and the tts/enhance CLI: prompts, errors, batches.
+
+The Enhancer's own tests are in test_enhance_enhancer.py."""
 
 import argparse
 import json
@@ -10,12 +12,14 @@ import torch
 
 from speechtok.codecs import DMelCodec, load_codec
 from speechtok.data.manifest import Utterance, write_manifest
+from speechtok.enhance import load_enhancer
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig
 from speechtok.lm import cli as lm_cli
 from speechtok.lm.checkpoint import CheckpointError, load_lm, save_lm
-from speechtok.lm.inference import LMInputError, available_models, load_enhancer, load_tts
-from speechtok.lm.text import TextError, TextFrontend
+from speechtok.lm.runner import LMInputError, available_models
 from speechtok.tokens import TokenFile, TokenFileError, save_tokens
+from speechtok.tts import load_tts
+from speechtok.tts.text import TextError, TextFrontend
 
 SR = 16000
 
@@ -152,95 +156,6 @@ def test_token_file_from_another_codec_is_refused(models, tmp_path, codec):
     with pytest.raises(TokenFileError, match="made by codec 'dmel-8bins'"):
         enhancer.enhance(bad)
     assert enhancer.enhance(good).shape == (1, SR)
-
-
-def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
-    enhancer = load_enhancer(folder=models)
-    assert enhancer.chunk_frames < 50  # max_len 64: a 1.3 s input needs several chunks
-    wav = torch.from_numpy(tone(1.3)) + 0.05 * torch.randn(int(1.3 * SR))
-    out = enhancer.enhance(wav)
-    assert out.shape == (1, wav.shape[-1]) and torch.isfinite(out).all()
-    assert [w.shape for w in enhancer.enhance_batch([wav[:8000], wav])] == [(1, 8000), (1, wav.shape[-1])]
-    with pytest.raises(LMInputError, match="8000 Hz"):
-        enhancer.enhance(wav, sr=8000)
-    enhancer.meta["training"] = {"crop_frames": 10}  # chunks no longer than the training crops
-    assert enhancer.chunk_frames == 10 and enhancer.enhance(wav).shape == (1, wav.shape[-1])
-    seen, generate = [], enhancer.lm.generate
-    enhancer.lm.generate = lambda src, src_len, *a, **kw: seen.append(src_len.tolist()) or generate(src, src_len, *a, **kw)
-    hop = enhancer.codec.hop_length
-    assert enhancer.enhance(wav[: 23 * hop]).shape == (1, 23 * hop)
-    assert seen == [[8, 8, 7]]  # equal chunks, not 10 + 10 + a 3-frame tail with little context
-
-
-def test_enhance_can_decode_the_mean_level(models):
-    enhancer = load_enhancer(folder=models)
-    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
-    codes, mean = enhancer.enhance(wav), enhancer.enhance(wav, mean_levels=True)
-    assert mean.shape == codes.shape == (1, SR // 2) and not torch.allclose(mean, codes)
-    enhancer.mean_levels = True  # as a model's sampling.mean_levels sets it
-    torch.testing.assert_close(enhancer.enhance(wav), mean)
-    enhancer.set_level_dropout(3, 0.5)  # as sampling.level_passes / level_blank set it
-    dropped = enhancer.enhance(wav, seed=1)
-    assert not torch.allclose(dropped, mean)
-    torch.testing.assert_close(enhancer.enhance(wav, seed=1), dropped)  # the blanks are seeded
-    with pytest.raises(LMInputError, match="blank share"):
-        enhancer.set_level_dropout(blank=1.0)
-    enhancer.codec = type("Plain", (), {"name": "plain"})()  # a codec without ordinal levels
-    with pytest.raises(LMInputError, match="no ordinal levels"):
-        enhancer.enhance(wav)
-
-
-
-def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec):
-    enhancer = load_enhancer(folder=models)
-    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
-    captured, filter_mixture = [], codec.filter_mixture
-    enhancer.codec.filter_mixture = lambda mix, levels: captured.append((mix, levels)) or filter_mixture(mix, levels)
-    try:
-        out = enhancer.enhance(wav, render="mixture")
-    finally:
-        del enhancer.codec.filter_mixture
-    (mix, levels), = captured
-    torch.testing.assert_close(mix[0], wav[None])  # the input itself is filtered
-    assert levels.shape == (1, 80, 25) and out.shape == (1, SR // 2)
-    assert 0 < out.square().sum() <= 1.01 * wav.square().sum()  # a filter of the input: gains <= 1
-    enhancer.render = "mixture"  # as a model's sampling.render sets it
-    torch.testing.assert_close(enhancer.enhance(wav), out)
-    tokens = tmp_path / "noisy.npz"
-    save_tokens(tokens, TokenFile.from_codec(codec, codec.encode(wav.view(1, 1, -1))[0], SR // 2, SR))
-    with pytest.warns(UserWarning, match="no waveform"):  # the default: decoded instead, and said so
-        assert enhancer.enhance(tokens).shape == (1, SR // 2)
-    with pytest.raises(LMInputError, match="needs the noisy waveform"):  # asked for: refused
-        enhancer.enhance(tokens, render="mixture")
-    with pytest.raises(LMInputError, match="render must be one of"):
-        enhancer.enhance(wav, render="vocoder")
-    enhancer.codec = type("Plain", (), {"name": "plain"})()
-    with pytest.raises(LMInputError, match="cannot apply its tokens"):
-        enhancer.enhance(wav)
-
-
-def test_enhance_averages_over_input_gains(models, tmp_path, codec):
-    enhancer = load_enhancer(folder=models)
-    enhancer.mean_levels, enhancer.render = True, "mixture"
-    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
-    plain, twice = enhancer.enhance(wav), 10 ** (6 / 20)
-    at_6db = enhancer.enhance(wav * twice) / twice
-    assert not torch.allclose(at_6db, plain, atol=1e-4)  # other codes: the quantisation falls elsewhere
-    enhancer.set_input_gains([6.0])  # as sampling.input_gains_db sets it
-    torch.testing.assert_close(enhancer.enhance(wav), at_6db)  # enhanced at +6 dB, scaled back
-    enhancer.set_input_gains([0.0, 6.0])
-    torch.testing.assert_close(enhancer.enhance(wav), (plain + at_6db) / 2, atol=1e-5, rtol=1e-4)
-    tokens = tmp_path / "noisy.npz"  # no waveform to scale: enhanced once, beside a waveform that is not
-    save_tokens(tokens, TokenFile.from_codec(codec, codec.encode(wav.view(1, 1, -1))[0], SR // 2, SR))
-    with pytest.warns(UserWarning, match="no waveform"):
-        from_tokens, both = enhancer.enhance_batch([tokens, wav])
-    enhancer.set_input_gains([0.0])
-    with pytest.warns(UserWarning, match="no waveform"):
-        torch.testing.assert_close(from_tokens, enhancer.enhance(tokens), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(both, (plain + at_6db) / 2, atol=1e-5, rtol=1e-4)
-    for bad in ([], [float("nan")], [60.0]):
-        with pytest.raises(LMInputError, match="input gains"):
-            enhancer.set_input_gains(bad)
 
 
 def _args(add, argv):

@@ -13,7 +13,8 @@ import soundfile as sf
 import torch
 
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
-from speechtok.lm.inference import load_enhancer, load_tts
+from speechtok.enhance import load_enhancer
+from speechtok.tts import load_tts
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"--model": "{dim: 32, n_layers: 1, n_heads: 2, max_len: 512}", "--warmup_steps": "1", "--lr": "0.003",
@@ -152,7 +153,7 @@ def test_enhance_recipe_runs_on_the_learned_codecs(tmp_path, codec, pattern):
     out = tmp_path / "exp"
     proc = run("recipes/lm/enhance/hparams/cpu.yaml", out,
                [*noisy_pairs(tmp_path), "--codec", codec, "--pattern", pattern,
-                "--sampling", "{temperature: 0.0, mean_levels: False, render: codec}"])
+                "--sampling", "{temperature: 0.0}", "--render", "{mode: codec, mean_levels: False}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = dev_losses(out)
     assert losses[1] < losses[0]

@@ -8,6 +8,7 @@ import pytest
 from conftest import missing
 import soundfile as sf
 
+from speechtok.data import synth
 from speechtok.data.manifest import read_manifest, write_manifest
 from speechtok.data.synth import (
     DEFAULT_DEV_VOICES,
@@ -20,10 +21,10 @@ from speechtok.data.synth import (
     check_engines,
     load_sentences,
     parse_voice,
-    phonemize,
     plan_blocks,
     split_sentences,
 )
+from speechtok.tts.text import phonemize
 
 E2E_VOICES = ["espeak:en-us+f2:s=170,p=60", "flite:kal16", "festival:voice_kal_diphone", "espeak:en+m3:s=160,p=45"]
 SENTENCES = [
@@ -94,10 +95,13 @@ def test_load_sentences_plain_prose(shared_data):
     assert not any(c.isdigit() for s in sents for c in s.text)
 
 
-def test_phonemize_keeps_word_boundaries():
+def test_corpus_phonemes_are_the_tts_front_end_s():
+    """One phonemizer: the corpus's phonemes column is what the TTS front-end makes of the text
+    (`speechtok.tts.text.phonemize`): its words, with the punctuation kept as symbols of its own."""
     require_engines([])
     ph = phonemize("Hello world, good morning.")
-    assert len(ph.split()) == 4 and "ˈ" in ph and "w" in ph
+    assert ph.split()[2] == "," and ph.split()[-1] == "." and len(ph.split()) == 6 and "ˈ" in ph and "w" in ph
+    assert not hasattr(synth, "phonemize")
 
 
 def test_build_every_engine_resume_and_manifest(tmp_path):

@@ -16,7 +16,7 @@ from an aligner trained once on the corpus (cached beside the tokens). Enhanceme
 aligned random crops. The dev loss is reported per group (TTS: voices seen in training vs
 held-out voices, always with a speaker prompt). Re-running the same command resumes (also
 mid-epoch, every `ckpt_interval_minutes`); at the end the best (dev loss) or the last
-end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.lm.inference` loads.
+end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.tts` / `speechtok.enhance` load.
 """
 
 from __future__ import annotations
@@ -38,14 +38,15 @@ from speechtok.codecs import load_codec
 from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import EpochSeeded, ItemList, fixed_subset
+from speechtok.enhance import Enhancer
 from speechtok.lm import LMConfig, TokenLM, count_parameters
-from speechtok.lm.align import durations, train_aligner
 from speechtok.lm.checkpoint import load_lm, save_lm
-from speechtok.lm.inference import Enhancer, Synthesizer
-from speechtok.lm.text import TextFrontend, characters, phonemize_many
 from speechtok.lm.transformer import grow_depth
 from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
+from speechtok.tts import Synthesizer
+from speechtok.tts.align import durations, train_aligner
+from speechtok.tts.text import TextFrontend, characters, phonemize_many
 
 
 # --- data: tokens and phonemes, cached --------------------------------------------------
@@ -132,7 +133,7 @@ def tts_items(manifests, hp, codec, frontend) -> list[dict]:
 
 def with_durations(items: list[dict], hp, codebook_size: int, n_symbols: int) -> list[dict]:
     """The TTS items, each with its phoneme durations (frames per symbol) from the aligner
-    (`speechtok.lm.align`, settings under `aligner`), cached per codec and front-end beside the
+    (`speechtok.tts.align`, settings under `aligner`), cached per codec and front-end beside the
     tokens; an item with fewer frames than symbols cannot be aligned and is left out. The aligner
     is unsupervised and reads all items, dev ones included: their durations only feed the dev loss."""
     items = [r for r in items if r["codes"].shape[-1] >= len(r["src"])]
@@ -446,13 +447,13 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     if hp["task"] == "tts":
         prompt = default_prompt(extra["train"], hp["default_voice"], codec.frame_rate)
         save_lm(out, lm, "tts", codec, text=extra["frontend"].config(), default_prompt=prompt,
-                sampling=dict(hp["sampling"]), training=training)
+                sampling=dict(hp["sampling"]), render=dict(hp.get("render") or {}), training=training)
         runner = Synthesizer(lm, codec, {**json.loads((out / "config.json").read_text()),
                                          "default_prompt": prompt}, out)
         for r in extra["dev"][: hp["n_export_samples"]]:
             save_audio(samples / f"{r['id']}.wav", runner.tts(r["text"], seed=0, max_seconds=15)[0], codec.sample_rate)
     else:
-        save_lm(out, lm, "enhance", codec, sampling=dict(hp["sampling"]),
+        save_lm(out, lm, "enhance", codec, sampling=dict(hp["sampling"]), render=dict(hp.get("render") or {}),
                 training={**training, "crop_frames": hp["crop_frames"]})  # the enhancer's chunk size
         runner = Enhancer(lm, codec, json.loads((out / "config.json").read_text()), out)
         for r in extra["dev"][: hp["n_export_samples"]]:

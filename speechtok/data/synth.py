@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from speechtok.data.audio import load_audio_with_sr, peak_normalize, resample, save_audio
 from speechtok.data.manifest import Utterance
+from speechtok.tts.text import TextError, phonemize_many
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TEXT_DIR = Path(os.environ.get("SPEECHTOK_SHARED_DATA", REPO.parent / "shared" / "data")) / "text"
@@ -176,15 +177,6 @@ def check_engines(voices: Iterable[Voice]) -> None:
         if r.returncode != 0:
             pkg = FESTIVAL_PACKAGES.get(name, "the festvox package providing it")
             raise EngineMissing(f"festival voice {name} is not installed; ./setup.sh installs it (apt-get install {pkg})")
-
-
-def phonemize(text: str, language: str = "en-us") -> str:
-    """IPA with stress marks, words separated by spaces (espeak-ng joins some clitics, e.g. 'ʌvðə')."""
-    r = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", language, "--stdin"], input=text,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SynthError(f"espeak-ng phonemization failed for {text!r}: {r.stderr.strip()}")
-    return " ".join(r.stdout.split())
 
 
 # ---- engines: write one wav per text into tmp dir -------------------------------------------------
@@ -345,10 +337,14 @@ def _block_utterances(block: Block, audio_dir: str, sample_rate: int) -> tuple[l
     v = block.voice
     outs = [Path(audio_dir) / v.id / f"{s.id}.flac" for s in block.sentences]
     made = synthesize(v, [s.text for s in block.sentences], outs, sample_rate)
+    try:  # the TTS front-end's phonemes (speechtok.tts.text), one espeak-ng call for the block
+        phonemes = phonemize_many([s.text for s in block.sentences])
+    except TextError as exc:
+        raise SynthError(f"{v.id}: espeak-ng phonemization failed: {exc}") from exc
     utts = [
         Utterance(ID=f"{v.id}_{s.id}", path=str(o.resolve()), duration=sf.info(str(o)).duration, speaker=v.id,
-                  text=s.text, phonemes=phonemize(s.text), split=block.split, extra={"engine": v.engine})
-        for s, o in zip(block.sentences, outs)
+                  text=s.text, phonemes=ph, split=block.split, extra={"engine": v.engine})
+        for s, o, ph in zip(block.sentences, outs, phonemes)
     ]
     return utts, made
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,11 +214,14 @@ _runners_lock = threading.Lock()
 
 
 def _inference():
-    """speechtok.lm.inference, or None in versions without token-LM inference."""
+    """The token-LM entry points (available_models, load_tts, load_enhancer), or None in versions
+    without token-LM inference."""
     try:
-        return importlib.import_module("speechtok.lm.inference")
+        runner, tts, enhance = (importlib.import_module(f"speechtok.{m}") for m in ("lm.runner", "tts", "enhance"))
     except ImportError:
         return None
+    return types.SimpleNamespace(available_models=runner.available_models, load_tts=tts.load_tts,
+                                 load_enhancer=enhance.load_enhancer)
 
 
 def lm_models(task: str) -> tuple[list[str], str]:

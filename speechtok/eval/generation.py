@@ -24,6 +24,7 @@ from tqdm import tqdm
 from speechtok.codecs import Codec, load_codec
 from speechtok.data.audio import load_audio_with_sr, resample
 from speechtok.data.manifest import Utterance
+from speechtok.enhance.ceiling import has_mixture_ceiling, mixture_ceiling
 from speechtok.eval import judges as J
 from speechtok.eval import metrics as M
 from speechtok.eval.harness import EvalError, _fmt, _json_safe, _signal_metrics, load_items, report_command
@@ -69,17 +70,6 @@ def resynthesize(codec: Codec, wav, sr: int) -> tuple[np.ndarray, int]:
     with torch.inference_mode():
         out = codec.decode(codec.encode(x.view(1, 1, -1).to(codec.device)))
     return out[0, 0, : x.numel()].double().cpu().numpy(), codec.sample_rate
-
-
-def filter_with_clean(codec: Codec, noisy: Audio, clean: Audio) -> tuple[np.ndarray, int]:
-    """The clean signal's codes applied to the noisy one (`filter_mixture`): the ceiling of an
-    enhancer that renders its tokens through its input (`render="mixture"`)."""
-    x, y = (resample(torch.from_numpy(M.as_mono(w)).float(), int(sr), codec.sample_rate).view(1, 1, -1)
-            for w, sr in (noisy, clean))
-    n = min(x.shape[-1], y.shape[-1])
-    with torch.inference_mode():
-        out = codec.filter_mixture(x[..., :n].to(codec.device), codec.encode(y[..., :n].to(codec.device)))
-    return out[0, 0].double().cpu().numpy(), codec.sample_rate
 
 
 def _ids(ids, n: int) -> list[str]:
@@ -199,7 +189,7 @@ def evaluate_enhancement(
 ) -> dict:
     """PESQ-wb, STOI, ESTOI, SI-SDR, mel distance (against `clean`), DNSMOS and, where a
     transcript is given, Whisper WER, for the noisy input, the codec ceiling (when `codec` is
-    given; for a codec with `filter_mixture` also its ceiling rendered through the noisy input)
+    given; for a dMel codec also its ceiling rendered through the noisy input, `speechtok.enhance.ceiling`)
     and the enhanced output; means per SNR band and overall, with enhanced − noisy."""
     clean = _audio_list(clean, "clean")
     if not clean:
@@ -208,8 +198,8 @@ def evaluate_enhancement(
     systems = {"noisy": _audio_list(noisy, "noisy", n)}
     if codec is not None:
         systems["codec_ceiling"] = [resynthesize(codec, w, sr) for w, sr in clean]
-        if hasattr(codec, "filter_mixture"):
-            systems["mixture_ceiling"] = [filter_with_clean(codec, x, c) for x, c in zip(systems["noisy"], clean)]
+        if has_mixture_ceiling(codec):
+            systems["mixture_ceiling"] = [mixture_ceiling(codec, x, c) for x, c in zip(systems["noisy"], clean)]
     systems["enhanced"] = _audio_list(enhanced, "enhanced", n)
     snr_db = [float(s) for s in snr_db]
     if len(snr_db) != n:

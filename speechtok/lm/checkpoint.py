@@ -2,11 +2,14 @@
 
 config.json holds the task (tts | enhance), the codec it was trained on (name and the hash of
 its token config, which leaves out decoder-only settings, so a codec that makes the same
-codes with a better decoder, e.g. dmel-16k vs dmel-16k-gl, still matches), the pattern, the model config, the text vocabulary (TTS), sampling defaults and an
+codes with a better decoder, e.g. dmel-16k vs dmel-16k-gl, still matches), the pattern, the model config, the text
+vocabulary (TTS), sampling defaults (`sampling`: how tokens are drawn), render defaults (`render`: how tokens become
+audio: `mode`, `mean_levels`, `level_passes`, `level_blank`, `input_gains_db`) and an
 optional default voice (a short prompt whose codes sit in model.safetensors under
 `default_prompt.codes`). The `family`/`format_version`/`config` keys follow the codec
 folders' layout, so both kinds of folder can live side by side in `speechtok/pretrained/`.
-Loading never unpickles.
+Loading never unpickles. Folders written before the `render` block kept its settings in `sampling`
+(`render` as the mode); `read_lm_config` moves them (`split_render`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,23 @@ FAMILY = "token-lm"
 FORMAT_VERSION = 1
 TASKS = ("tts", "enhance")
 PROMPT_KEY = "default_prompt.codes"
+# render settings an older config kept in its `sampling` block: old key -> key in `render`
+LEGACY_RENDER_KEYS = {"render": "mode", "mean_levels": "mean_levels", "level_passes": "level_passes",
+                      "level_blank": "level_blank", "input_gains_db": "input_gains_db"}
 
 
 class CheckpointError(ValueError):
     """A missing, malformed or mismatched LM checkpoint; the message names the folder."""
+
+
+def split_render(sampling: dict | None, render: dict | None = None) -> tuple[dict, dict]:
+    """(sampling, render): the render settings an older layout (or a `--sampling` override) keeps in
+    `sampling` moved into `render`, where they win over its own. Returns new dicts."""
+    sampling, render = dict(sampling or {}), dict(render or {})
+    for old, new in LEGACY_RENDER_KEYS.items():
+        if old in sampling:
+            render[new] = sampling.pop(old)
+    return sampling, render
 
 
 def codec_info(codec) -> dict[str, Any]:
@@ -40,13 +56,14 @@ def codec_info(codec) -> dict[str, Any]:
 
 
 def save_lm(directory: str | Path, lm: TokenLM, task: str, codec, *, text: dict | None = None,
-            default_prompt: dict | None = None, sampling: dict | None = None, training: dict | None = None,
-            dtype: torch.dtype = torch.float16) -> Path:
+            default_prompt: dict | None = None, sampling: dict | None = None, render: dict | None = None,
+            training: dict | None = None, dtype: torch.dtype = torch.float16) -> Path:
     """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...}."""
     if task not in TASKS:
         raise CheckpointError(f"{directory}: task must be one of {TASKS}, got {task!r}")
     if (task == "tts") != (text is not None):
         raise CheckpointError(f"{directory}: a tts model needs its text vocabulary (and only tts has one)")
+    sampling, render = split_render(sampling, render)
     cfg = lm.cfg
     if (cfg.n_codebooks, cfg.codebook_size) != (codec.n_codebooks, codec.codebook_size):
         raise CheckpointError(f"{directory}: model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
@@ -66,7 +83,7 @@ def save_lm(directory: str | Path, lm: TokenLM, task: str, codec, *, text: dict 
     meta = {
         "family": FAMILY, "format_version": FORMAT_VERSION, "task": task, "pattern": cfg.pattern,
         "codec": codec_info(codec), "config": asdict(cfg), "text": text, "default_prompt": prompt_meta,
-        "sampling": sampling or {}, "training": training or {},
+        "sampling": sampling, "render": render, "training": training or {},
     }
     save_file(state, str(directory / "model.safetensors"), metadata={"family": FAMILY, "task": task})
     (directory / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
@@ -93,6 +110,10 @@ def read_lm_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unknown task {meta['task']!r}")
     if meta["config"].get("pattern") != meta["pattern"]:
         raise CheckpointError(f"{path}: pattern {meta['pattern']!r} disagrees with the model config")
+    for block in ("sampling", "render"):
+        if not isinstance(meta.get(block) or {}, dict):
+            raise CheckpointError(f"{path}: {block} must be a mapping, got {meta[block]!r}")
+    meta["sampling"], meta["render"] = split_render(meta.get("sampling"), meta.get("render"))
     return meta
 
 
@@ -138,4 +159,4 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
 
 
 __all__ = ["FAMILY", "FORMAT_VERSION", "CheckpointError", "check_codec", "codec_info", "is_lm_folder", "load_lm",
-           "read_lm_config", "save_lm"]
+           "read_lm_config", "save_lm", "split_render"]

@@ -16,10 +16,12 @@ from speechtok.cli import _error_reason, _report, find_audio
 from speechtok.codecs import CodecError
 from speechtok.data.audio import AudioError, file_problem, save_audio
 from speechtok.data.manifest import read_manifest
+from speechtok.enhance import Enhancer, load_enhancer
 from speechtok.lm.checkpoint import CheckpointError
-from speechtok.lm.inference import Enhancer, LMInputError, load_enhancer, load_tts
-from speechtok.lm.text import TextError
+from speechtok.lm.runner import LMInputError
 from speechtok.tokens import TokenFileError
+from speechtok.tts import load_tts
+from speechtok.tts.text import TextError
 
 ERRORS = (TextError, LMInputError, CheckpointError, CodecError, AudioError, TokenFileError)
 

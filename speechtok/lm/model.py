@@ -20,7 +20,7 @@ distance ~0 - alignment by construction, which a small model cannot otherwise le
 thousand steps (the idea of giving the total duration up front, as in E2/F5-TTS).
 
 With `durations` (TTS), every source token has a length in frames (in training from the
-aligner, `speechtok.lm.align`; in generation from the model's own duration predictor), source
+aligner, `speechtok.tts.align`; in generation from the model's own duration predictor), source
 token i sits at the centre of its frames on the timeline, and the target length is their sum.
 
 With `aligned_source` the input that predicts target frame f also carries the source token of

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
+from speechtok.enhance import load_enhancer
 from speechtok.eval.generation import evaluate_enhancement, load_pair
-from speechtok.lm.inference import load_enhancer
 
 REPO = Path(__file__).resolve().parents[3]
 DRAWS = {"noisy": None, "noisy_check": 777, "noisy_check3": 999, "noisy_check4": 31337}  # name -> seed

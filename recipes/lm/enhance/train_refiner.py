@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the gain refiner of an enhancer (`speechtok.lm.refiner.GainRefiner`).
+"""Train the gain refiner of an enhancer (`speechtok.enhance.GainRefiner`).
 
     python recipes/lm/enhance/train_refiner.py recipes/lm/enhance/hparams/refiner.yaml
 
@@ -32,8 +32,7 @@ from tqdm import tqdm
 
 from speechtok.data.audio import load_audio
 from speechtok.data.manifest import read_manifest
-from speechtok.lm.inference import load_enhancer
-from speechtok.lm.refiner import GainRefiner
+from speechtok.enhance import GainRefiner, load_enhancer
 from speechtok.modules.schedule import WarmupCosineLR
 
 

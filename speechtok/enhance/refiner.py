@@ -1,5 +1,5 @@
 """Gain refiner: a small convolutional net between an enhancer's clean levels and the band gains
-that filter the noisy input (`DMelCodec.apply_band_gains`).
+that filter the noisy input (`speechtok.enhance.filter.BandGainFilter.apply`).
 
 The token LM sees the noisy input only as 16 coarse levels (7.8 dB apart) and predicts each
 cell's expected clean level on its own; the gains then divide that by the fine noisy log-mel.
@@ -20,13 +20,14 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from speechtok.enhance.filter import GAIN_FLOOR
 from speechtok.lm.checkpoint import CheckpointError, load_weights, read_weights
 
 FILE = "refiner.safetensors"
 
 
 class GainRefiner(nn.Module):
-    def __init__(self, n_mels: int = 80, hidden: int = 128, kernel: int = 5, floor: float = 0.05):
+    def __init__(self, n_mels: int = 80, hidden: int = 128, kernel: int = 5, floor: float = GAIN_FLOOR):
         super().__init__()
         self.n_mels, self.hidden, self.kernel, self.floor = n_mels, hidden, kernel, floor
         self.net = nn.Sequential(

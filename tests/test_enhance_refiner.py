@@ -15,11 +15,10 @@ from safetensors.torch import load_file
 
 from speechtok.codecs import load_codec
 from speechtok.data.manifest import Utterance, write_manifest
+from speechtok.enhance import GAIN_FLOOR, GainRefiner, LMInputError, load_enhancer
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig
 from speechtok.lm import cli as lm_cli
 from speechtok.lm.checkpoint import CheckpointError, save_lm
-from speechtok.lm.inference import LMInputError, load_enhancer
-from speechtok.lm.refiner import GainRefiner
 from tests.test_lm_inference import _args, tone
 
 SR = 16000
@@ -35,8 +34,8 @@ def enhancer_folder(tmp_path_factory):
     lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=16, src_codebooks=80,
                           max_len_ratio=1.0, aligned_source=True, transformer=TransformerConfig.tiny(max_len=256)))
     folder = tmp_path_factory.mktemp("models") / "enhance-dmel-16k-gl"
-    return save_lm(folder, lm, "enhance", codec, sampling={"temperature": 0.0, "mean_levels": True,
-                                                           "render": "mixture", "input_gains_db": [-3.0, 3.0]})
+    return save_lm(folder, lm, "enhance", codec, sampling={"temperature": 0.0},
+                   render={"mode": "mixture", "mean_levels": True, "input_gains_db": [-3.0, 3.0]})
 
 
 def noisy(seconds=0.6, seed=0):
@@ -128,7 +127,7 @@ def test_refiner_recipe_trains_resumes_and_exports(enhancer_folder, tmp_path):
     losses = []
     for name in ("p0", "p1"):  # the n_dev held-out pairs
         x = load_file(str(out / "inputs" / f"{name}.safetensors"))
-        wanted = (x["clean"] - x["noisy"]).clamp(np.log(0.05), 0)
+        wanted = (x["clean"] - x["noisy"]).clamp(np.log(GAIN_FLOOR), 0)
         losses.append((untrained(x["noisy"][None], x["targets"][None])[0] - wanted).abs().mean().item())
     assert min(dev) < 0.5 * np.mean(losses)  # the clean gains learned from the noisy log-mel
     export = out / "export" / "enhance-dmel-16k"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechtok.lm.align import diagonal_prior, durations, forward_sum_loss, monotonic_search, train_aligner
+from speechtok.tts.align import diagonal_prior, durations, forward_sum_loss, monotonic_search, train_aligner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from speechtok.lm import text as T
-from speechtok.lm.text import TextError, TextFrontend
+from speechtok.tts import text as T
+from speechtok.tts.text import TextError, TextFrontend
 
 espeak = pytest.mark.skipif(not T.espeak_available(), reason="espeak-ng not installed")
 
