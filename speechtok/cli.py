@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from speechtok import __version__
 from speechtok.codecs import PRETRAINED_DIR, CodecError, available_codecs, load_codec, read_config
-from speechtok.data.audio import AudioError, load_audio_with_sr, resample, save_audio
+from speechtok.data.audio import AudioError, load_audio_with_sr, resample, save_audio_stream
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.tokens import (
     TokenFile, TokenFileError, codec_hash, iter_tokens, load_shard, load_tokens, read_shard, save_shard,
@@ -422,11 +422,12 @@ def _decode_one(tf: TokenFile, path: Path, out: Path, cache: dict, args) -> None
     """Decode one utterance to `out`; codec errors name the token file."""
     try:
         codec = _codec_for(tf, path, cache, args.codec, _device(args.device))
-        wav = codec.decode(_codes_to_decode(tf, path, codec, args.n_codebooks))[0, :, : tf.n_samples]
+        tmp = out.with_name(f".{out.stem}.part{out.suffix}")
+        # chunk by chunk into the file (`Codec.decode_stream`): memory does not grow with the length
+        pieces = (wav[0] for wav in codec.decode_stream(_codes_to_decode(tf, path, codec, args.n_codebooks)))
+        save_audio_stream(tmp, pieces, codec.sample_rate, n_samples=tf.n_samples)
     except CodecError as exc:
         raise CodecError(f"{path}: {exc}") from exc
-    tmp = out.with_name(f".{out.stem}.part{out.suffix}")
-    save_audio(tmp, wav, codec.sample_rate)
     tmp.replace(out)
 
 

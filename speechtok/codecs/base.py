@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +35,13 @@ class Codec(nn.Module, ABC):
     same codes as single items. The bitrate is a per-call argument, as in DAC: codecs with
     `variable_bitrate` encode and decode any first K of their `max_codebooks` codebooks; the
     others always use all of them. The codec itself holds no bitrate setting.
+
+    Decoding is chunked the same way (`decode_stream`): `chunk_frames` at a time with
+    `decode_context_frames` of real codes on each side, cropped, so peak memory does not grow with
+    the length. A frame-local decoder declares its receptive field there and chunked decoding
+    equals whole decoding up to float rounding; a decoder that is not frame-local (Griffin-Lim)
+    also declares `decode_crossfade_frames`, and its chunks overlap by that much and are
+    crossfaded (close to, not equal to, whole decoding).
     """
 
     family: ClassVar[str]
@@ -43,6 +51,8 @@ class Codec(nn.Module, ABC):
     codebook_size: int
     context_frames: int = 2
     chunk_frames: int = 3000
+    decode_context_frames: int = 0  # frames of codes each side that decoding a frame depends on
+    decode_crossfade_frames: int = 0  # > 0: not frame-local, chunks overlap and are crossfaded
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,8 +117,42 @@ class Codec(nn.Module, ABC):
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Waveform [B, 1, F*hop] for integer codes [B, K, F]: all codebooks, or with `variable_bitrate`
-        the first K."""
-        return self._decode(self.check_codes(codes))
+        the first K. Long inputs are decoded chunk by chunk (`decode_stream`)."""
+        pieces = list(self.decode_stream(codes))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+    def decode_stream(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
+        """`decode(codes)` as consecutive waveform pieces [B, 1, n*hop] of at most `chunk_frames`
+        frames each, computed one at a time: memory is bounded by the chunk, not by F (writing
+        them out as they come keeps a whole file's decode out of memory). Codes are checked first."""
+        return self._decode_chunked(self.check_codes(codes))
+
+    @torch.inference_mode()  # on a generator: active while it runs, not while the caller holds a piece
+    def _decode_chunked(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Decode `chunk_frames` at a time with `decode_context_frames` of real codes on each side
+        (none past the ends, which stay the decoder's own edges), keeping the chunk's own samples:
+        equal to whole decoding up to float rounding when the decoder's receptive field is within
+        the context. With `decode_crossfade_frames` X > 0 each chunk also decodes the next X
+        frames, and those are crossfaded into the next chunk's first X frames, at equal power (the two
+        chunks' phases are unrelated where decoding is not frame-local, so a linear fade would dip)."""
+        n, hop, step = codes.shape[-1], self.hop_length, max(int(self.chunk_frames), 1)
+        ctx, fade = int(self.decode_context_frames), int(self.decode_crossfade_frames)
+        if n <= step:
+            yield self._decode(codes)
+            return
+        tail = None
+        for start in range(0, n, step):
+            end = min(start + step, n)
+            keep_end = min(end + fade, n)
+            lo, hi = max(start - ctx, 0), min(keep_end + ctx, n)
+            wav = self._decode(codes[..., lo:hi])[..., (start - lo) * hop : (keep_end - lo) * hop]
+            if tail is not None and tail.shape[-1]:
+                k = tail.shape[-1]
+                ramp = (torch.arange(k, device=wav.device, dtype=wav.dtype) + 0.5) * (torch.pi / (2 * k))
+                wav = torch.cat([tail * ramp.cos() + wav[..., :k] * ramp.sin(), wav[..., k:]], dim=-1)
+            body = (end - start) * hop
+            tail = wav[..., body:]
+            yield wav[..., :body]
 
     def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """`codes` as a LongTensor on this codec's device, after checking what decoding needs: shape

@@ -5,7 +5,8 @@ uniformly over a fixed log range (clamped), so a frame is 80 codebooks x 16 valu
 Decoding turns bin values back into log-mel and then into a waveform, either with a
 trained Vocos-style vocoder (trained on quantised mels, so it learns decode(encode(x)))
 or with Griffin-Lim when no vocoder weights are present. Where the signal the levels were
-predicted from is at hand (enhancement), `filter_mixture` renders them as per-band gains on it.
+predicted from is at hand (enhancement), `speechtok.enhance.BandGainFilter` renders them as
+per-band gains on it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ class DMelCodec(Codec):
         self.context_frames = -(-n_fft // (2 * self.hop_length))
         mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
         self.register_buffer("mel_fb", torch.from_numpy(mel.T.copy()), persistent=False)  # [bins, mels]
-        self.register_buffer("band_to_bin", _band_to_bin(mel.T), persistent=False)
         window = torch.hann_window(win_length, periodic=True)
         left = (n_fft - win_length) // 2
         self.register_buffer("window", nn.functional.pad(window, (left, n_fft - win_length - left)), persistent=False)
@@ -118,48 +118,20 @@ class DMelCodec(Codec):
             raise CodecError(f"dmel levels must be finite [B, {self.n_mels}, F], got {tuple(levels.shape)}")
         return self.render(self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(self.mel_fb.device)))
 
-    @torch.inference_mode()
-    def filter_mixture(self, mixture: torch.Tensor, levels: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
-        """Render levels [B, n_mels, F] (codes or fractional) through the waveform [B, 1, T] they
-        were predicted from, e.g. the noisy input of an enhancer: each mel band of the mixture's
-        STFT is scaled by exp(target - mixture log-mel), clipped to [floor, 1], so the output keeps
-        the mixture's phase and fine structure and the levels only decide what to remove. No
-        vocoder error, no phase to invent: on noisy speech this scores far above `decode_levels`
-        (recipes/lm/README.md). `floor` (-26 dB) bounds the suppression, against musical noise.
-        """
-        mixture, spec = self._band_stft(mixture, levels, "levels")
-        frames = levels.shape[-1]
-        target = self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(spec.device))
-        gain = torch.exp(target - self._mel_of(spec[..., :frames].abs().transpose(1, 2))).clamp(floor, 1.0)
-        return self._apply_band_gains(mixture, spec, gain)
+    gl_context_frames = 25  # Griffin-Lim chunks: context each side (0.5 s), then a crossfade of
+    gl_crossfade_frames = 10  # 0.2 s between chunks (GL is not frame-local: close to, not equal to, whole)
 
-    def apply_band_gains(self, mixture: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-        """Scale each mel band of the waveform's [B, 1, T] STFT by gains [B, n_mels, F] (a codec
-        frame each), as `filter_mixture` does with the gains its levels imply: for gains that come
-        from elsewhere, e.g. a `speechtok.lm.refiner.GainRefiner`."""
-        mixture, spec = self._band_stft(mixture, gains, "gains")
-        return self._apply_band_gains(mixture, spec, gains.float().to(spec.device))
+    @property
+    def decode_context_frames(self) -> int:
+        """Chunked decoding's context: the vocoder's receptive field (exact), or for Griffin-Lim
+        `gl_context_frames` (approximate, with a crossfade)."""
+        if self.decoder == "vocoder":
+            return self.vocoder.receptive_frames if self.vocoder is not None else 0
+        return self.gl_context_frames
 
-    def _band_stft(self, mixture: torch.Tensor, per_band: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The checked mixture and its STFT [B, bins, F + 1], framed as `log_mel` frames it (zero-padded,
-        centred: its first F frames are the codec's), for F frames of per-band values [B, n_mels, F]."""
-        if per_band.dim() != 3 or per_band.shape[1] != self.n_mels or not torch.isfinite(per_band).all():
-            raise CodecError(f"dmel {what} must be finite [B, {self.n_mels}, F], got {tuple(per_band.shape)}")
-        mixture = self.validate_wav(mixture).float()
-        if mixture.shape[0] != per_band.shape[0] or self.n_frames(mixture.shape[-1]) != per_band.shape[-1]:
-            raise CodecError(f"{what} {tuple(per_band.shape)} do not frame the mixture {tuple(mixture.shape)}: "
-                             f"expected [{mixture.shape[0]}, {self.n_mels}, {self.n_frames(mixture.shape[-1])}]")
-        x = nn.functional.pad(mixture[:, 0], (0, per_band.shape[-1] * self.hop_length - mixture.shape[-1]))
-        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
-                          return_complex=True)
-        return mixture, spec
-
-    def _apply_band_gains(self, mixture: torch.Tensor, spec: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        frames = gain.shape[-1]
-        gain = nn.functional.pad(self.band_to_bin @ gain, (0, spec.shape[-1] - frames), mode="replicate")
-        out = torch.istft(spec * gain, self.n_fft, self.hop_length, window=self.window, center=True,
-                          length=frames * self.hop_length)
-        return out[:, None, : mixture.shape[-1]]
+    @property
+    def decode_crossfade_frames(self) -> int:
+        return 0 if self.decoder == "vocoder" else self.gl_crossfade_frames
 
     def render(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Waveform [B, 1, F*hop] for log-mel [B, n_mels, F], by the chosen `decoder`."""
@@ -186,16 +158,3 @@ class DMelCodec(Codec):
         ]
         return torch.from_numpy(np.stack(wav)).float().unsqueeze(1).to(log_mel.device)
 
-
-def _band_to_bin(fb: np.ndarray) -> torch.Tensor:
-    """[bins, mels] weights that spread per-band values over STFT bins: each bin averages the
-    bands whose filters cover it; bins outside every filter (below f_min, above f_max) take
-    the nearest band's value."""
-    fb = torch.from_numpy(fb.astype(np.float32))
-    covered = fb.sum(1, keepdim=True)
-    spread = fb / covered.clamp(min=1e-12)
-    centres = (fb * torch.arange(fb.shape[0])[:, None]).sum(0) / fb.sum(0)
-    for b in torch.nonzero(covered[:, 0] <= 1e-12).flatten():
-        spread[b] = 0.0
-        spread[b, int(torch.argmin((centres - b).abs()))] = 1.0
-    return spread

@@ -87,6 +87,15 @@ class RVQCodec(Codec):
     def vocoder(self):
         return self.frontend.vocoder
 
+    @property
+    def decode_context_frames(self) -> int:
+        """The mel decoder's receptive field (3 frames per kernel-7 conv) plus the renderer's."""
+        return 3 * (self.dims["decoder_layers"] + 1) + self.frontend.decode_context_frames
+
+    @property
+    def decode_crossfade_frames(self) -> int:
+        return self.frontend.decode_crossfade_frames
+
     def config(self) -> dict[str, Any]:
         return dict(sample_rate=self.sample_rate, frame_rate=int(self.frame_rate), n_codebooks=self.max_codebooks,
                     codebook_size=self.codebook_size, quantizer_dropout=self.quantizer_dropout,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -18,6 +20,13 @@ class Vocoder(nn.Module):
         super().__init__()
         self.backbone = ConvNeXtBackbone(n_mels, dim, intermediate_dim, n_layers)
         self.head = ISTFTHead(dim, n_fft or 4 * hop_length, hop_length)
+
+    @property
+    def receptive_frames(self) -> int:
+        """Input frames on each side that an output frame's samples depend on: 3 per kernel-7 conv
+        (the embedding and one per block; everything else is per frame), plus the frames whose
+        n_fft-sample iSTFT windows overlap-add into it (at most ceil(n_fft / hop) on either side)."""
+        return 3 * (len(self.backbone.blocks) + 1) + math.ceil(self.head.n_fft / self.head.hop_length)
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(log_mel))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,49 @@ def save_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, subtype: s
         wav = wav.clamp(-1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wav.numpy().T, sample_rate, subtype=fmt_subtype)
+    return path
+
+
+def save_audio_stream(
+    path: str | Path, pieces: Iterable[torch.Tensor], sample_rate: int, n_samples: int | None = None,
+    subtype: str | None = None,
+) -> Path:
+    """`save_audio` for audio that comes in consecutive pieces ([T] or [C, T] each, e.g. a codec's
+    `decode_stream`), written as they come so the whole signal is never in memory; at most
+    `n_samples` samples are written (the rest is dropped). Same checks, clipping and subtypes as
+    `save_audio`; on any error the partial file is removed."""
+    path = Path(path)
+    if sample_rate <= 0:
+        raise AudioError(f"{path}: invalid sample rate {sample_rate}")
+    if subtype is None and path.suffix.lower() in {".wav", ".flac"}:
+        subtype = "PCM_16"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written, out = 0, None
+    try:
+        for wav in pieces:
+            wav = wav.detach().float().cpu()
+            wav = wav.unsqueeze(0) if wav.dim() == 1 else wav
+            if wav.dim() != 2:
+                raise AudioError(f"{path}: expected [T] or [C, T] audio, got shape {tuple(wav.shape)}")
+            if n_samples is not None:
+                wav = wav[:, : max(n_samples - written, 0)]
+            if not wav.shape[-1]:
+                continue
+            check_waveform(wav, str(path))
+            if subtype and subtype.startswith("PCM"):
+                wav = wav.clamp(-1.0, 1.0)
+            if out is None:
+                out = sf.SoundFile(str(path), "w", sample_rate, wav.shape[0], subtype=subtype)
+            out.write(wav.numpy().T)
+            written += wav.shape[-1]
+        if not written:
+            raise AudioError(f"{path}: audio is empty (0 samples)")
+    except BaseException:
+        if out is not None:
+            out.close()
+        path.unlink(missing_ok=True)
+        raise
+    out.close()
     return path
 
 

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Peak memory and wall time of `speechtok decode` on one long token file (default 60 minutes).
+
+The token file holds the codes of real speech (the bundled examples, looped to a minute and
+encoded with the codec, then repeated to the length; n_samples is not a whole number of frames).
+Each run is a fresh subprocess; its peak RSS comes from os.wait4 (that child alone). Modes:
+  - stream: `speechtok decode TOKENS OUT.wav`, which decodes chunk by chunk (`Codec.decode_stream`)
+    and writes each piece as it comes;
+  - whole: the former path, for comparison: the whole file's codes through the decoder in one call
+    (`codec._decode`), then `save_audio` of the whole waveform.
+Both outputs are checked for the exact length (n_samples), and stream against whole sample by sample.
+
+    python bench/long_file_memory.py [--minutes 60] [--codecs dmel-16k rvq-16k] [--modes stream whole]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from speechtok.codecs import load_codec
+from speechtok.data.audio import load_audio
+from speechtok.tokens import TokenFile, save_tokens
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+GOAL_GB = 2.0
+
+WHOLE = """
+import sys, torch
+from speechtok.codecs import load_codec
+from speechtok.data.audio import save_audio
+from speechtok.tokens import load_tokens
+tf = load_tokens(sys.argv[1])
+codec = load_codec(sys.argv[3])
+with torch.inference_mode():
+    wav = codec._decode(codec.check_codes(torch.from_numpy(tf.codes.astype('int64'))[None]))[0, :, : tf.n_samples]
+save_audio(sys.argv[2], wav, codec.sample_rate)
+"""
+
+
+def make_tokens(name: str, minutes: float, path: Path) -> tuple[int, int]:
+    """A token file of `minutes` of looped real speech; returns (frames, n_samples)."""
+    codec = load_codec(name)
+    sr = codec.sample_rate
+    clips = [load_audio(REPO / "examples" / f, sr)[0] for f in ("flite_slt.flac", "espeak_en-us.flac")]
+    minute = torch.cat(clips * (60 * sr // sum(c.shape[-1] for c in clips) + 1))[: 60 * sr]
+    codes = codec.encode(minute[None, None])[0]  # [K, 3000]
+    frames = int(minutes * 60 * codec.frame_rate)
+    codes = codes.repeat(1, -(-frames // codes.shape[-1]))[:, :frames]
+    n_samples = frames * codec.hop_length - 77
+    save_tokens(path, TokenFile.from_codec(codec, codes, n_samples, sr))
+    return frames, n_samples
+
+
+def run_child(cmd: list[str], threads: int) -> tuple[float, float, int]:
+    """(peak RSS in GB, wall seconds, exit status) of one subprocess."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
+    return usage.ru_maxrss / 1024**2, wall, proc.returncode  # ru_maxrss is in KiB on Linux
+
+
+def measure(args, work: Path) -> list[dict]:
+    rows = []
+    for name in args.codecs:
+        tok = work / f"{name}.npz"
+        frames, n_samples = make_tokens(name, args.minutes, tok)
+        outs = {}
+        for mode in args.modes:
+            out = work / f"{name}-{mode}.wav"
+            if mode == "stream":
+                cmd = [sys.executable, "-m", "speechtok.cli", "decode", str(tok), str(out), "--codec", name]
+            else:
+                cmd = [sys.executable, "-c", WHOLE, str(tok), str(out), name]
+            rss, wall, rc = run_child(cmd, args.threads)
+            exact = rc == 0 and sf.info(out).frames == n_samples
+            rows.append({"codec": name, "mode": mode, "minutes": args.minutes, "frames": frames,
+                         "n_samples": n_samples, "peak_rss_gb": rss, "wall_s": wall,
+                         "x_realtime": args.minutes * 60 / wall, "exit": rc, "exact_length": exact})
+            print(f"{name} {mode}: {rss:.2f} GB peak RSS, {wall:.0f} s, length exact: {exact}", flush=True)
+            if rc == 0:
+                outs[mode] = out
+        if len(outs) == 2:  # PCM_16 files: compare in int16, a block at a time
+            diff = 0
+            with sf.SoundFile(outs["stream"]) as a, sf.SoundFile(outs["whole"]) as b:
+                for x, y in zip(a.blocks(1 << 20, dtype="int16"), b.blocks(1 << 20, dtype="int16")):
+                    diff = max(diff, int(np.abs(x.astype(np.int32) - y.astype(np.int32)).max()))
+            for r in rows[-2:]:
+                r["stream_vs_whole_max_lsb"] = diff
+        for out in outs.values():
+            out.unlink(missing_ok=True)
+        tok.unlink(missing_ok=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--codecs", nargs="+", default=["dmel-16k", "rvq-16k"])
+    p.add_argument("--modes", nargs="+", choices=["stream", "whole"], default=["stream", "whole"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS / "long_file_memory.json")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="long_file_memory.") as tmp:
+        rows = measure(args, Path(tmp))
+    print(f"\n{args.minutes:g} min token file, {args.threads} threads, goal < {GOAL_GB:g} GB peak RSS")
+    print("| codec | mode | peak RSS (GB) | wall (s) | x real time | length exact | stream vs whole (LSB) |")
+    print("|---|---|---:|---:|---:|---|---:|")
+    for r in rows:
+        print(f"| {r['codec']} | {r['mode']} | {r['peak_rss_gb']:.2f} | {r['wall_s']:.0f} | {r['x_realtime']:.1f} "
+              f"| {r['exact_length']} | {r.get('stream_vs_whole_max_lsb', '')} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"minutes": args.minutes, "threads": args.threads, "goal_gb": GOAL_GB, "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine()}
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
