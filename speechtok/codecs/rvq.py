@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from speechtok.codecs.base import Codec
+from speechtok.codecs.base import Codec, CodecError
 from speechtok.codecs.dmel import DMelCodec
 from speechtok.modules.vocos import ConvNeXtBackbone
 
@@ -87,6 +87,21 @@ class RVQCodec(Codec):
     def vocoder(self):
         return self.frontend.vocoder
 
+    def use_vocoder_of(self, dmel: DMelCodec) -> None:
+        """Decode through a copy of `dmel`'s trained vocoder, frozen: training then never runs at sample rate."""
+        if dmel.vocoder is None:
+            raise CodecError(f"codec '{dmel.name or dmel.family}' has no trained vocoder to decode with")
+        self.frontend.vocoder.load_state_dict(dmel.vocoder.state_dict())
+        self.frontend.vocoder.requires_grad_(False)
+
+    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """The log-mel [B, n_mels, F] the encoder reads, for wav [B, 1, F*hop]."""
+        return self.frontend.log_mel(wav)
+
+    def render(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Waveform [B, 1, F*hop] for a log-mel [B, n_mels, F], by the chosen decoder."""
+        return self.frontend.render(log_mel)
+
     @property
     def decode_context_frames(self) -> int:
         """The mel decoder's receptive field (3 frames per kernel-7 conv) plus the renderer's."""
@@ -147,7 +162,7 @@ class RVQCodec(Codec):
     def _encode_frames(self, wav: torch.Tensor) -> torch.Tensor:
         c, hop = self.receptive, self.hop_length
         frames = wav.shape[-1] // hop
-        mel = self.frontend.log_mel(nn.functional.pad(wav, (c * hop, c * hop)))
+        mel = self.log_mel(nn.functional.pad(wav, (c * hop, c * hop)))
         z = self.latent(mel)[:, c : c + frames]
         _, codes, _ = self.quantizer(z)
         return codes.transpose(1, 2).long()
@@ -163,4 +178,4 @@ class RVQCodec(Codec):
         return self.mel_from_latent(self.quantizer.get_output_from_indices(codes))
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.frontend.render(self._decode_mel(codes))
+        return self.render(self._decode_mel(codes))

@@ -34,7 +34,7 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
     def compute_forward(self, batch, stage):
         codec = self.modules.codec
         with torch.no_grad():
-            mel = codec.frontend.log_mel(batch.to(self.device))
+            mel = codec.log_mel(batch.to(self.device))
         rec, _, commit = codec(mel)
         return codec.normalise(rec), codec.normalise(mel), commit
 
@@ -51,11 +51,11 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
         wav = wav.to(self.device)
         codes = codec.encode(wav)
         mel = codec.decode_mel(codes)
-        fake = codec.frontend.render(mel).float()[..., : wav.shape[-1]]
+        fake = codec.render(mel).float()[..., : wav.shape[-1]]
         ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
         self.dev_scores.append((set_name, pesq_wb(ref, est, codec.sample_rate), stoi(ref, est, codec.sample_rate)))
         self.histogram += code_histogram(codes[0].cpu().numpy(), codec.codebook_size)
-        target = codec.normalise(codec.frontend.log_mel(torch.nn.functional.pad(
+        target = codec.normalise(codec.log_mel(torch.nn.functional.pad(
             wav, (0, codes.shape[-1] * codec.hop_length - wav.shape[-1]))))
         return (codec.normalise(mel) - target).abs().mean().cpu()
 
@@ -92,8 +92,7 @@ def build_codec(hparams: dict) -> RVQCodec:
     mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
     codec = RVQCodec(**hparams["codec"], sample_rate=dmel.sample_rate, frame_rate=int(dmel.frame_rate), mel=mel,
                      vocoder=dmel.vocoder_config)
-    codec.frontend.vocoder.load_state_dict(dmel.vocoder.state_dict())
-    codec.frontend.vocoder.requires_grad_(False)
+    codec.use_vocoder_of(dmel)
     return codec
 
 
