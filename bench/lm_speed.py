@@ -32,7 +32,7 @@ import torch
 from speechtok.data.audio import load_audio
 from speechtok.data.noise import colored_noise, mix_at_snr
 from speechtok.enhance import load_enhancer
-from speechtok.lm import LMConfig, TokenLM, TransformerConfig, count_parameters
+from speechtok.lm import LMConfig, SamplingConfig, TokenLM, TransformerConfig, count_parameters
 from speechtok.lm.runner import available_models
 from speechtok.tts import load_tts
 
@@ -135,10 +135,10 @@ def shipped_draft_acceptance(seconds: float, device: str) -> list[dict]:
         src, src_len, prompt = src.to(device), src_len.to(device), prompt.to(device)
         min_len = 1 if name.startswith("tts-") else src.shape[-1]
         durations = lm.predict_durations(src, src_len) if lm.cfg.durations else None
-        target, n = lm.generate(src, src_len, prompt, seed=0, min_len=min_len, durations=durations, **sampling)
-        res = draft_acceptance(lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling["temperature"],
+        target, n = lm.generate(src, src_len, prompt, sampling, seed=0, min_len=min_len, durations=durations)
+        res = draft_acceptance(lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling.temperature,
                                durations=durations)
-        decoding = "greedy" if sampling["temperature"] <= 0 else f"sampling, T={sampling['temperature']:g}"
+        decoding = "greedy" if sampling.temperature <= 0 else f"sampling, T={sampling.temperature:g}"
         rows.append({"model": name, "decoding": decoding, "heads": lm.pattern.n_heads, **res})
         print(f"{name:>24}: drafted frame accepted {100 * res['accept']:.2f}% of the time "
               f"(per head {100 * res['per_head']:.1f}%, {res['frames']} frames, {decoding})", flush=True)
@@ -175,11 +175,12 @@ def main() -> None:
 
     def run(n_tokens: int, use_cache: bool) -> dict:
         frames = max(p.n_frames(n_tokens), 1)
-        steps = int(lm._steps_needed(frames))  # decoding steps, end token included
+        steps = int(lm.steps_needed(frames))  # decoding steps, end token included
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        _, n = lm.generate(src, max_len=frames, min_len=frames, temperature=0, use_cache=use_cache)
+        _, n = lm.generate(src, sampling=SamplingConfig(temperature=0), max_len=frames, min_len=frames,
+                           use_cache=use_cache)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         sec = time.perf_counter() - t0
@@ -195,14 +196,14 @@ def main() -> None:
     def estimate_uncached(n_tokens: int) -> dict:
         """Sum of full-forward times over the sequence lengths the uncached loop runs at."""
         frames = max(p.n_frames(n_tokens), 1)
-        steps = int(lm._steps_needed(frames))
+        steps = int(lm.steps_needed(frames))
         first, last = args.src_len + 1, args.src_len + steps
         at = torch.linspace(first, last, 8).round().long().tolist()
         times = []
         for length in at:
             x = torch.randn(1, length, args.dim, device=args.device)
             t0 = time.perf_counter()
-            lm._logits(lm.transformer(x)[:, -1])
+            lm.head(lm.transformer(x)[:, -1])  # the output layer, as generation runs it
             times.append(time.perf_counter() - t0)
         lengths = torch.arange(first, last, dtype=torch.float64)
         sec = float(np.interp(lengths.numpy(), at, times).sum())

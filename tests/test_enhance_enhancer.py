@@ -9,7 +9,7 @@ import torch
 
 from speechtok.codecs import load_codec
 from speechtok.enhance import BandGainFilter, Enhancer, LMInputError, load_enhancer
-from speechtok.lm import LMConfig, TokenLM, TransformerConfig
+from speechtok.lm import LMConfig, SamplingConfig, TokenLM, TransformerConfig
 from speechtok.lm.checkpoint import read_lm_config, save_lm, split_render
 from speechtok.tokens import TokenFile, save_tokens
 
@@ -161,8 +161,8 @@ def test_a_config_in_the_older_layout_still_loads(models, codec, tmp_path):
     enhancer = load_enhancer(old)
     assert (enhancer.render, enhancer.mean_levels, enhancer.level_passes, enhancer.level_blank) == \
         ("mixture", True, 2, 0.25)
-    assert enhancer.input_gains_db == [-3.0, 3.0] and enhancer.sampling["temperature"] == 0.0
-    assert "render" not in enhancer.sampling and "mean_levels" not in enhancer.sampling
+    assert enhancer.input_gains_db == [-3.0, 3.0] and enhancer.sampling == SamplingConfig(temperature=0.0,
+                                                                                        rep_window=0)
     # the raw old layout handed to the runner directly (as recipes do with a config.json) reads the same
     direct = Enhancer(enhancer.lm, codec, meta, old)
     assert (direct.render, direct.mean_levels, direct.input_gains_db) == ("mixture", True, [-3.0, 3.0])
@@ -177,4 +177,4 @@ def test_the_bundled_enhancer_reads_its_render_block():
     assert (enhancer.render, enhancer.mean_levels, enhancer.level_passes, enhancer.level_blank) == \
         ("mixture", True, 1, 0.5)
     assert enhancer.input_gains_db == [-1.47, -0.49, 0.49, 1.47] and enhancer.refiner is not None
-    assert set(enhancer.sampling) == {"temperature", "top_k", "top_p", "rep_window"}
+    assert enhancer.sampling == SamplingConfig(temperature=0.0, rep_window=0)

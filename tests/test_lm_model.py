@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from speechtok.lm import IGNORE, LMConfig, TokenLM, Transformer, TransformerConfig
-from speechtok.lm.model import DurationPredictor, _gate_end, _sample
+from speechtok.lm.model import DurationPredictor
+from speechtok.lm.sampling import SamplingConfig, gate_end, sample
 from speechtok.lm.transformer import grow_depth
 
+GREEDY = SamplingConfig(temperature=0)
 PATTERN_K = [("single", 1), ("flatten", 2), ("delay", 3), ("parallel", 3)]
 
 
@@ -54,7 +56,7 @@ def test_grown_depth_computes_what_the_shallower_model_did_and_then_trains():
     deep.load_state_dict(grow_depth(small.state_dict(), 2, 5))  # strict: every key is there
     src, codes = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, 3, 8))
     torch.testing.assert_close(deep(src, codes).logits, small(src, codes).logits)
-    greedy = dict(min_len=4, max_len=9, temperature=0)
+    greedy = dict(min_len=4, max_len=9, sampling=GREEDY)
     torch.testing.assert_close(deep.generate(src, **greedy), small.generate(src, **greedy))
     added = [b for b in deep.transformer.blocks if not b.mlp.down.weight.any()]
     assert len(added) == 3 and all(not b.attn.out.weight.any() and b.attn.qkv.weight.any() for b in added)
@@ -86,9 +88,9 @@ def test_overfits_one_utterance_and_greedy_decoding_reproduces_it(pattern, K):
         if loss.item() < 0.02:
             break
     assert loss.item() < 0.05 * first
-    out, n = lm.generate(src, temperature=0, max_len=40)
+    out, n = lm.generate(src, sampling=GREEDY, max_len=40)
     assert n.tolist() == [12] and torch.equal(out, codes)
-    out, n = lm.generate(src, prompt_codes=codes[..., :5], temperature=0, max_len=40)  # continue a prompt
+    out, n = lm.generate(src, prompt_codes=codes[..., :5], sampling=GREEDY, max_len=40)  # continue a prompt
     assert n.tolist() == [7] and torch.equal(out, codes[..., 5:])
 
 
@@ -103,7 +105,7 @@ def test_greedy_generation_agrees_with_teacher_forcing(pattern, K, aligned):
     src, prompt = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, K, 4))
     src_len, p_len = torch.tensor([6, 4]), torch.tensor([4, 2])
     kw = dict(min_len=7, max_len=7, rate=p.frame_step(7) / src_len.float()) if aligned else dict(min_len=5, max_len=9)
-    out, n = lm.generate(src, src_len, prompt, p_len, temperature=0, **kw)
+    out, n = lm.generate(src, src_len, prompt, p_len, sampling=GREEDY, **kw)
     codes = torch.zeros(2, K, 4 + out.shape[-1], dtype=torch.long)
     for b in range(2):
         codes[b, :, : p_len[b] + n[b]] = torch.cat([prompt[b, :, : p_len[b]], out[b, :, : n[b]]], -1)
@@ -180,7 +182,13 @@ def test_guided_attention_prefers_the_diagonal_and_only_adds_in_training():
     torch.testing.assert_close(lm(*args).loss, plain(*args).loss)  # eval mode: the LM loss alone
     lm.train(), plain.train()
     assert lm(*args).loss > plain(*args).loss + 0.05
-    assert all(b.attn.scores is None for b in lm.transformer.blocks)  # nothing kept after the step
+    assert all(not hasattr(b.attn, "scores") for b in lm.transformer.blocks)  # scores are returned, not kept
+    lm.eval()
+    x = torch.randn(2, 5, 64)
+    h, probed = lm.transformer(x, probe_layers=[1])  # an explicit argument and return value
+    assert len(probed) == 1 and probed[0].shape == (2, 5, 5) and torch.equal(h, lm.transformer(x))
+    with pytest.raises(ValueError, match="full forward"):
+        lm.transformer(x, cache=lm.transformer.new_cache(2, 8), probe_layers=[1])
 
 
 def test_aligned_positions_put_the_source_on_the_target_timeline():
@@ -235,16 +243,16 @@ def test_end_threshold_decides_the_stop_instead_of_sampling_it():
     end = 3
     head0 = torch.tensor([[0.0, 0.0, 0.0, 2.0]]).log_softmax(-1).repeat(3, 1)  # P(end) = e^2 / (e^2 + 3) ~ 0.71
     decide = torch.tensor([True, True, False])
-    out = _gate_end(head0, end, 0.5, decide)
+    out = gate_end(head0, end, 0.5, decide)
     assert out[0].argmax() == end and torch.isinf(out[0, :end]).all()  # must end
     assert torch.equal(out[2], head0[2])  # not free to decide (forced or not yet allowed): untouched
-    assert torch.isinf(_gate_end(head0, end, 0.8, decide)[0, end])  # below threshold: must not end
+    assert torch.isinf(gate_end(head0, end, 0.8, decide)[0, end])  # below threshold: must not end
     torch.manual_seed(0)
     lm = _lm("parallel", 3)
     src = torch.randint(0, 10, (2, 5))
-    _, n = lm.generate(src, seed=0, max_len=9, min_len=2, end_threshold=0.0)
+    _, n = lm.generate(src, seed=0, max_len=9, min_len=2, sampling=SamplingConfig(end_threshold=0.0))
     assert n.tolist() == [2, 2]  # P(end) >= 0 always: stop at the first frame allowed
-    _, n = lm.generate(src, seed=0, max_len=9, end_threshold=1.01)
+    _, n = lm.generate(src, seed=0, max_len=9, sampling=SamplingConfig(end_threshold=1.01))
     assert n.tolist() == [9, 9]  # never reached: run to the budget
 
 
@@ -262,7 +270,7 @@ def test_sampling_is_reproducible_with_a_seed():
     torch.manual_seed(0)
     lm = _lm("delay", 3)
     src = torch.randint(0, 10, (2, 5))
-    kw = dict(min_len=8, max_len=8, temperature=1.0, top_k=10, top_p=0.9)
+    kw = dict(min_len=8, max_len=8, sampling=SamplingConfig(temperature=1.0, top_k=10, top_p=0.9))
     a, na = lm.generate(src, seed=123, **kw)
     b, nb = lm.generate(src, seed=123, **kw)
     c, _ = lm.generate(src, seed=124, **kw)
@@ -279,7 +287,7 @@ def test_batched_generation_equals_one_at_a_time(pattern, K, aligned):
     src = torch.randint(0, 10, (2, 7))
     prompt = torch.randint(0, 16, (2, K, 5))
     src_len, p_len = torch.tensor([7, 3]), torch.tensor([2, 5])
-    kw = dict(temperature=0, min_len=3, max_len=12)
+    kw = dict(sampling=GREEDY, min_len=3, max_len=12)
     out, n = lm.generate(src, src_len, prompt, p_len, **kw)
     for b in range(2):
         one, m = lm.generate(src[b : b + 1, : src_len[b]], prompt_codes=prompt[b : b + 1, :, : p_len[b]], **kw)
@@ -294,20 +302,28 @@ def test_repetition_aware_sampling_redraws_repeated_tokens():
     logits[..., 3] = 1.0
     g = torch.Generator().manual_seed(0)
     # top_k=1 always proposes token 3; with 3 filling the window it is redrawn from the full distribution
-    plain = [int(_sample(logits, 1.0, 1, None, None, 0.1, g)) for _ in range(50)]
+    plain = [int(sample(logits, SamplingConfig(top_k=1), None, g)) for _ in range(50)]
     hist = torch.full((1, 1, 10), 3)
-    redrawn = [int(_sample(logits, 1.0, 1, None, hist, 0.1, g)) for _ in range(50)]
+    redrawn = [int(sample(logits, SamplingConfig(top_k=1), hist, g)) for _ in range(50)]
     assert set(plain) == {3}
     assert sum(t != 3 for t in redrawn) > 25
     fresh = torch.full((1, 1, 10), 7)
-    assert {int(_sample(logits, 1.0, 1, None, fresh, 0.1, g)) for _ in range(20)} == {3}
+    assert {int(sample(logits, SamplingConfig(top_k=1), fresh, g)) for _ in range(20)} == {3}
+
+
+def test_sampling_config_reads_a_models_block_and_refuses_unknown_settings():
+    cfg = SamplingConfig.from_dict({"temperature": 0.7, "top_p": 0.9, "top_k": None})
+    assert (cfg.temperature, cfg.top_p, cfg.top_k, cfg.rep_window) == (0.7, 0.9, None, 10)
+    assert cfg.replace(temperature=None, top_k=5) == SamplingConfig(temperature=0.7, top_p=0.9, top_k=5)
+    with pytest.raises(ValueError, match="unknown setting.*temprature"):
+        SamplingConfig.from_dict({"temprature": 0.5})
 
 
 def test_top_p_keeps_the_nucleus():
     logits = torch.tensor([[[4.0, 1.0, 1.0, 1.0]]])  # p(0) ~ 0.87
     g = torch.Generator().manual_seed(0)
-    assert {int(_sample(logits, 1.0, None, 0.8, None, 0.1, g)) for _ in range(30)} == {0}
-    assert len({int(_sample(logits, 1.0, None, None, None, 0.1, g)) for _ in range(60)}) > 1
+    assert {int(sample(logits, SamplingConfig(top_p=0.8), None, g)) for _ in range(30)} == {0}
+    assert len({int(sample(logits, SamplingConfig(), None, g)) for _ in range(60)}) > 1
 
 
 def test_bf16_autocast_forward_and_generate():
@@ -343,7 +359,7 @@ def test_aligned_source_generation_agrees_with_teacher_forcing_and_batching(patt
     lm = _codec_src_lm(pattern, K)
     p = lm.pattern
     src, src_len = torch.randint(0, 10, (2, 2, 8)), torch.tensor([8, 5])
-    kw = dict(temperature=0, max_len=5, min_len=5)  # the rate forward() derives from 5 frames
+    kw = dict(sampling=GREEDY, max_len=5, min_len=5)  # the rate forward() derives from 5 frames
     out, n = lm.generate(src, src_len, rate=p.frame_step(5) / src_len.float(), **kw)
     tf = lm(src, out, src_len, n)
     _, book = p.layout(tf.targets.shape[1])
@@ -422,7 +438,7 @@ def test_durations_set_the_length_and_generation_agrees_with_teacher_forcing():
     lm = _duration_lm()
     src, src_len = torch.randint(0, 10, (2, 4)), torch.tensor([4, 3])
     dur = torch.tensor([[1, 3, 2, 2], [2, 1, 4, 0]])
-    out, n = lm.generate(src, src_len, durations=dur, temperature=0)
+    out, n = lm.generate(src, src_len, durations=dur, sampling=GREEDY)
     assert n.tolist() == [8, 7]  # exactly the durations' sum: the end is placed, not sampled
     tf = lm(src, out, src_len, n, src_durations=dur)
     p = lm.pattern
@@ -430,18 +446,18 @@ def test_durations_set_the_length_and_generation_agrees_with_teacher_forcing():
     best = tf.logits.masked_fill(~(ids < p.codebook_size), float("-inf")).argmax(-1)
     cells = (tf.targets != IGNORE) & (tf.targets != p.end_id)
     assert torch.equal(best[cells], tf.targets[cells])
-    one, m = lm.generate(src[1:, :3], durations=dur[1:, :3], temperature=0)
+    one, m = lm.generate(src[1:, :3], durations=dur[1:, :3], sampling=GREEDY)
     assert m.tolist() == [7] and torch.equal(one[0], out[1, :, :7])
-    nocache, _ = lm.generate(src, src_len, durations=dur, temperature=0, use_cache=False)
+    nocache, _ = lm.generate(src, src_len, durations=dur, sampling=GREEDY, use_cache=False)
     assert torch.equal(out, nocache)
     # with a speaker prompt the durations still count target frames; continuing one, from its start
     prompt = torch.randint(0, 16, (2, 2, 3))
-    assert lm.generate(src, src_len, prompt, durations=dur, temperature=0)[1].tolist() == [8, 7]
-    assert lm.generate(src, src_len, prompt, continue_prompt=True, durations=dur, temperature=0)[1].tolist() == [5, 4]
+    assert lm.generate(src, src_len, prompt, durations=dur, sampling=GREEDY)[1].tolist() == [8, 7]
+    assert lm.generate(src, src_len, prompt, continue_prompt=True, durations=dur, sampling=GREEDY)[1].tolist() == [5, 4]
     # without durations the model's predictor supplies them
     pred = lm.predict_durations(src, src_len)
     assert (pred[0] >= 1).all() and pred[1, 3] == 0
-    assert torch.equal(lm.generate(src, src_len, temperature=0)[1], pred.sum(1))
+    assert torch.equal(lm.generate(src, src_len, sampling=GREEDY)[1], pred.sum(1))
 
 
 def test_aligned_text_reads_the_phoneme_of_the_frame_being_rendered():

@@ -3,7 +3,8 @@ task packages build on (`speechtok.lm.runner`); TTS is in `speechtok.tts`, enhan
 
 from speechtok.lm.model import IGNORE, LMConfig, LMOutput, TokenLM, count_parameters
 from speechtok.lm.patterns import PATTERNS, Pattern, make_pattern
+from speechtok.lm.sampling import SamplingConfig
 from speechtok.lm.transformer import KVCache, Transformer, TransformerConfig
 
-__all__ = ["IGNORE", "KVCache", "LMConfig", "LMOutput", "PATTERNS", "Pattern", "TokenLM", "Transformer",
-           "TransformerConfig", "count_parameters", "make_pattern"]
+__all__ = ["IGNORE", "KVCache", "LMConfig", "LMOutput", "PATTERNS", "Pattern", "SamplingConfig", "TokenLM",
+           "Transformer", "TransformerConfig", "count_parameters", "make_pattern"]

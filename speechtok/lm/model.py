@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechtok.lm.patterns import Pattern, make_pattern
+from speechtok.lm.sampling import SamplingConfig, gate_end, sample, token_history
 from speechtok.lm.transformer import Transformer, TransformerConfig
 
 IGNORE = -100
@@ -229,11 +230,17 @@ class TokenLM(nn.Module):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h).unflatten(-1, (self.pattern.n_heads, self.pattern.vocab_size))
 
-    def _steps_needed(self, n_frames):
-        """Audio steps of a row with n_frames frames, end token included."""
+    def steps_needed(self, n_frames):
+        """Audio steps (an int, or a tensor for a tensor) that a row of `n_frames` target frames
+        takes in the pattern's stream, the end token included: what a row costs in positions."""
         p = self.pattern
         return torch.maximum(p.n_steps(n_frames), p.frame_step(n_frames) + 1) if torch.is_tensor(n_frames) \
             else max(p.n_steps(n_frames), p.frame_step(n_frames) + 1)
+
+    def fits(self, n_src: int, n_frames: int) -> bool:
+        """Whether a row (n_src source tokens, the separator, n_frames of audio (prompt included)
+        and the end) fits the model's positions (`transformer.max_len`)."""
+        return n_src + 2 + int(self.steps_needed(n_frames)) <= self.cfg.transformer.max_len
 
     # --- training --------------------------------------------------------------------------
     def forward(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
@@ -250,7 +257,7 @@ class TokenLM(nn.Module):
         P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
         if bool((P > T).any()):
             raise ValueError("model.py: prompt_lengths must not exceed code_lengths")
-        N = self._steps_needed(T)
+        N = self.steps_needed(T)
         S = int(N.max())
         seq = p.interleave(codes, T)
         seq = F.pad(seq, (0, 0, 0, S - seq.shape[1]), value=p.pad_id)
@@ -277,10 +284,13 @@ class TokenLM(nn.Module):
         aligned = self._aligned_source(src, src_len, P, S, dur)
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank, aligned)
         guide = self.cfg.guided_attention > 0 and self.training
-        for block in self._probed():
-            block.attn.probe = guide
         rate = p.frame_step(T - P).float() / src_len.clamp(min=1).float()
-        h = self.transformer(x, positions=self._positions(src_len, x.shape[1], -p.frame_step(P), rate, src_pos))
+        positions = self._positions(src_len, x.shape[1], -p.frame_step(P), rate, src_pos)
+        scores = None
+        if guide:  # head 0's attention scores of the probed blocks, for the alignment prior
+            h, scores = self.transformer(x, positions=positions, probe_layers=self._probed())
+        else:
+            h = self.transformer(x, positions=positions)
         # the separator and each audio step predict the next audio step
         pos = (src_len[:, None] + torch.arange(S, device=h.device)).clamp(max=h.shape[1] - 1)
         logits = self._logits(h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1])))
@@ -292,22 +302,19 @@ class TokenLM(nn.Module):
             weight = torch.where(targets.flatten() == p.end_id, self.cfg.end_weight, weight)
         token_loss = (ce * weight).sum() / weight.sum().clamp(min=1)
         loss, dur_loss = token_loss, None
-        if guide:
-            scores = [block.attn.scores for block in self._probed()]
+        if scores is not None:
             loss = loss + self.cfg.guided_attention * self._guide_loss(scores, src_len, T, P)
-            for block in self._probed():
-                block.attn.probe, block.attn.scores = False, None
         if dur is not None:
             pred, valid = self._log_durations(src, src_len)
             dur_loss = ((pred - torch.log1p(dur.float())) ** 2 * valid).sum() / valid.sum().clamp(min=1)
             loss = loss + self.cfg.duration_weight * dur_loss
         return LMOutput(loss, logits, targets, token_loss, dur_loss)
 
-    def _probed(self) -> list:
-        """The blocks whose head 0 the alignment prior shapes: all but the first (its queries know
-        little yet), or the only one."""
-        blocks = list(self.transformer.blocks)
-        return blocks[1:] or blocks
+    def _probed(self) -> list[int]:
+        """Indices of the blocks whose head 0 the alignment prior shapes: all but the first (its
+        queries know little yet), or the only one."""
+        n = len(self.transformer.blocks)
+        return list(range(1, n)) or [0]
 
     def _guide_loss(self, scores: list[torch.Tensor], src_len, T, P) -> torch.Tensor:
         """Guided attention (Tachibana et al., DCTTS): head 0 of each probed layer, restricted to
@@ -333,24 +340,19 @@ class TokenLM(nn.Module):
     # --- generation ------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None,
-                 prompt_codes: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None, *,
-                 max_len: int | None = None, min_len: int = 0, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, rep_window: int = 10,
-                 rep_ratio: float = 0.1, end_threshold: float | None = None, rate=None,
-                 continue_prompt: bool = False, durations: torch.Tensor | None = None, seed: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 prompt_codes: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
+                 sampling: SamplingConfig | None = None, *, max_len: int | None = None, min_len: int = 0,
+                 rate=None, continue_prompt: bool = False, durations: torch.Tensor | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Continue each row's source (and optional audio prompt) with target audio.
 
         Inputs are right-padded: src [B, L] or [B, Ks, L] with src_lengths, prompt_codes
-        [B, K, P] with prompt_lengths. Each row stops at its end token, or after `max_len`
-        target frames (default: ceil(max_len_ratio * source length), capped by the model's
-        max_len); no end before `min_len` frames. temperature <= 0 is greedy (argmax, no
-        repetition check). Sampling applies top_k, then top_p (nucleus); with rep_window > 0,
-        a sampled token that fills more than rep_ratio of its codebook's last rep_window tokens
-        is redrawn from the full (temperature-only) distribution, as in VALL-E 2. With
-        end_threshold, stopping is not sampled: a row ends as soon as the model's end
-        probability reaches the threshold, and never before (like Tacotron's stop gate). With
-        aligned positions, `rate` (target steps per source token, a number or [B]; default
+        [B, K, P] with prompt_lengths. Tokens are drawn as `sampling` says (`SamplingConfig`:
+        temperature, top-k/top-p, repetition-aware redraw, end gate; default SamplingConfig()).
+        Each row stops at its end token, or after `max_len` target frames (default:
+        ceil(max_len_ratio * source length), capped by the model's max_len); no end before
+        `min_len` frames. With aligned positions, `rate` (target steps per source token, a number or [B]; default
         cfg.default_rate) sets the expected length, and `continue_prompt` says the prompt is the
         start of the target itself (its transcript begins the source), not another clip. A model
         with `durations` renders each source token for `durations` [B, L] frames (default: its
@@ -362,15 +364,14 @@ class TokenLM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature,
-                                  top_k, top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt,
-                                  durations, seed, generator, use_cache)
+            return self._generate(src, src_lengths, prompt_codes, prompt_lengths, sampling or SamplingConfig(),
+                                  max_len=max_len, min_len=min_len, rate=rate, continue_prompt=continue_prompt,
+                                  durations=durations, seed=seed, generator=generator, use_cache=use_cache)
         finally:
             self.train(was_training)
 
-    def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, max_len, min_len, temperature, top_k,
-                  top_p, rep_window, rep_ratio, end_threshold, rate, continue_prompt, durations, seed, generator,
-                  use_cache):
+    def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, sampling: SamplingConfig, *, max_len,
+                  min_len, rate, continue_prompt, durations, seed, generator, use_cache):
         p, dev = self.pattern, src.device
         B, V = src.shape[0], p.vocab_size
         src_len = _lengths(src, src_lengths, -1)
@@ -406,7 +407,7 @@ class TokenLM(nn.Module):
         if bool((budget < 1).any()):
             raise ValueError(f"model.py: source + prompt too long for max_len {self.cfg.transformer.max_len}")
         total = P + budget  # frames at which the end token is forced
-        S = int(self._steps_needed(total).max())
+        S = int(self.steps_needed(total).max())
         frame_tab, book_tab = (t.to(dev) for t in p.layout(S))
 
         # the audio stream so far: prompt cells, then whatever is generated
@@ -416,7 +417,7 @@ class TokenLM(nn.Module):
         start = torch.zeros_like(P) if continue_prompt else P  # frame where the source's timeline begins
         aligned = self._aligned_source(src, src_len, start, S + 1, dur if self.cfg.durations else None)
         x, plen = self._assemble(src, src_len, steps, step, aligned=aligned)
-        n_iter = int((self._steps_needed(total) - step).max())
+        n_iter = int((self.steps_needed(total) - step).max())
         cap = x.shape[1] + n_iter
         rate = torch.as_tensor(self.cfg.default_rate if rate is None else rate, dtype=torch.float, device=dev)
         origin = torch.zeros_like(step) if continue_prompt else -step
@@ -450,10 +451,10 @@ class TokenLM(nn.Module):
             allowed = torch.where((forced >= 0)[..., None], vocab == forced[..., None], allowed)
 
             logits = self._logits(last).float().masked_fill(~allowed, float("-inf"))
-            if end_threshold is not None:
-                logits[:, 0] = _gate_end(logits[:, 0], p.end_id, end_threshold, decide=forced[:, 0] < 0)
-            history = self._history(steps, s, rep_window, spf)
-            tok = _sample(logits, temperature, top_k, top_p, history, rep_ratio, generator)
+            if sampling.end_threshold is not None:
+                logits[:, 0] = gate_end(logits[:, 0], p.end_id, sampling.end_threshold, decide=forced[:, 0] < 0)
+            history = token_history(steps, s, sampling.rep_window, spf)
+            tok = sample(logits, sampling, history, generator)
 
             steps[rows, s] = torch.where(done[:, None], steps[rows, s], tok)
             new_end = ~done & ~ended & (tok[:, 0] == p.end_id)
@@ -517,62 +518,14 @@ class TokenLM(nn.Module):
             self.train(was_training)
         return p.deinterleave((probs / n * levels).sum(-1) + lo, codes.shape[-1])  # deinterleave takes ids
 
-    @staticmethod
-    def _history(steps: torch.Tensor, s: torch.Tensor, window: int, stride: int) -> torch.Tensor | None:
-        """The last `window` tokens of each head's codebook before step s [B, H, W] (-1 before
-        the stream starts); `stride` steps apart so a flattened stream compares like with like."""
-        if window <= 0:
-            return None
-        back = s[:, None] - stride * torch.arange(1, window + 1, device=s.device)  # [B, W]
-        rows = torch.arange(steps.shape[0], device=s.device)[:, None]
-        hist = steps[rows, back.clamp(min=0)]  # [B, W, H]
-        return hist.masked_fill((back < 0)[..., None], -1).transpose(1, 2)
-
 
 def _within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """x [B, L] with the entries beyond each row's length zeroed."""
     return x * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])
 
 
-def _gate_end(head0: torch.Tensor, end_id: int, threshold: float, decide: torch.Tensor) -> torch.Tensor:
-    """Head-0 logits [B, V] where rows free to end (decide, end allowed) either must end
-    (end probability >= threshold) or must not."""
-    inf = float("-inf")
-    decide = decide & torch.isfinite(head0[:, end_id])
-    stop = head0.softmax(-1)[:, end_id] >= threshold
-    is_end = torch.arange(head0.shape[-1], device=head0.device) == end_id
-    only_end = head0.masked_fill(~is_end, inf)
-    no_end = head0.masked_fill(is_end, inf)
-    return torch.where((decide & stop)[:, None], only_end, torch.where(decide[:, None], no_end, head0))
-
-
-def _sample(logits, temperature, top_k, top_p, history, rep_ratio, generator) -> torch.Tensor:
-    """Token ids [B, H] from masked logits [B, H, V] (see TokenLM.generate)."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    full = logits / temperature
-    filt = full
-    if top_k is not None and top_k < filt.shape[-1]:
-        kth = filt.topk(top_k, dim=-1).values[..., -1:]
-        filt = filt.masked_fill(filt < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = filt.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p
-        filt = filt.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-
-    def draw(lg: torch.Tensor) -> torch.Tensor:
-        return torch.multinomial(lg.softmax(-1).flatten(0, 1), 1, generator=generator).view(lg.shape[:2])
-
-    tok = draw(filt)
-    if history is None:
-        return tok
-    redraw = (history == tok[..., None]).float().mean(-1) > rep_ratio
-    return torch.where(redraw, draw(full), tok)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["IGNORE", "LMConfig", "LMOutput", "TokenLM", "count_parameters"]
+__all__ = ["IGNORE", "LMConfig", "LMOutput", "SamplingConfig", "TokenLM", "count_parameters"]

@@ -12,6 +12,7 @@ import torch
 from speechtok.codecs import PRETRAINED_DIR, load_codec
 from speechtok.data.audio import check_waveform, load_audio
 from speechtok.lm.checkpoint import CheckpointError, is_lm_folder, load_lm, read_lm_config, split_render
+from speechtok.lm.sampling import SamplingConfig
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 
 Audio = str | Path | torch.Tensor
@@ -79,14 +80,15 @@ def load_runner_parts(task: str, name_or_path, codec, device, folder):
 
 
 class Runner:
-    """A loaded token LM with its codec and its config's defaults: `sampling` (how tokens are drawn,
-    passed to `TokenLM.generate`) and `render` (how they become audio; here mean levels and their
+    """A loaded token LM with its codec and its config's defaults: `sampling` (a `SamplingConfig`:
+    how tokens are drawn, passed to `TokenLM.generate`; no repetition check unless the model sets
+    one) and `render` (how they become audio; here mean levels and their
     frame dropout, the rest is the task's). Base of `Synthesizer` and `Enhancer`."""
 
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         self.lm, self.codec, self.meta, self.path = lm, codec, meta, path
         sampling, self.render_defaults = split_render(meta.get("sampling"), meta.get("render"))
-        self.sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "rep_window": 0, **sampling}
+        self.sampling = SamplingConfig.from_dict({"rep_window": 0, **sampling})
         self.mean_levels = bool(self.render_defaults.get("mean_levels", False))
         render = self.render_defaults
         self.set_level_dropout(render.get("level_passes", 1), render.get("level_blank", 0.0))
@@ -168,12 +170,17 @@ class Runner:
             out.append(wav[:, : n * self.codec.hop_length])
         return out
 
-    def _generate(self, src, src_len, prompt, prompt_len, seed, overrides, **kw):
-        opts = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
+    def _generate(self, src, src_len, prompt, prompt_len, seed, overrides: dict, **kw):
+        """`TokenLM.generate` with the model's sampling defaults, `overrides` (None: the default)
+        replacing them; a row too long for the model is an `LMInputError`."""
+        try:
+            sampling = self.sampling.replace(**overrides)
+        except (TypeError, ValueError) as exc:
+            raise LMInputError(str(exc)) from exc
         dev = self.device
         try:
             return self.lm.generate(src.to(dev), src_len.to(dev), None if prompt is None else prompt.to(dev),
-                                    None if prompt_len is None else prompt_len.to(dev), seed=seed, **opts, **kw)
+                                    None if prompt_len is None else prompt_len.to(dev), sampling, seed=seed, **kw)
         except ValueError as exc:
             if "too long" in str(exc):
                 raise LMInputError(f"input too long for this model ({exc}); split it into shorter pieces") from exc

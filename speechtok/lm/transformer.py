@@ -8,6 +8,7 @@ without left-padding or position shifts; the attention mask hides each row's unu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -76,20 +77,21 @@ class Attention(nn.Module):
         self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.probe = False  # when set, a full forward keeps head 0's attention scores in `scores`
-        self.scores: torch.Tensor | None = None
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int,
+                probe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output, head 0's pre-softmax attention scores [B, L, L] when `probe`, else None)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        if self.probe and cache is None:  # [B, L, L] pre-softmax, for an alignment loss
-            self.scores = (q[:, 0].float() @ k[:, 0].float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+        scores = None
+        if probe:  # [B, L, L] pre-softmax, for an alignment loss (full forward only, checked by Transformer)
+            scores = (q[:, 0].float() @ k[:, 0].float().transpose(-1, -2)) * q.shape[-1] ** -0.5
         if cache is not None:
             k, v = cache.update(layer, k, v)
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, L, D))
+        return self.out(y.transpose(1, 2).reshape(B, L, D)), scores
 
 
 class SwiGLU(nn.Module):
@@ -111,9 +113,11 @@ class Block(nn.Module):
         self.attn, self.mlp = Attention(cfg), SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, mask, cache, layer) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin, mask, cache, layer))
-        return x + self.drop(self.mlp(self.norm2(x)))
+    def forward(self, x, cos, sin, mask, cache, layer, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output, head 0's attention scores when `probe`, else None; see `Attention`)."""
+        y, scores = self.attn(self.norm1(x), cos, sin, mask, cache, layer, probe)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.norm2(x))), scores
 
 
 class Transformer(nn.Module):
@@ -146,11 +150,19 @@ class Transformer(nn.Module):
         return KVCache(c.n_layers, batch_size, c.n_heads, c.dim // c.n_heads, max_len, device, dtype)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, lengths: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Run on x [B, L, dim]. With a cache, x continues each row at cache.pos; the cache then
-        advances by `lengths` (valid tokens per row of a right-padded x) or by L. `positions`
-        [B, L] (any real numbers) replaces the token index as the rotary position; causality
-        still follows the index."""
+                positions: torch.Tensor | None = None, probe_layers: Sequence[int] | None = None):
+        """Hidden states [B, L, dim] of x [B, L, dim]. With a cache, x continues each row at
+        cache.pos; the cache then advances by `lengths` (valid tokens per row of a right-padded x)
+        or by L. `positions` [B, L] (any real numbers) replaces the token index as the rotary
+        position; causality still follows the index.
+
+        With `probe_layers` (block indices; full forward only, no cache) it returns
+        (hidden states, scores): scores[j] is head 0's pre-softmax attention [B, L, L] in block
+        probe_layers[j], e.g. for an alignment loss. Nothing is kept on the modules."""
+        if probe_layers is not None and cache is not None:
+            raise ValueError("transformer.py: attention probes need a full forward (no cache)")
+        probe = set(probe_layers or ())
+        kept: dict[int, torch.Tensor] = {}
         B, L, _ = x.shape
         steps = torch.arange(L, device=x.device)
         if cache is None:
@@ -168,10 +180,14 @@ class Transformer(nn.Module):
         angles = pos[..., None].float() * self.inv_freq  # [B|1, L, hd/2]
         cos, sin = angles.cos()[:, None], angles.sin()[:, None]
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, cache, i)
+            x, scores = block(x, cos, sin, mask, cache, i, i in probe)
+            if scores is not None:
+                kept[i] = scores
         if cache is not None:
             cache.advance(L if lengths is None else lengths.to(cache.pos.device))
-        return self.norm(x)
+        if probe_layers is None:
+            return self.norm(x)
+        return self.norm(x), [kept[i] for i in probe_layers]
 
 
 def grow_depth(state: dict[str, torch.Tensor], n_old: int, n_new: int,
