@@ -99,15 +99,34 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         common = ["encode", str(root), str(out), "--codec", args.codec, "--workers", str(args.workers)]
         wall, inner, _ = run_cli(common + ["--batch-size", str(bs)])
-        rows.append(dict(run=f"encode batch {bs}", workers=args.workers, batch_size=bs, files=n_files,
-                         audio_min=round(minutes, 2), wall_s=round(wall, 2), encode_s=inner,
-                         x_realtime=round(minutes * 60 / wall, 1),
-                         x_realtime_excl_startup=round(minutes * 60 / inner, 1) if inner else None))
+        rows.append(
+            dict(
+                run=f"encode batch {bs}",
+                workers=args.workers,
+                batch_size=bs,
+                files=n_files,
+                audio_min=round(minutes, 2),
+                wall_s=round(wall, 2),
+                encode_s=inner,
+                x_realtime=round(minutes * 60 / wall, 1),
+                x_realtime_excl_startup=round(minutes * 60 / inner, 1) if inner else None,
+            )
+        )
     wall, inner, err = run_cli(common + ["--batch-size", str(args.batch_sizes[0])])
     assert f"skipped {n_files} done before" in err, err
-    rows.append(dict(run="resume (all done)", workers=args.workers, batch_size=args.batch_sizes[0], files=n_files,
-                     audio_min=round(minutes, 2), wall_s=round(wall, 2), encode_s=inner, x_realtime=None,
-                     x_realtime_excl_startup=None))
+    rows.append(
+        dict(
+            run="resume (all done)",
+            workers=args.workers,
+            batch_size=args.batch_sizes[0],
+            files=n_files,
+            audio_min=round(minutes, 2),
+            wall_s=round(wall, 2),
+            encode_s=inner,
+            x_realtime=None,
+            x_realtime_excl_startup=None,
+        )
+    )
 
     print(f"\n{'run':<20}{'files':>7}{'audio min':>11}{'wall s':>9}{'x real time':>13}{'excl. start-up':>16}")
     for r in rows:
@@ -115,9 +134,16 @@ def main() -> None:
         ex = f"{r['x_realtime_excl_startup']:.0f}x" if r["x_realtime_excl_startup"] else "-"
         print(f"{r['run']:<20}{r['files']:>7}{r['audio_min']:>11.1f}{r['wall_s']:>9.1f}{xrt:>13}{ex:>16}")
 
-    result = dict(codec=args.codec, corpus=str(root), rows=rows, cpus=os.cpu_count(),
-                  load_avg_1min=os.getloadavg()[0], machine=platform.machine(), python=platform.python_version(),
-                  time=time.strftime("%Y-%m-%d %H:%M:%S"))
+    result = dict(
+        codec=args.codec,
+        corpus=str(root),
+        rows=rows,
+        cpus=os.cpu_count(),
+        load_avg_1min=os.getloadavg()[0],
+        machine=platform.machine(),
+        python=platform.python_version(),
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")

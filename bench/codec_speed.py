@@ -52,8 +52,16 @@ def measure(args) -> list[dict]:
         audio_s = args.seconds * batch
 
         def row(system, op, seconds, **extra):
-            rows.append({"system": system, "op": op, "batch": batch, "seconds": seconds,
-                         "x_realtime": audio_s / seconds, **extra})
+            rows.append(
+                {
+                    "system": system,
+                    "op": op,
+                    "batch": batch,
+                    "seconds": seconds,
+                    "x_realtime": audio_s / seconds,
+                    **extra,
+                }
+            )
 
         ref = EncodecModel.encodec_model_24khz(pretrained=False).eval()
         ref.set_target_bandwidth(6.0)
@@ -64,8 +72,12 @@ def measure(args) -> list[dict]:
 
         vocos = Vocoder(n_mels=100, hop_length=256, dim=512, intermediate_dim=1536, n_layers=8, n_fft=1024).eval()
         mel = torch.randn(batch, 100, int(args.seconds * 24000 / 256))
-        row("vocos-mel-24k (ref size)", "decode", best_time(lambda: vocos(mel), args.repeats),
-            params_m=sum(p.numel() for p in vocos.parameters()) / 1e6)
+        row(
+            "vocos-mel-24k (ref size)",
+            "decode",
+            best_time(lambda: vocos(mel), args.repeats),
+            params_m=sum(p.numel() for p in vocos.parameters()) / 1e6,
+        )
 
         for name in args.codecs or available_codecs():
             codec = load_codec(name)
@@ -74,8 +86,12 @@ def measure(args) -> list[dict]:
             row(name, "encode", best_time(lambda: codec.encode(x), args.repeats))
             decoder = getattr(codec, "decoder", "decoder")
             reps = 1 if decoder == "griffinlim" else args.repeats
-            row(name, f"decode ({decoder})", best_time(lambda: codec.decode(codes), reps),
-                params_m=sum(p.numel() for p in codec.parameters()) / 1e6)
+            row(
+                name,
+                f"decode ({decoder})",
+                best_time(lambda: codec.decode(codes), reps),
+                params_m=sum(p.numel() for p in codec.parameters()) / 1e6,
+            )
     return rows
 
 
@@ -107,8 +123,12 @@ def main() -> None:
         vv = f"{r['vs_vocos']:.2f}" if "vs_vocos" in r else ""
         print(f"| {r['system']} | {r['op']} | {r['batch']} | {r['x_realtime']:.1f} | {r['vs_encodec']:.2f} | {vv} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"seconds": args.seconds, "threads": args.threads, "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine()}
+    meta = {
+        "seconds": args.seconds,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -38,8 +38,10 @@ from speechtok.tts import load_tts
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # about 10 s of read speech at a typical rate
-PARAGRAPH = ("The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, "
-             "and watched the ships pass safely through the dark and stormy channel.")
+PARAGRAPH = (
+    "The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, "
+    "and watched the ships pass safely through the dark and stormy channel."
+)
 
 
 def noisy_clip(seconds: float, sr: int, snr_db: float = 5.0) -> torch.Tensor:
@@ -66,24 +68,34 @@ def shipped_rtf(seconds: float, device: str) -> list[dict]:
             what = f"{seconds:g} s of speech in pink noise at 5 dB"
             jobs.append((name, runner, lambda r=runner, w=wav: r.enhance(w, seed=0), what))
             if runner.refiner is not None:  # its cost, side by side with the rows' plain average
-                jobs.append((f"{name} --no-refiner", runner, lambda r=runner, w=wav: r.enhance(w, seed=0, refine=False),
-                             what))
+                jobs.append(
+                    (f"{name} --no-refiner", runner, lambda r=runner, w=wav: r.enhance(w, seed=0, refine=False), what)
+                )
     rows = []
     for name, runner, job, what in jobs:
         t0 = time.perf_counter()
         out = job()
         wall = time.perf_counter() - t0
         audio = out.shape[-1] / runner.sample_rate
-        rows.append({"model": name, "input": what, "audio_s": round(audio, 2), "wall_s": round(wall, 2),
-                     "x_real_time": round(audio / wall, 2)})
-        print(f"{name:>36}: {audio:.1f} s of audio in {wall:.2f} s = {audio / wall:.1f}x real time ({what})",
-              flush=True)
+        rows.append(
+            {
+                "model": name,
+                "input": what,
+                "audio_s": round(audio, 2),
+                "wall_s": round(wall, 2),
+                "x_real_time": round(audio / wall, 2),
+            }
+        )
+        print(
+            f"{name:>36}: {audio:.1f} s of audio in {wall:.2f} s = {audio / wall:.1f}x real time ({what})", flush=True
+        )
     return rows
 
 
 @torch.no_grad()
-def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: float, chunk: int = 16,
-                     durations=None) -> dict:
+def draft_acceptance(
+    lm: TokenLM, src, src_len, prompt, target, temperature: float, chunk: int = 16, durations=None
+) -> dict:
     """Acceptance of self-drafted frames (see the module docstring) along one generated `target`
     [K, T] after `prompt` [K, P] (`durations` [1, L]: a durations model's, summing to T); for
     patterns with one step per frame (single, parallel)."""
@@ -98,9 +110,14 @@ def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: flo
         B = len(fr)
         blank = torch.zeros(B, Pn + T, dtype=torch.bool, device=dev)
         blank[torch.arange(B), fr - 1] = True
-        rows = lm(src.expand(B, *src.shape[1:]), codes.expand(B, -1, -1), src_len.expand(B),
-                  prompt_lengths=prompt_len.expand(B), blank_frames=blank,
-                  src_durations=None if durations is None else durations.expand(B, -1)).logits
+        rows = lm(
+            src.expand(B, *src.shape[1:]),
+            codes.expand(B, -1, -1),
+            src_len.expand(B),
+            prompt_lengths=prompt_len.expand(B),
+            blank_frames=blank,
+            src_durations=None if durations is None else durations.expand(B, -1),
+        ).logits
         q = rows[torch.arange(B), p.frame_step(fr)][..., : p.codebook_size].float()  # draft  [B, H, C]
         v = verify[p.frame_step(fr)][..., : p.codebook_size].float()  # verifier
         if temperature <= 0:
@@ -111,8 +128,11 @@ def draft_acceptance(lm: TokenLM, src, src_len, prompt, target, temperature: flo
             overlap = torch.minimum((q / temperature).softmax(-1), (v / temperature).softmax(-1)).sum(-1)
             accept.append(overlap.prod(-1))
             agree.append(overlap.mean(-1))
-    return {"frames": len(frames), "accept": round(float(torch.cat(accept).mean()), 4),
-            "per_head": round(float(torch.cat(agree).mean()), 4)}
+    return {
+        "frames": len(frames),
+        "accept": round(float(torch.cat(accept).mean()), 4),
+        "per_head": round(float(torch.cat(agree).mean()), 4),
+    }
 
 
 def shipped_draft_acceptance(seconds: float, device: str) -> list[dict]:
@@ -136,12 +156,16 @@ def shipped_draft_acceptance(seconds: float, device: str) -> list[dict]:
         min_len = 1 if name.startswith("tts-") else src.shape[-1]
         durations = lm.predict_durations(src, src_len) if lm.cfg.durations else None
         target, n = lm.generate(src, src_len, prompt, sampling, seed=0, min_len=min_len, durations=durations)
-        res = draft_acceptance(lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling.temperature,
-                               durations=durations)
+        res = draft_acceptance(
+            lm, src, src_len, prompt[0], target[0, :, : int(n[0])], sampling.temperature, durations=durations
+        )
         decoding = "greedy" if sampling.temperature <= 0 else f"sampling, T={sampling.temperature:g}"
         rows.append({"model": name, "decoding": decoding, "heads": lm.pattern.n_heads, **res})
-        print(f"{name:>24}: drafted frame accepted {100 * res['accept']:.2f}% of the time "
-              f"(per head {100 * res['per_head']:.1f}%, {res['frames']} frames, {decoding})", flush=True)
+        print(
+            f"{name:>24}: drafted frame accepted {100 * res['accept']:.2f}% of the time "
+            f"(per head {100 * res['per_head']:.1f}%, {res['frames']} frames, {decoding})",
+            flush=True,
+        )
     return rows
 
 
@@ -166,9 +190,13 @@ def main() -> None:
 
     torch.manual_seed(0)
     longest = max(args.lengths)
-    cfg = LMConfig(pattern=args.pattern, n_codebooks=args.codebooks, codebook_size=args.codebook_size,
-                   src_vocab=256, transformer=TransformerConfig(dim=args.dim, n_layers=args.layers,
-                                                                n_heads=args.heads, max_len=longest + 64))
+    cfg = LMConfig(
+        pattern=args.pattern,
+        n_codebooks=args.codebooks,
+        codebook_size=args.codebook_size,
+        src_vocab=256,
+        transformer=TransformerConfig(dim=args.dim, n_layers=args.layers, n_heads=args.heads, max_len=longest + 64),
+    )
     lm = TokenLM(cfg).to(args.device).eval()
     p = lm.pattern
     src = torch.randint(0, 256, (1, args.src_len), device=args.device)
@@ -179,8 +207,9 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        _, n = lm.generate(src, sampling=SamplingConfig(temperature=0), max_len=frames, min_len=frames,
-                           use_cache=use_cache)
+        _, n = lm.generate(
+            src, sampling=SamplingConfig(temperature=0), max_len=frames, min_len=frames, use_cache=use_cache
+        )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         sec = time.perf_counter() - t0
@@ -188,9 +217,16 @@ def main() -> None:
         return row(n_tokens, frames, steps, use_cache, sec, False)
 
     def row(n_tokens, frames, steps, use_cache, sec, estimated) -> dict:
-        return {"tokens": n_tokens, "frames": frames, "steps": steps, "cache": use_cache, "estimated": estimated,
-                "seconds": round(sec, 3), "steps_per_s": round(steps / sec, 1),
-                "tokens_per_s": round(steps * p.n_heads / sec, 1)}
+        return {
+            "tokens": n_tokens,
+            "frames": frames,
+            "steps": steps,
+            "cache": use_cache,
+            "estimated": estimated,
+            "seconds": round(sec, 3),
+            "steps_per_s": round(steps / sec, 1),
+            "tokens_per_s": round(steps * p.n_heads / sec, 1),
+        }
 
     @torch.no_grad()
     def estimate_uncached(n_tokens: int) -> dict:
@@ -215,25 +251,43 @@ def main() -> None:
         for use_cache in (True, False):
             rows.append(run(n, use_cache) if use_cache or n <= args.uncached_max else estimate_uncached(n))
             r = rows[-1]
-            print(f"{r['tokens']:>6} tokens  cache={str(r['cache']):5}  {r['seconds']:9.2f} s  "
-                  f"{r['tokens_per_s']:9.1f} tokens/s{'  (estimated)' if r['estimated'] else ''}", flush=True)
+            print(
+                f"{r['tokens']:>6} tokens  cache={str(r['cache']):5}  {r['seconds']:9.2f} s  "
+                f"{r['tokens_per_s']:9.1f} tokens/s{'  (estimated)' if r['estimated'] else ''}",
+                flush=True,
+            )
 
     print(f"\n{'tokens':>6} | {'cached tok/s':>12} | {'uncached tok/s':>14} | speed-up")
     for n in args.lengths:
         c, u = (next(r for r in rows if r["tokens"] == n and r["cache"] == flag) for flag in (True, False))
-        print(f"{n:>6} | {c['tokens_per_s']:>12.1f} | {u['tokens_per_s']:>13.1f}{'*' if u['estimated'] else ' '} | "
-              f"{c['tokens_per_s'] / u['tokens_per_s']:.1f}x")
+        print(
+            f"{n:>6} | {c['tokens_per_s']:>12.1f} | {u['tokens_per_s']:>13.1f}{'*' if u['estimated'] else ' '} | "
+            f"{c['tokens_per_s'] / u['tokens_per_s']:.1f}x"
+        )
     print("* estimated from timed full forward passes\n")
     shipped = shipped_rtf(args.seconds, args.device)
     print("\nself-drafted frames that lossless speculative decoding would accept:")
     drafts = shipped_draft_acceptance(args.seconds, args.device)
 
     result = {
-        "model": {"params": count_parameters(lm), "pattern": args.pattern, "codebooks": args.codebooks,
-                  "codebook_size": args.codebook_size, "dim": args.dim, "layers": args.layers, "heads": args.heads},
-        "setup": {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "cpu": platform.processor() or platform.machine(), "src_len": args.src_len,
-                  "load_avg_at_end": os.getloadavg()[0], "decoding": "greedy, batch 1, fp32"},
+        "model": {
+            "params": count_parameters(lm),
+            "pattern": args.pattern,
+            "codebooks": args.codebooks,
+            "codebook_size": args.codebook_size,
+            "dim": args.dim,
+            "layers": args.layers,
+            "heads": args.heads,
+        },
+        "setup": {
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            "src_len": args.src_len,
+            "load_avg_at_end": os.getloadavg()[0],
+            "decoding": "greedy, batch 1, fp32",
+        },
         "results": rows,
         "shipped": shipped,
         "self_draft_acceptance": drafts,

@@ -92,9 +92,20 @@ def measure(args, work: Path) -> list[dict]:
                 cmd = [sys.executable, "-c", WHOLE, str(tok), str(out), name]
             rss, wall, rc = run_child(cmd, args.threads)
             exact = rc == 0 and sf.info(out).frames == n_samples
-            rows.append({"codec": name, "mode": mode, "minutes": args.minutes, "frames": frames,
-                         "n_samples": n_samples, "peak_rss_gb": rss, "wall_s": wall,
-                         "x_realtime": args.minutes * 60 / wall, "exit": rc, "exact_length": exact})
+            rows.append(
+                {
+                    "codec": name,
+                    "mode": mode,
+                    "minutes": args.minutes,
+                    "frames": frames,
+                    "n_samples": n_samples,
+                    "peak_rss_gb": rss,
+                    "wall_s": wall,
+                    "x_realtime": args.minutes * 60 / wall,
+                    "exit": rc,
+                    "exact_length": exact,
+                }
+            )
             print(f"{name} {mode}: {rss:.2f} GB peak RSS, {wall:.0f} s, length exact: {exact}", flush=True)
             if rc == 0:
                 outs[mode] = out
@@ -125,11 +136,18 @@ def main() -> None:
     print("| codec | mode | peak RSS (GB) | wall (s) | x real time | length exact | stream vs whole (LSB) |")
     print("|---|---|---:|---:|---:|---|---:|")
     for r in rows:
-        print(f"| {r['codec']} | {r['mode']} | {r['peak_rss_gb']:.2f} | {r['wall_s']:.0f} | {r['x_realtime']:.1f} "
-              f"| {r['exact_length']} | {r.get('stream_vs_whole_max_lsb', '')} |")
+        print(
+            f"| {r['codec']} | {r['mode']} | {r['peak_rss_gb']:.2f} | {r['wall_s']:.0f} | {r['x_realtime']:.1f} "
+            f"| {r['exact_length']} | {r.get('stream_vs_whole_max_lsb', '')} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"minutes": args.minutes, "threads": args.threads, "goal_gb": GOAL_GB, "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine()}
+    meta = {
+        "minutes": args.minutes,
+        "threads": args.threads,
+        "goal_gb": GOAL_GB,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -36,25 +36,61 @@ def main() -> None:
         for engine in ("espeak", "flite", "festival"):
             voices = [v for v in DEFAULT_VOICES if v.engine == engine]
             minutes = args.minutes * len(voices) / len(DEFAULT_VOICES)
-            r = build_synth_corpus(Path(tmp) / engine, minutes / 60, voices=voices, dev_voices=[],
-                                   sentences=sentences, seed=args.seed, workers=args.workers, progress=False)
+            r = build_synth_corpus(
+                Path(tmp) / engine,
+                minutes / 60,
+                voices=voices,
+                dev_voices=[],
+                sentences=sentences,
+                seed=args.seed,
+                workers=args.workers,
+                progress=False,
+            )
             audio_s = sum(u.duration for u in r.utterances)
-            rows.append({"engine": engine, "voices": len(voices), "files": len(r.utterances),
-                         "audio_min": round(audio_s / 60, 2), "wall_s": round(r.wall_s, 1),
-                         "rtf": round(r.wall_s / audio_s, 4)})
+            rows.append(
+                {
+                    "engine": engine,
+                    "voices": len(voices),
+                    "files": len(r.utterances),
+                    "audio_min": round(audio_s / 60, 2),
+                    "wall_s": round(r.wall_s, 1),
+                    "rtf": round(r.wall_s / audio_s, 4),
+                }
+            )
     audio = sum(r["audio_min"] for r in rows)
     wall = sum(r["wall_s"] for r in rows)
-    rows.append({"engine": "total", "voices": sum(r["voices"] for r in rows), "files": sum(r["files"] for r in rows),
-                 "audio_min": round(audio, 2), "wall_s": round(wall, 1), "rtf": round(wall / (audio * 60), 4)})
+    rows.append(
+        {
+            "engine": "total",
+            "voices": sum(r["voices"] for r in rows),
+            "files": sum(r["files"] for r in rows),
+            "audio_min": round(audio, 2),
+            "wall_s": round(wall, 1),
+            "rtf": round(wall / (audio * 60), 4),
+        }
+    )
 
     print(f"{'engine':<10}{'voices':>7}{'files':>7}{'audio min':>11}{'wall s':>9}{'RTF':>8}")
     for r in rows:
-        print(f"{r['engine']:<10}{r['voices']:>7}{r['files']:>7}{r['audio_min']:>11.2f}{r['wall_s']:>9.1f}{r['rtf']:>8.4f}")
+        print(
+            f"{r['engine']:<10}{r['voices']:>7}{r['files']:>7}{r['audio_min']:>11.2f}{r['wall_s']:>9.1f}{r['rtf']:>8.4f}"
+        )
     print(f"=> 1 hour of audio in about {60 * rows[-1]['rtf']:.1f} min with {args.workers} workers")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"minutes": args.minutes, "workers": args.workers, "cpus": os.cpu_count(),
-                                    "machine": platform.processor() or platform.machine(), "rows": rows},
-                                   indent=2) + "\n", encoding="utf-8")
+    args.out.write_text(
+        json.dumps(
+            {
+                "minutes": args.minutes,
+                "workers": args.workers,
+                "cpus": os.cpu_count(),
+                "machine": platform.processor() or platform.machine(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"wrote {args.out}")
 
 

@@ -16,9 +16,9 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import soundfile as sf
 import torch
@@ -29,13 +29,19 @@ from speechtok.codecs import PRETRAINED_DIR, CodecError, available_codecs, load_
 from speechtok.data.audio import AudioError, load_audio_with_sr, resample, save_audio_stream
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.tokens import (
-    TokenFile, TokenFileError, codec_hash, iter_tokens, load_shard, load_tokens, read_shard, save_shard,
+    TokenFile,
+    TokenFileError,
+    codec_hash,
+    iter_tokens,
+    load_shard,
+    load_tokens,
+    read_shard,
+    save_shard,
     save_tokens,
 )
 
 AUDIO_EXTENSIONS = frozenset(
-    {"." + f.lower() for f in sf.available_formats()} - {".raw", ".wavex"}
-    | {".aif", ".oga", ".opus", ".sph"}
+    {"." + f.lower() for f in sf.available_formats()} - {".raw", ".wavex"} | {".aif", ".oga", ".opus", ".sph"}
 )
 FILES_PER_SHARD = 1000
 
@@ -55,6 +61,7 @@ def command(name: str, help: str):
     def register(setup: Callable[[argparse.ArgumentParser], Runner]):
         COMMANDS[name] = (help, setup)
         return setup
+
     return register
 
 
@@ -88,6 +95,7 @@ def _at_least(low: int) -> Callable[[str], int]:
         if not text.lstrip("-").isdigit() or int(text) < low:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got '{text}'")
         return int(text)
+
     return parse
 
 
@@ -209,22 +217,32 @@ def _length_batches(jobs: list[Job], sample_rate: int, batch_size: int, max_samp
     batches: list[list[Job]] = []
     for j in sorted(jobs, key=lambda j: (lengths[j.uid], j.uid)):
         last = batches[-1] if batches else None
-        if (last and lengths[j.uid] > 0 and len(last) < batch_size and lengths[last[0].uid] > 0
-                and (len(last) + 1) * lengths[j.uid] <= max_samples):
+        if (
+            last
+            and lengths[j.uid] > 0
+            and len(last) < batch_size
+            and lengths[last[0].uid] > 0
+            and (len(last) + 1) * lengths[j.uid] <= max_samples
+        ):
             last.append(j)
         else:
             batches.append([j])
     return batches
 
 
-def encode_jobs(codec, jobs: list[Job], args, progress: tqdm | None = None
-                ) -> Iterator[tuple[Job, TokenFile | None, str | None]]:
+def encode_jobs(
+    codec, jobs: list[Job], args, progress: tqdm | None = None
+) -> Iterator[tuple[Job, TokenFile | None, str | None]]:
     """(job, token file, None) or (job, None, reason) per job, in length-batched order; codes of
     the first `args.n_codebooks` codebooks (None: all)."""
     k = args.n_codebooks
     batches = _length_batches(jobs, codec.sample_rate, args.batch_size, int(args.max_batch_seconds * codec.sample_rate))
-    loader = torch.utils.data.DataLoader(_AudioBatches(batches, codec.sample_rate), batch_size=None,
-                                         num_workers=min(args.workers, len(batches)), collate_fn=_identity)
+    loader = torch.utils.data.DataLoader(
+        _AudioBatches(batches, codec.sample_rate),
+        batch_size=None,
+        num_workers=min(args.workers, len(batches)),
+        collate_fn=_identity,
+    )
     for batch in loader:
         for job, _, _, err in batch:
             if err is not None:
@@ -266,8 +284,9 @@ def _done_shard(path: Path, want_hash: str, k: int, jobs: list[Job]) -> list[tup
     except TokenFileError:
         return None
     src = {j.uid: str(j.src) for j in jobs}
-    if set(items) | set(bad) != set(src) or any(t.codec_hash != want_hash or t.n_codebooks != k
-                                                 for t in items.values()):
+    if set(items) | set(bad) != set(src) or any(
+        t.codec_hash != want_hash or t.n_codebooks != k for t in items.values()
+    ):
         return None
     return [(src[uid], reason) for uid, reason in bad.items()]
 
@@ -277,23 +296,33 @@ def encode_command(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("input", type=Path, help="audio file or folder (searched recursively)")
     p.add_argument("output", type=Path, help="output folder mirroring the input tree (or a .npz file for one input)")
     p.add_argument("--codec", required=True, help="bundled codec name (see `speechtok codecs`) or codec folder")
-    p.add_argument("--n-codebooks", type=_at_least(1),
-                   help="encode the first K codebooks only (a lower bitrate; codecs with a variable bitrate)")
+    p.add_argument(
+        "--n-codebooks",
+        type=_at_least(1),
+        help="encode the first K codebooks only (a lower bitrate; codecs with a variable bitrate)",
+    )
     p.add_argument("--workers", type=_at_least(0), default=2, help="DataLoader processes reading/resampling audio")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=_at_least(1), default=8, help="files of similar length encoded together")
     p.add_argument("--max-batch-seconds", type=float, default=600.0, help="cap on padded audio per batch")
-    p.add_argument("--layout", choices=["files", "sharded"], default="files",
-                   help="one .npz per input, or a few shard .npz files plus manifest.csv")
-    p.add_argument("--shards", type=_at_least(1), help=f"number of shards (implies --layout sharded; "
-                                              f"default one per {FILES_PER_SHARD} files)")
+    p.add_argument(
+        "--layout",
+        choices=["files", "sharded"],
+        default="files",
+        help="one .npz per input, or a few shard .npz files plus manifest.csv",
+    )
+    p.add_argument(
+        "--shards",
+        type=_at_least(1),
+        help=f"number of shards (implies --layout sharded; default one per {FILES_PER_SHARD} files)",
+    )
     return run_encode
 
 
 def _shards(jobs: list[Job], out_dir: Path, n: int | None) -> list[tuple[Path, list[Job]]]:
     """Contiguous runs of the sorted jobs, one per shard file."""
     n = n or max(1, math.ceil(len(jobs) / FILES_PER_SHARD))
-    return [(out_dir / f"shard-{i:05d}.npz", jobs[i * len(jobs) // n:(i + 1) * len(jobs) // n]) for i in range(n)]
+    return [(out_dir / f"shard-{i:05d}.npz", jobs[i * len(jobs) // n : (i + 1) * len(jobs) // n]) for i in range(n)]
 
 
 def _plan_rank(jobs, shards, want: str, k: int, rank: int, world: int):
@@ -340,8 +369,10 @@ def run_encode(args: argparse.Namespace) -> int:
                 elif shard is not None and shard.exists():
                     shard.unlink()
         if dist.world > 1:
-            print(f"speechtok: rank {dist.rank}/{dist.world}: encoded {n_ok} file(s), {len(failed)} failed",
-                  file=sys.stderr)
+            print(
+                f"speechtok: rank {dist.rank}/{dist.world}: encoded {n_ok} file(s), {len(failed)} failed",
+                file=sys.stderr,
+            )
         # all_gather doubles as the barrier: after it every rank's files are written
         stats = dist.gather((failed, seconds, n_ok, n_mine - n_todo, time.perf_counter() - t0))
         failed = [f for s in stats for f in s[0]]
@@ -352,8 +383,11 @@ def run_encode(args: argparse.Namespace) -> int:
         seconds, n_ok, n_skip = (sum(s[i] for s in stats) for i in (1, 2, 3))
         wall = max(s[4] for s in stats)
         speed = f", {seconds / wall:.0f}x real time" if wall > 0 and seconds else ""
-        print(f"speechtok: encoded {n_ok} file(s) ({seconds / 60:.1f} min of audio) in {wall:.1f} s{speed}; "
-              f"skipped {n_skip} done before; {len(failed)} failed", file=sys.stderr)
+        print(
+            f"speechtok: encoded {n_ok} file(s) ({seconds / 60:.1f} min of audio) in {wall:.1f} s{speed}; "
+            f"skipped {n_skip} done before; {len(failed)} failed",
+            file=sys.stderr,
+        )
         return _report(failed, out_dir, "encode")
     finally:
         dist.close()
@@ -367,8 +401,15 @@ def _write_manifest(out_dir: Path, shards: list[tuple[Path, list[Job]]]) -> None
             continue
         src = {j.uid: j.src for j in js}
         for uid, tf in load_shard(path).items():
-            utts.append(Utterance(ID=uid, path=str(src[uid].resolve()), duration=tf.duration, split="",
-                                  extra={"shard": path.name, "n_frames": tf.n_frames}))
+            utts.append(
+                Utterance(
+                    ID=uid,
+                    path=str(src[uid].resolve()),
+                    duration=tf.duration,
+                    split="",
+                    extra={"shard": path.name, "n_frames": tf.n_frames},
+                )
+            )
     for old in out_dir.glob("shard-*.npz"):
         if old.name not in planned:
             old.unlink()
@@ -381,10 +422,14 @@ def decode_command(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("input", type=Path, help="token file (.npz), shard, or folder of them")
     p.add_argument("output", type=Path, help="output folder (or a .wav file for one single-utterance input)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--codec", help="codec name or folder to load instead of the one named in the file "
-                                   "(its hash must still match)")
-    p.add_argument("--n-codebooks", type=_at_least(1),
-                   help="decode the first K codebooks of each file only (codecs with a variable bitrate)")
+    p.add_argument(
+        "--codec", help="codec name or folder to load instead of the one named in the file (its hash must still match)"
+    )
+    p.add_argument(
+        "--n-codebooks",
+        type=_at_least(1),
+        help="decode the first K codebooks of each file only (codecs with a variable bitrate)",
+    )
     return run_decode
 
 
@@ -399,7 +444,8 @@ def _codec_for(tf: TokenFile, path: Path, cache: dict, override: str | None, dev
         raise TokenFileError(
             f"{path}: token file made by another codec: '{tf.codec}' ({family}, hash {tf.codec_hash}) and the "
             f"loaded codec '{name}' ({codec.family}, hash {codec_hash(codec)}) differ in {differs}; "
-            "decode with the codec that encoded it (--codec)")
+            "decode with the codec that encoded it (--codec)"
+        )
     return codec
 
 
@@ -476,10 +522,16 @@ def run_info(args: argparse.Namespace) -> int:
         rows.append(("utterances", str(len(entries))))
     rows += [
         ("shape", f"{tf.n_codebooks} x {frames} (K x F), {tf.codes.dtype}"),
-        ("bitrate", f"{tf.bitrate:.0f} b/s ({tf.n_codebooks} x {math.log2(tf.codebook_size):g} bits "
-                    f"x {tf.frame_rate:g} frames/s)"),
+        (
+            "bitrate",
+            f"{tf.bitrate:.0f} b/s ({tf.n_codebooks} x {math.log2(tf.codebook_size):g} bits "
+            f"x {tf.frame_rate:g} frames/s)",
+        ),
         ("duration", f"{seconds:.3f} s ({sum(t.n_samples for _, t in entries)} samples)"),
-        ("sample rate", f"{tf.sample_rate} Hz (source {', '.join(sorted({str(t.orig_sample_rate) for _, t in entries}))} Hz)"),
+        (
+            "sample rate",
+            f"{tf.sample_rate} Hz (source {', '.join(sorted({str(t.orig_sample_rate) for _, t in entries}))} Hz)",
+        ),
         ("frame rate", f"{tf.frame_rate:g} Hz"),
         ("format", str(tf.format_version)),
     ]
@@ -514,7 +566,9 @@ def _delegate(module: str, add_arguments: str, run: str) -> Callable[[argparse.A
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
-            raise CLIError(f"`speechtok {p.prog.split()[-1]}` needs {module}, which cannot be imported ({exc})") from exc
+            raise CLIError(
+                f"`speechtok {p.prog.split()[-1]}` needs {module}, which cannot be imported ({exc})"
+            ) from exc
         getattr(mod, add_arguments)(p)
         return getattr(mod, run)
 
@@ -522,18 +576,48 @@ def _delegate(module: str, add_arguments: str, run: str) -> Callable[[argparse.A
 
 
 for _name, _help, _module, _add, _run in [
-    ("eval", "evaluate a codec (reconstruction metrics) on a manifest or folder",
-     "speechtok.eval.harness", "add_eval_arguments", "run_eval"),
-    ("eval-tts", "score generated speech: WER (Whisper), speaker similarity, DNSMOS, with ceilings",
-     "speechtok.eval.generation", "add_eval_tts_arguments", "run_eval_tts"),
-    ("eval-enhance", "score enhanced speech per SNR band against noisy input and codec ceiling",
-     "speechtok.eval.generation", "add_eval_enhance_arguments", "run_eval_enhance"),
-    ("tts", "speak text with a bundled or trained token-LM (optionally in the voice of a prompt)",
-     "speechtok.lm.cli", "add_tts_arguments", "run_tts"),
-    ("enhance", "clean noisy speech token-to-token with an enhancement LM (file or folder)",
-     "speechtok.lm.cli", "add_enhance_arguments", "run_enhance"),
-    ("demo", "start the browser demo (codec comparison, TTS, enhancement, listening tests)",
-     "speechtok.demo.app", "add_demo_arguments", "run_demo"),
+    (
+        "eval",
+        "evaluate a codec (reconstruction metrics) on a manifest or folder",
+        "speechtok.eval.harness",
+        "add_eval_arguments",
+        "run_eval",
+    ),
+    (
+        "eval-tts",
+        "score generated speech: WER (Whisper), speaker similarity, DNSMOS, with ceilings",
+        "speechtok.eval.generation",
+        "add_eval_tts_arguments",
+        "run_eval_tts",
+    ),
+    (
+        "eval-enhance",
+        "score enhanced speech per SNR band against noisy input and codec ceiling",
+        "speechtok.eval.generation",
+        "add_eval_enhance_arguments",
+        "run_eval_enhance",
+    ),
+    (
+        "tts",
+        "speak text with a bundled or trained token-LM (optionally in the voice of a prompt)",
+        "speechtok.lm.cli",
+        "add_tts_arguments",
+        "run_tts",
+    ),
+    (
+        "enhance",
+        "clean noisy speech token-to-token with an enhancement LM (file or folder)",
+        "speechtok.lm.cli",
+        "add_enhance_arguments",
+        "run_enhance",
+    ),
+    (
+        "demo",
+        "start the browser demo (codec comparison, TTS, enhancement, listening tests)",
+        "speechtok.demo.app",
+        "add_demo_arguments",
+        "run_demo",
+    ),
 ]:
     command(_name, _help)(_delegate(_module, _add, _run))
 

@@ -18,16 +18,15 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 TOKEN_FORMAT_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-_META = ("codec", "codec_hash", "codec_config", "format_version", "sample_rate", "frame_rate",
-         "codebook_size")
+_META = ("codec", "codec_hash", "codec_config", "format_version", "sample_rate", "frame_rate", "codebook_size")
 
 
 class TokenFileError(ValueError):
@@ -40,8 +39,7 @@ def codec_identity(codec) -> str:
     Only what defines the token space counts, so codecs that share an encoder (dMel with a
     vocoder or with Griffin-Lim) read each other's token files.
     """
-    return json.dumps({"family": codec.family, "config": codec.token_config()}, sort_keys=True,
-                      separators=(",", ":"))
+    return json.dumps({"family": codec.family, "config": codec.token_config()}, sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(identity: str) -> str:
@@ -76,16 +74,22 @@ class TokenFile:
     format_version: int = TOKEN_FORMAT_VERSION
 
     @classmethod
-    def from_codec(cls, codec, codes, n_samples: int, orig_sample_rate: int) -> "TokenFile":
+    def from_codec(cls, codec, codes, n_samples: int, orig_sample_rate: int) -> TokenFile:
         codes = np.asarray(codes.cpu() if hasattr(codes, "cpu") else codes)
         if not np.issubdtype(codes.dtype, np.integer):
             raise TokenFileError(f"codes must be integers, got {codes.dtype}")
         identity = codec_identity(codec)
-        return cls(codes=codes.astype(codes_dtype(codec.codebook_size)), codec=str(codec.name),
-                   codec_hash=config_hash(identity), codec_config=identity,
-                   sample_rate=int(codec.sample_rate), frame_rate=float(codec.frame_rate),
-                   codebook_size=int(codec.codebook_size), n_samples=int(n_samples),
-                   orig_sample_rate=int(orig_sample_rate))
+        return cls(
+            codes=codes.astype(codes_dtype(codec.codebook_size)),
+            codec=str(codec.name),
+            codec_hash=config_hash(identity),
+            codec_config=identity,
+            sample_rate=int(codec.sample_rate),
+            frame_rate=float(codec.frame_rate),
+            codebook_size=int(codec.codebook_size),
+            n_samples=int(n_samples),
+            orig_sample_rate=int(orig_sample_rate),
+        )
 
     @property
     def n_codebooks(self) -> int:
@@ -148,8 +152,10 @@ def read_npz(path: str | Path, required: tuple[str, ...]) -> dict[str, np.ndarra
         raise TokenFileError(f"{path}: not a speechtok token file (missing {', '.join(missing)})")
     version = int(arrays["format_version"])
     if version > TOKEN_FORMAT_VERSION:
-        raise TokenFileError(f"{path}: token format version {version} is newer than this speechtok "
-                             f"supports ({TOKEN_FORMAT_VERSION}); upgrade speechtok")
+        raise TokenFileError(
+            f"{path}: token format version {version} is newer than this speechtok "
+            f"supports ({TOKEN_FORMAT_VERSION}); upgrade speechtok"
+        )
     if config_hash(str(arrays["codec_config"])) != str(arrays["codec_hash"]):
         raise TokenFileError(f"{path}: codec hash does not match the stored codec config (corrupt file)")
     return arrays
@@ -180,16 +186,17 @@ def _check_frames(path: Path, tf: TokenFile, what: str = "") -> TokenFile:
     hop = tf.sample_rate / tf.frame_rate
     expected = math.ceil(tf.n_samples / hop)
     if tf.codes.ndim != 2 or tf.n_frames != expected:
-        raise TokenFileError(f"{path}{what}: codes shape {tf.codes.shape} does not match "
-                             f"{tf.n_samples} samples ({expected} frames expected)")
+        raise TokenFileError(
+            f"{path}{what}: codes shape {tf.codes.shape} does not match "
+            f"{tf.n_samples} samples ({expected} frames expected)"
+        )
     return tf
 
 
 # --- single-utterance files ------------------------------------------------------------
 def save_tokens(path: str | Path, tf: TokenFile) -> Path:
     arrays = _meta_arrays(tf)
-    arrays.update(codes=tf.codes, n_samples=np.array(tf.n_samples),
-                  orig_sample_rate=np.array(tf.orig_sample_rate))
+    arrays.update(codes=tf.codes, n_samples=np.array(tf.n_samples), orig_sample_rate=np.array(tf.orig_sample_rate))
     return write_npz(path, arrays)
 
 
@@ -220,7 +227,8 @@ def save_shard(path: str | Path, items: dict[str, TokenFile], failed: dict[str, 
     lengths = [items[i].n_frames for i in ids]
     arrays = _meta_arrays(first)
     arrays.update(
-        ids=np.array(ids), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        ids=np.array(ids),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         codes=np.concatenate([items[i].codes for i in ids], axis=1),
         n_samples=np.array([items[i].n_samples for i in ids], dtype=np.int64),
         orig_sample_rate=np.array([items[i].orig_sample_rate for i in ids], dtype=np.int64),
@@ -233,15 +241,18 @@ def save_shard(path: str | Path, items: dict[str, TokenFile], failed: dict[str, 
 def read_shard(path: str | Path) -> tuple[dict[str, TokenFile], dict[str, str]]:
     """A shard's utterances (id -> token file) and its recorded failures (id -> reason)."""
     path = Path(path)
-    arrays = read_npz(path, _META + ("codes", "ids", "offsets", "n_samples", "orig_sample_rate",
-                                     "failed_ids", "failed_reasons"))
+    arrays = read_npz(
+        path, _META + ("codes", "ids", "offsets", "n_samples", "orig_sample_rate", "failed_ids", "failed_reasons")
+    )
     ids, off, codes = [str(i) for i in arrays["ids"]], arrays["offsets"], _check_codes(path, arrays)
     if len(off) != len(ids) + 1 or off[-1] != codes.shape[-1]:
         raise TokenFileError(f"{path}: shard offsets do not match its codes")
     items = {
-        uid: _check_frames(path, _token_file(arrays, codes[:, off[j]:off[j + 1]],
-                                             arrays["n_samples"][j], arrays["orig_sample_rate"][j]),
-                           f" [{uid}]")
+        uid: _check_frames(
+            path,
+            _token_file(arrays, codes[:, off[j] : off[j + 1]], arrays["n_samples"][j], arrays["orig_sample_rate"][j]),
+            f" [{uid}]",
+        )
         for j, uid in enumerate(ids)
     }
     return items, dict(zip(map(str, arrays["failed_ids"]), map(str, arrays["failed_reasons"])))

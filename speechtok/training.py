@@ -10,8 +10,14 @@ from torch import nn
 from speechtok.codecs.base import Codec
 
 
-def export_best(codec: Codec, save_folder: str | Path, directory: str | Path, recoverables: dict[str, nn.Module],
-                keep: tuple[str, ...], **provenance) -> Path:
+def export_best(
+    codec: Codec,
+    save_folder: str | Path,
+    directory: str | Path,
+    recoverables: dict[str, nn.Module],
+    keep: tuple[str, ...],
+    **provenance,
+) -> Path:
     """Load a recipe's best checkpoint (by dev PESQ-wb) into `recoverables`, parts of `codec` under
     their checkpoint names, and save the codec to `directory`. Its `training.json` holds the
     checkpoint's `keep` metrics and `provenance` (e.g. which dev sets the figures come from).

@@ -45,6 +45,7 @@ def need_judges(*modules: str):
 @pytest.fixture(scope="module")
 def offline():
     """Refuse every network connection while the judges load and run."""
+
     def refuse(*args, **kwargs):
         raise OSError("network access attempted by an offline judge")
 

@@ -4,7 +4,13 @@ import soundfile as sf
 import torch
 
 from speechtok.data.audio import (
-    AudioError, load_audio, load_audio_with_sr, loudness_normalize, peak_normalize, rms_db, save_audio,
+    AudioError,
+    load_audio,
+    load_audio_with_sr,
+    loudness_normalize,
+    peak_normalize,
+    rms_db,
+    save_audio,
 )
 
 
@@ -19,8 +25,16 @@ def dominant_freq(x: np.ndarray, sr: int) -> float:
 
 
 @pytest.mark.parametrize(
-    "ext,subtype", [("wav", "PCM_16"), ("wav", "PCM_24"), ("wav", "PCM_32"), ("wav", "FLOAT"),
-                    ("wav", "PCM_U8"), ("flac", "PCM_16"), ("ogg", "VORBIS")],
+    "ext,subtype",
+    [
+        ("wav", "PCM_16"),
+        ("wav", "PCM_24"),
+        ("wav", "PCM_32"),
+        ("wav", "FLOAT"),
+        ("wav", "PCM_U8"),
+        ("flac", "PCM_16"),
+        ("ogg", "VORBIS"),
+    ],
 )
 def test_formats_load_as_float_mono(tmp_path, ext, subtype):
     path = tmp_path / f"x.{ext}"

@@ -158,7 +158,11 @@ def test_other_codec_output_is_redone(corpus, encoded, tmp_path):
 def test_single_file_input(corpus, encoded, tmp_path):
     assert encode(corpus / "sub/b.flac", tmp_path / "x.npz") == 0
     assert encode(corpus / "sub/b.flac", tmp_path / "folder") == 0
-    assert (tmp_path / "x.npz").read_bytes() == (tmp_path / "folder/b.npz").read_bytes() == (encoded / "sub/b.npz").read_bytes()
+    assert (
+        (tmp_path / "x.npz").read_bytes()
+        == (tmp_path / "folder/b.npz").read_bytes()
+        == (encoded / "sub/b.npz").read_bytes()
+    )
     assert encode(corpus / "empty.wav", tmp_path / "e.npz") == 1
 
 
@@ -251,22 +255,25 @@ def test_rvq_fewer_codebooks_encode_resume_and_decode(corpus, tmp_path, capsys):
     assert len(k2) == len(k8) == 16000 and not np.array_equal(k2, k8)
     capsys.readouterr()
     assert main(["decode", str(tmp_path / "two.npz"), str(tmp_path / "x.wav"), "--n-codebooks", 4]) == 1
-    assert capsys.readouterr().err == (f"speechtok: error: {tmp_path / 'two.npz'}: holds 2 codebooks, "
-                                       "fewer than --n-codebooks 4\n")
+    assert capsys.readouterr().err == (
+        f"speechtok: error: {tmp_path / 'two.npz'}: holds 2 codebooks, fewer than --n-codebooks 4\n"
+    )
 
 
 def test_decode_with_n_codebooks_on_a_fixed_codec_names_the_file(encoded, tmp_path, capsys):
     assert main(["decode", str(encoded / "a.npz"), str(tmp_path / "a.wav"), "--n-codebooks", 8]) == 2
     err = capsys.readouterr().err
-    assert err == (f"speechtok: error: {encoded / 'a.npz'}: codec '{CODEC}' has a fixed 80 codebooks; "
-                   "it cannot use 8\n")
+    assert err == (
+        f"speechtok: error: {encoded / 'a.npz'}: codec '{CODEC}' has a fixed 80 codebooks; it cannot use 8\n"
+    )
     # a folder: the same reason per file in the failure report
     src = tmp_path / "tok"
     src.mkdir()
     shutil.copy(encoded / "a.npz", src / "a.npz")
     assert main(["decode", str(src), str(tmp_path / "wav"), "--n-codebooks", 8]) == 1
     assert (tmp_path / "wav" / "failed.tsv").read_text().splitlines()[1] == (
-        f"{src / 'a.npz'}\tcodec '{CODEC}' has a fixed 80 codebooks; it cannot use 8")
+        f"{src / 'a.npz'}\tcodec '{CODEC}' has a fixed 80 codebooks; it cannot use 8"
+    )
 
 
 def test_decode_tokens_of_another_family_says_so(corpus, tmp_path, capsys):
@@ -284,16 +291,18 @@ def test_float_codes_and_bad_code_shapes_are_refused(encoded, tmp_path, capsys):
     save_tokens(tmp_path / "float.npz", TokenFile(**{**vars(tf), "codes": tf.codes.astype(np.float32) + 0.4}))
     for argv in (["decode", tmp_path / "float.npz", tmp_path / "f.wav"], ["info", tmp_path / "float.npz"]):
         assert main(argv) == 1
-        assert capsys.readouterr().err == (f"speechtok: error: {tmp_path / 'float.npz'}: codes are float32, "
-                                           "not integers (corrupt or foreign file)\n")
+        assert capsys.readouterr().err == (
+            f"speechtok: error: {tmp_path / 'float.npz'}: codes are float32, not integers (corrupt or foreign file)\n"
+        )
     save_tokens(tmp_path / "big.npz", TokenFile(**{**vars(tf), "codes": tf.codes + 16}))
     assert main(["info", str(tmp_path / "big.npz")]) == 1
     assert "outside the codebook [0, 16)" in capsys.readouterr().err
     # an integer file that the codec cannot decode (40 of dMel's 80 codebooks): a codec error naming the file
     save_tokens(tmp_path / "half.npz", TokenFile(**{**vars(tf), "codes": tf.codes[:40]}))
     assert main(["decode", str(tmp_path / "half.npz"), str(tmp_path / "h.wav")]) == 2
-    assert capsys.readouterr().err == (f"speechtok: error: {tmp_path / 'half.npz'}: dmel codes must be [B, 80, F], "
-                                       "got (1, 40, 50)\n")
+    assert capsys.readouterr().err == (
+        f"speechtok: error: {tmp_path / 'half.npz'}: dmel codes must be [B, 80, F], got (1, 40, 50)\n"
+    )
     assert not (tmp_path / "f.wav").exists() and not (tmp_path / "h.wav").exists()
 
 
@@ -341,11 +350,19 @@ def test_eval_subcommand_delegates_to_harness(monkeypatch, capsys):
     assert main(["codecs"]) == 0  # the rest of the CLI does not need it
 
 
+@pytest.mark.slow
 def test_console_script_subprocess(corpus, encoded, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "speechtok.cli", "encode", str(corpus / "sub"), str(tmp_path / "o"),
-                        "--codec", CODEC], capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "speechtok.cli", "encode", str(corpus / "sub"), str(tmp_path / "o"), "--codec", CODEC],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
-    assert npz_files(tmp_path / "o") == {k.removeprefix("sub/"): v for k, v in npz_files(encoded).items() if k.startswith("sub/")}
+    assert npz_files(tmp_path / "o") == {
+        k.removeprefix("sub/"): v for k, v in npz_files(encoded).items() if k.startswith("sub/")
+    }
 
 
 def free_port() -> int:
@@ -354,13 +371,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 def test_torchrun_two_ranks_split_the_files(corpus, encoded, tmp_path):
     out = tmp_path / "dist"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "speechtok.cli", "encode", str(corpus), str(out), "--codec", CODEC, "--workers", "0"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "speechtok.cli",
+        "encode",
+        str(corpus),
+        str(out),
+        "--codec",
+        CODEC,
+        "--workers",
+        "0",
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert r.returncode != 0  # the bad files fail on whichever rank had them
     counts = {int(m[0]): int(m[1]) for m in re.findall(r"rank (\d)/2: encoded (\d+) file", r.stdout + r.stderr)}
     # 7 sorted files split [0::2] / [1::2]: good files a, sub/b, sub/c, sub/deep/d sit at odd/even places

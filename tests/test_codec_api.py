@@ -73,7 +73,7 @@ def test_padded_batch_equals_single_items(codec):
     assert torch.equal(codes[0, :, : frames[0]], codec.encode(a)[0])
     assert torch.equal(codes[1, :, : frames[1]], codec.encode(b)[0])
     # garbage beyond an item's length must not leak into its codes
-    batch[1, :, b.shape[-1]:] = 0.5
+    batch[1, :, b.shape[-1] :] = 0.5
     codes2, _ = codec.encode(batch, lengths=torch.tensor([a.shape[-1], b.shape[-1]]))
     assert torch.equal(codes2, codes)
 
@@ -200,7 +200,9 @@ def test_decode_levels_renders_fractional_levels():
     torch.testing.assert_close(codec.decode_levels(codes.float()), codec.decode(codes))  # integer levels: decode
     between = codec.decode_levels(codes.float() + 0.5)  # half a bin up: between the codes and one bin up
     assert between.shape == (1, 1, codes.shape[-1] * 320)
-    assert codec.decode(codes).abs().mean() < between.abs().mean() < codec.decode((codes + 1).clamp(max=15)).abs().mean()
+    assert (
+        codec.decode(codes).abs().mean() < between.abs().mean() < codec.decode((codes + 1).clamp(max=15)).abs().mean()
+    )
     with pytest.raises(CodecError, match="finite"):
         codec.decode_levels(torch.full((1, 80, 4), float("nan")))
     with pytest.raises(CodecError, match=r"\[B, 80, F\]"):
@@ -214,8 +216,9 @@ TINY_VOCODER = {"dim": 32, "intermediate_dim": 64, "n_layers": 2}
 def _tiny_rvq():
     from speechtok.codecs import RVQCodec
 
-    return RVQCodec(n_codebooks=2, codebook_size=16, codebook_dim=8, dim=32, intermediate_dim=64,
-                    encoder_layers=1, decoder_layers=1)
+    return RVQCodec(
+        n_codebooks=2, codebook_size=16, codebook_dim=8, dim=32, intermediate_dim=64, encoder_layers=1, decoder_layers=1
+    )
 
 
 @pytest.fixture(params=["rvq", "dmel-vocoder"])
@@ -247,12 +250,14 @@ def test_dmel_without_vocoder_needs_no_weights(tmp_path):
 def test_unreadable_weights(saved, damage):
     weights = saved / "model.safetensors"
     data = weights.read_bytes()
-    weights.write_bytes({
-        "truncated": data[: len(data) // 2],
-        "zero-byte": b"",
-        "random-bytes": np.random.default_rng(0).bytes(4096),
-        "pickle": pickle.dumps({"encoder.embed.weight": np.zeros(3)}),
-    }[damage])
+    weights.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "zero-byte": b"",
+            "random-bytes": np.random.default_rng(0).bytes(4096),
+            "pickle": pickle.dumps({"encoder.embed.weight": np.zeros(3)}),
+        }[damage]
+    )
     message = _load_error(saved)
     assert message.startswith(f"model.safetensors in {saved}: cannot read weights"), message
 

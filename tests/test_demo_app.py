@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_modules
 import soundfile as sf
 import torch
-
+from conftest import require_modules
 
 require_modules("gradio", hint="pip install -e '.[demo]'", module_level=True)
 
@@ -40,8 +39,15 @@ def write_test(tmp: Path, clip: Path, mode: str = "mushra", **extra) -> Path:
     systems = [{"name": "codec", "codec": CODEC}, {"name": "lp", "lowpass_hz": 5000}]
     if mode == "ab":
         systems.append({"name": "orig", "original": True})
-    spec = {"name": f"t-{mode}", "mode": mode, "max_seconds": 1.0, "sample_rate": 16000,
-            "items": [{"id": "a", "path": str(clip)}, {"id": "b", "path": str(clip)}], "systems": systems, **extra}
+    spec = {
+        "name": f"t-{mode}",
+        "mode": mode,
+        "max_seconds": 1.0,
+        "sample_rate": 16000,
+        "items": [{"id": "a", "path": str(clip)}, {"id": "b", "path": str(clip)}],
+        "systems": systems,
+        **extra,
+    }
     import yaml
 
     path = tmp / f"{mode}.yaml"
@@ -102,7 +108,7 @@ def test_compare_view_never_shows_a_traceback(monkeypatch, clip):
 def test_compare_view_fills_original_and_codec_slots(clip):
     out = A.compare_view(str(clip), [CODEC], n_codecs=2, max_seconds=30)
     assert out[0].startswith("Done: 1 codec(s)")
-    slots = [out[2 + 4 * i: 6 + 4 * i] for i in range(3)]
+    slots = [out[2 + 4 * i : 6 + 4 * i] for i in range(3)]
     assert slots[0][0]["visible"] and "original" in slots[0][1] and sf.info(slots[0][2]).frames == 24000
     assert slots[1][0]["visible"] and "16.0 kbps, 4000 tokens/s, PESQ-wb" in slots[1][1]
     assert sf.info(slots[1][2]).samplerate == 16000 and slots[1][3].endswith(".png")
@@ -120,16 +126,19 @@ def test_example_tests_parse():
     assert all(it.path.is_file() for t in tests for it in t.items)
 
 
-@pytest.mark.parametrize("patch, error", [
-    ({"colour": 1}, "unknown keys"),
-    ({"mode": "abx"}, "'mode'"),
-    ({"items": [{"path": "missing.wav"}]}, "does not exist"),
-    ({"systems": [{"name": "x", "codec": "no-such-codec"}]}, "unknown codec"),
-    ({"systems": [{"name": "x", "codec": CODEC, "bitrate": 6000}]}, "no setting at 6000"),
-    ({"systems": [{"name": "x", "lowpass_hz": 3000, "codec": CODEC}]}, "exactly one of"),
-    ({"systems": [{"name": "x", "lowpass_hz": 3000}, {"name": "x", "original": True}]}, "unique"),
-    ({"systems": [{"name": "reference", "original": True}]}, "added by MUSHRA"),
-])
+@pytest.mark.parametrize(
+    "patch, error",
+    [
+        ({"colour": 1}, "unknown keys"),
+        ({"mode": "abx"}, "'mode'"),
+        ({"items": [{"path": "missing.wav"}]}, "does not exist"),
+        ({"systems": [{"name": "x", "codec": "no-such-codec"}]}, "unknown codec"),
+        ({"systems": [{"name": "x", "codec": CODEC, "bitrate": 6000}]}, "no setting at 6000"),
+        ({"systems": [{"name": "x", "lowpass_hz": 3000, "codec": CODEC}]}, "exactly one of"),
+        ({"systems": [{"name": "x", "lowpass_hz": 3000}, {"name": "x", "original": True}]}, "unique"),
+        ({"systems": [{"name": "reference", "original": True}]}, "added by MUSHRA"),
+    ],
+)
 def test_bad_test_definitions_name_the_file(tmp_path, clip, patch, error):
     path = write_test(tmp_path, clip, **{k: v for k, v in patch.items() if k not in ("items", "systems")})
     import yaml
@@ -157,7 +166,10 @@ def test_codec_system_at_a_bitrate(tmp_path, clip):
 def test_stimuli_rendered_once_and_anonymous(tmp_path, clip):
     spec = L.load_test(write_test(tmp_path, clip))
     paths = L.prepare_stimuli(spec, tmp_path / "cache")
-    assert set(paths) == {(i, s.name) for i in ("a", "b") for s in spec.conditions} | {("a", L.LABELLED), ("b", L.LABELLED)}
+    assert set(paths) == {(i, s.name) for i in ("a", "b") for s in spec.conditions} | {
+        ("a", L.LABELLED),
+        ("b", L.LABELLED),
+    }
     ref, sr = sf.read(paths[("a", L.REFERENCE)])
     assert sr == 16000 and len(ref) == 16000  # cut to max_seconds
     np.testing.assert_allclose(sf.read(paths[("a", L.LABELLED)])[0], ref)  # same audio as the hidden one
@@ -165,7 +177,7 @@ def test_stimuli_rendered_once_and_anonymous(tmp_path, clip):
 
     def hf_energy(x):  # fraction of energy above 4.5 kHz
         spec_ = np.abs(np.fft.rfft(x)) ** 2
-        return spec_[int(4500 / 8000 * len(spec_)):].sum() / spec_.sum()
+        return spec_[int(4500 / 8000 * len(spec_)) :].sum() / spec_.sum()
 
     anchor = sf.read(paths[("a", L.ANCHOR)])[0]
     assert hf_energy(ref) > 1e-4 and hf_energy(anchor) < 0.01 * hf_energy(ref)  # ~35 dB down
@@ -182,7 +194,8 @@ def test_files_system_and_loudness_alignment(tmp_path, clip):
     sf.write(tmp_path / "out" / "a.wav", 0.1 * wav, sr)
     (tmp_path / "t.yaml").write_text(
         f"name: f\nmode: ab\nnormalize_db: -23\nmax_seconds: 1\nitems: [{{id: a, path: {clip}}}]\n"
-        "systems: [{name: gen, files: 'out/{item}.wav'}, {name: orig, original: true}]\n")
+        "systems: [{name: gen, files: 'out/{item}.wav'}, {name: orig, original: true}]\n"
+    )
     spec = L.load_test(tmp_path / "t.yaml")
     paths = L.prepare_stimuli(spec, tmp_path / "cache")
     for system in ("gen", "orig"):  # 20 dB apart on disk, equally loud as stimuli
@@ -244,7 +257,9 @@ def _check_store(db: Path, listeners: list[str], n: int) -> None:
     assert len(rows) == 2 * n * len(listeners)
     for who in listeners:
         mine = {(r["item"], r["system"]): r["score"] for r in rows if r["listener"] == who}
-        assert mine == {(f"item{i}", s): float(v) for i in range(n) for s, v in (("s1", i % 101), ("s2", (7 * i) % 101))}
+        assert mine == {
+            (f"item{i}", s): float(v) for i in range(n) for s, v in (("s1", i % 101), ("s2", (7 * i) % 101))
+        }
 
 
 def test_store_under_concurrent_threads(tmp_path):
@@ -283,7 +298,7 @@ def test_store_resubmission_replaces_and_bad_writes_leave_nothing(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):  # the 2nd row breaks NOT NULL: the 1st is rolled back
         store.save("ann", "t", "mushra", "c", "mushra", {"x": 1, None: 2})
     assert len(store.rows("t")) == 2 and store.completed("t", "ann") == {("a", "mushra")}
-    rows = (tmp_path / "r.csv")
+    rows = tmp_path / "r.csv"
     store.export_csv(rows, "t")
     lines = rows.read_text().splitlines()
     assert lines[0] == ",".join(L.COLUMNS) and len(lines) == 3 and lines[1].startswith("ann,t,mushra,a,mushra,")
@@ -297,8 +312,10 @@ def test_mean_and_confidence_interval_on_known_numbers():
     assert half == pytest.approx(19.6324, abs=1e-4)
     m1, lo1, hi1 = L.mean_ci([42])
     assert m1 == 42 and math.isnan(lo1) and math.isnan(hi1)
-    rows = [{"listener": w, "system": s, "score": v} for w, s, v in
-            [("a", "x", 80), ("b", "x", 90), ("a", "y", 20), ("b", "y", 40), ("c", "y", 60)]]
+    rows = [
+        {"listener": w, "system": s, "score": v}
+        for w, s, v in [("a", "x", 80), ("b", "x", 90), ("a", "y", 20), ("b", "y", 40), ("c", "y", 60)]
+    ]
     stats = L.summarize(rows)
     assert [(s.system, s.n, s.mean, s.listeners) for s in stats] == [("x", 2, 85, 2), ("y", 3, 40, 3)]
     assert [s.system for s in L.summarize(rows, exclude=["a", "b"])] == ["y"]
@@ -308,14 +325,18 @@ def test_mean_and_confidence_interval_on_known_numbers():
 
 def test_post_screening_flags_listeners_over_15_percent():
     def rows(listener, ref_scores):
-        return [{"listener": listener, "mode": "mushra", "system": L.REFERENCE, "item": f"i{i}", "score": s}
-                for i, s in enumerate(ref_scores)]
+        return [
+            {"listener": listener, "mode": "mushra", "system": L.REFERENCE, "item": f"i{i}", "score": s}
+            for i, s in enumerate(ref_scores)
+        ]
 
-    data = (rows("good", [100] * 7)
-            + rows("edge", [89] + [100] * 6)  # 1/7 = 14.3%: kept
-            + rows("bad", [89, 50] + [100] * 5)  # 2/7 = 28.6%: flagged
-            + rows("ninety", [90] * 7)  # exactly 90 is not below 90
-            + [{"listener": "bad", "mode": "mushra", "system": "codec", "item": "i0", "score": 0}])
+    data = (
+        rows("good", [100] * 7)
+        + rows("edge", [89] + [100] * 6)  # 1/7 = 14.3%: kept
+        + rows("bad", [89, 50] + [100] * 5)  # 2/7 = 28.6%: flagged
+        + rows("ninety", [90] * 7)  # exactly 90 is not below 90
+        + [{"listener": "bad", "mode": "mushra", "system": "codec", "item": "i0", "score": 0}]
+    )
     result = {s.listener: s for s in L.post_screen(data)}
     assert {k for k, s in result.items() if s.flagged} == {"bad"}
     assert result["edge"].fraction == pytest.approx(1 / 7) and result["bad"].items == 7
@@ -383,8 +404,9 @@ def test_lm_tabs_run_a_bundled_model(monkeypatch, clip):
             assert sr == 16000 and wav.shape == (1, 16000)
             return wav * 0
 
-    fake = types.SimpleNamespace(available_models=lambda task: [f"{task}-fake"], load_tts=lambda m: Fake(),
-                                 load_enhancer=lambda m: Fake())
+    fake = types.SimpleNamespace(
+        available_models=lambda task: [f"{task}-fake"], load_tts=lambda m: Fake(), load_enhancer=lambda m: Fake()
+    )
     monkeypatch.setattr(A, "_inference", lambda: fake)
     monkeypatch.setattr(A, "_runners", {})
     assert A.lm_models("tts") == (["tts-fake"], "")

@@ -16,15 +16,24 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import missing, require_modules
 import soundfile as sf
+from conftest import missing, require_modules
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SPEECHTOK_CHROMIUM", "/usr/bin/chromium")
 SHOTS = REPO / "bench" / "results" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a beeping microphone
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]  # a beeping microphone
 CODEC = "dmel-16k-gl"
 
 
@@ -36,6 +45,8 @@ require_modules("gradio", hint="pip install -e '.[demo]'", module_level=True)
 
 from speechtok.demo import app as A
 from speechtok.demo import listening as L
+
+pytestmark = pytest.mark.slow  # every test here trains a model or drives a browser
 
 
 def free_port() -> int:
@@ -54,9 +65,24 @@ def server(tmp_path_factory):
     port = free_port()
     with open(data / "server.log", "w") as log:  # the child keeps its own copy of the handle
         proc = subprocess.Popen(
-            [sys.executable, "demo/app.py", "--port", str(port), "--data-dir", str(data), "--codecs", CODEC,
-             "--max-seconds", "2", "--tests", "demo/listening_tests"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+            [
+                sys.executable,
+                "demo/app.py",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+                "--codecs",
+                CODEC,
+                "--max-seconds",
+                "2",
+                "--tests",
+                "demo/listening_tests",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
         )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 150
@@ -110,7 +136,9 @@ def upload(page, path: Path) -> None:
 
 def input_is(page, name: str) -> None:
     """Wait until the input audio holds `name` (the example/upload round trip is asynchronous)."""
-    expect(page.locator("#codec-input a[data-testid=download-link]")).to_have_attribute("href", re.compile(re.escape(name)))
+    expect(page.locator("#codec-input a[data-testid=download-link]")).to_have_attribute(
+        "href", re.compile(re.escape(name))
+    )
 
 
 def run_codec(page) -> str:
@@ -178,7 +206,9 @@ def test_lm_tabs(page, tab, task):
         expect(page.locator("#enhance-input a[data-testid=download-link]")).to_be_attached()
         page.get_by_role("button", name="Enhance").click()
     if models:
-        expect(page.locator(f"#{task}-audio a[data-testid=download-link]")).to_have_attribute("href", re.compile(r"\.wav"))
+        expect(page.locator(f"#{task}-audio a[data-testid=download-link]")).to_have_attribute(
+            "href", re.compile(r"\.wav")
+        )
         assert "Error" not in page.locator(f"#{task}-status").inner_text()
     page.screenshot(path=SHOTS / f"{task}.png", full_page=True)
 
@@ -186,8 +216,9 @@ def test_lm_tabs(page, tab, task):
 def _ratings(data: Path, listener: str) -> list[tuple]:
     con = sqlite3.connect(data / "ratings.sqlite")
     try:
-        return con.execute("SELECT test, item, trial, system, score FROM ratings WHERE listener = ?",
-                           (listener,)).fetchall()
+        return con.execute(
+            "SELECT test, item, trial, system, score FROM ratings WHERE listener = ?", (listener,)
+        ).fetchall()
     finally:
         con.close()
 
@@ -210,7 +241,9 @@ def _run_trials(page, plan, answer, screenshot: str) -> dict:
         if i == 0:
             page.screenshot(path=SHOTS / screenshot, full_page=True)
         page.locator("#listen-submit").click()
-        expect(page.locator("#listen-status")).to_contain_text("Thank you" if i == len(plan) - 1 else f"Saved trial {i + 1}")
+        expect(page.locator("#listen-status")).to_contain_text(
+            "Thank you" if i == len(plan) - 1 else f"Saved trial {i + 1}"
+        )
     return expected
 
 

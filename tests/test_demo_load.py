@@ -7,9 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import require_modules
 import soundfile as sf
-
+from conftest import require_modules
 
 _, gradio_client = require_modules("gradio", "gradio_client", hint="pip install -e '.[demo]'", module_level=True)
 
@@ -29,7 +28,8 @@ def served(tmp_path_factory):
     sf.write(clip, wav[:sr], sr)  # 1 s keeps eight Griffin-Lim runs short
     (tmp / "t.yaml").write_text(
         f"name: load\nmode: mushra\nmax_seconds: 1.0\nitems: [{{id: a, path: {clip}}}, {{id: b, path: {clip}}}]\n"
-        f"systems: [{{name: codec, codec: {CODEC}}}, {{name: lp, lowpass_hz: 5000}}]\n")
+        f"systems: [{{name: codec, codec: {CODEC}}}, {{name: lp, lowpass_hz: 5000}}]\n"
+    )
     spec = L.load_test(tmp / "t.yaml")
     store = L.RatingStore(tmp / "data" / "ratings.sqlite")
     L.prepare_stimuli(spec, tmp / "data" / "stimuli")
@@ -37,8 +37,14 @@ def served(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.queue(default_concurrency_limit=2).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                                   quiet=True, ssr_mode=False, allowed_paths=[str(tmp)])
+    demo.queue(default_concurrency_limit=2).launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        ssr_mode=False,
+        allowed_paths=[str(tmp)],
+    )
     yield f"http://127.0.0.1:{port}/", spec, store, clip
     demo.close()
 
@@ -46,8 +52,9 @@ def served(tmp_path_factory):
 def session(url: str, spec, clip: Path, i: int, errors: list) -> None:
     try:
         # own download folder: identical outputs of parallel sessions must not race on one file
-        client = gradio_client.Client(url, verbose=False, analytics_enabled=False,
-                                      download_files=clip.parent / f"downloads{i}")
+        client = gradio_client.Client(
+            url, verbose=False, analytics_enabled=False, download_files=clip.parent / f"downloads{i}"
+        )
         out = client.predict(gradio_client.handle_file(str(clip)), [CODEC], api_name="/compare")
         assert out[0].startswith("Done: 1 codec(s)"), out[0]
         rec, sr = sf.read(out[6])  # the reconstruction's audio file
@@ -61,6 +68,7 @@ def session(url: str, spec, clip: Path, i: int, errors: list) -> None:
         errors.append(f"session {i}: {type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_eight_simultaneous_sessions(served):
     url, spec, store, clip = served
     errors: list[str] = []
@@ -74,6 +82,9 @@ def test_eight_simultaneous_sessions(served):
     assert len(rows) == SESSIONS * len(spec.items) * len(spec.conditions)
     for i in range(SESSIONS):
         mine = {(r["item"], r["system"]): r["score"] for r in rows if r["listener"] == f"load{i}"}
-        want = {(t.item, s): float(i * 10 + n + k) for n, t in enumerate(L.plan_trials(spec, f"load{i}"))
-                for k, s in enumerate(t.systems)}
+        want = {
+            (t.item, s): float(i * 10 + n + k)
+            for n, t in enumerate(L.plan_trials(spec, f"load{i}"))
+            for k, s in enumerate(t.systems)
+        }
         assert mine == want  # nothing lost, nothing mixed between sessions

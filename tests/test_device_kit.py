@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -30,11 +31,23 @@ def tone_corpus(root: Path) -> Path:
         sf.write(path, x.astype(np.float32), 16000)
         return str(path)
 
-    speech = {split: [Utterance(f"{split}{i}", wav(f"{split}{i}", 0.3 * np.sin(2 * np.pi * (120 + 40 * i) * t)
-                                                   * (1 + np.sin(2 * np.pi * 3 * t))), 2.0, f"s{i}", split=split)
-                      for i in range(6 if split == "train" else 4)] for split in ("train", "dev")}
-    noise = {split: [Utterance(f"n{split}", wav(f"n{split}", 0.1 * rng.standard_normal(32000)), 2.0, split=split)]
-             for split in ("train", "dev")}
+    speech = {
+        split: [
+            Utterance(
+                f"{split}{i}",
+                wav(f"{split}{i}", 0.3 * np.sin(2 * np.pi * (120 + 40 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t))),
+                2.0,
+                f"s{i}",
+                split=split,
+            )
+            for i in range(6 if split == "train" else 4)
+        ]
+        for split in ("train", "dev")
+    }
+    noise = {
+        split: [Utterance(f"n{split}", wav(f"n{split}", 0.1 * rng.standard_normal(32000)), 2.0, split=split)]
+        for split in ("train", "dev")
+    }
     manifests = root / "manifests"
     for split in ("train", "dev"):
         write_manifest(manifests / f"cathy_{split}.csv", speech[split][:1])
@@ -44,13 +57,32 @@ def tone_corpus(root: Path) -> Path:
     return manifests
 
 
+@pytest.mark.slow
 def test_pack_then_device_script_train_an_enhancer_from_it(tmp_path):
     manifests, pack = tone_corpus(tmp_path / "corpus"), tmp_path / "pack"
-    proc = subprocess.run([sys.executable, str(REPO / "recipes/data/pack.py"), "--manifests", str(manifests),
-                           "--names", "cathy", "real_speech", "synth", "noise", "--out", str(pack)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "recipes/data/pack.py"),
+            "--manifests",
+            str(manifests),
+            "--names",
+            "cathy",
+            "real_speech",
+            "synth",
+            "noise",
+            "--out",
+            str(pack),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(list((pack / "audio").rglob("*.ogg"))) == 10 + 2  # speech and noise; cathy's rows are real_speech's: packed once
+    assert (
+        len(list((pack / "audio").rglob("*.ogg"))) == 10 + 2
+    )  # speech and noise; cathy's rows are real_speech's: packed once
     (cathy,) = read_manifest(pack / "manifests/cathy_train.csv")
     assert cathy.path == read_manifest(pack / "manifests/real_speech_train.csv")[0].path
     assert "../audio/" in (pack / "manifests/cathy_train.csv").read_text()  # relative: the pack can travel
@@ -58,15 +90,35 @@ def test_pack_then_device_script_train_an_enhancer_from_it(tmp_path):
     packed = list(pack.rglob("*"))
 
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PACK": str(pack), "WORK": str(tmp_path / "work"), "PYTHON": sys.executable,
-           "WHEELS": str(tmp_path / "no-wheels"), "DEVICE": "cpu", "HOURS": "0.005", "DEV_HOURS": "0.003",
-           "LAYERS": "5", "BATCH": "2", "TRAIN_MINUTES": "0.1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", "recipes/device/enhance.sh", "--precision", "fp32", "--n_export_samples", "1"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PACK": str(pack),
+        "WORK": str(tmp_path / "work"),
+        "PYTHON": sys.executable,
+        "WHEELS": str(tmp_path / "no-wheels"),
+        "DEVICE": "cpu",
+        "HOURS": "0.005",
+        "DEV_HOURS": "0.003",
+        "LAYERS": "5",
+        "BATCH": "2",
+        "TRAIN_MINUTES": "0.1",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        ["bash", "recipes/device/enhance.sh", "--precision", "fp32", "--n_export_samples", "1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     data = tmp_path / "work" / "data"  # the pack decoded to WAV, and the pairs mixed from it
-    assert all(read_manifest(data / f"manifests/{name}.csv")
-               for name in ("noisy_train", "noisy_dev", "noisy_aug_train", "noisy_aug2_train"))
+    assert all(
+        read_manifest(data / f"manifests/{name}.csv")
+        for name in ("noisy_train", "noisy_dev", "noisy_aug_train", "noisy_aug2_train")
+    )
     (clean,) = read_manifest(data / "manifests/cathy_train.csv")
     assert sf.info(clean.path).format == "WAV" and clean.path.startswith(str(data))
     assert sorted(p.name for p in pack.iterdir()) == ["audio", "manifests"]  # the pack is left as it came
@@ -105,8 +157,12 @@ def test_offload_keeps_unread_models_from_travelling_and_restores_them(tmp_path)
     (repo / ".gitignore").write_text("/.offload/\n")
     subprocess.run(offload, cwd=repo, check=True, capture_output=True)
     travels = git(repo, "ls-files", "--cached", "--others", "--exclude-standard").split()
-    assert sorted(travels) == [".gitignore", "recipes/device/offload.sh", "speechtok/pretrained/dmel-16k/model.safetensors",
-                               "speechtok/pretrained/enhance-dmel-16k/model.safetensors"]
+    assert sorted(travels) == [
+        ".gitignore",
+        "recipes/device/offload.sh",
+        "speechtok/pretrained/dmel-16k/model.safetensors",
+        "speechtok/pretrained/enhance-dmel-16k/model.safetensors",
+    ]
     assert (repo / ".offload/rvq-16k/model.safetensors").read_bytes() == b"rvq-16k"
 
     subprocess.run([*offload, "--restore"], cwd=repo, check=True, capture_output=True)

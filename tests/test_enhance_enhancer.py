@@ -34,8 +34,17 @@ def models(tmp_path_factory, codec):
     """A folder with a tiny enhance model for dmel-16k-gl."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("pretrained")
-    enh = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=16, src_codebooks=80,
-                           max_len_ratio=1.0, transformer=TransformerConfig.tiny(max_len=64)))
+    enh = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=16,
+            src_codebooks=80,
+            max_len_ratio=1.0,
+            transformer=TransformerConfig.tiny(max_len=64),
+        )
+    )
     save_lm(folder / "enhance-dmel-16k-gl", enh, "enhance", codec, sampling={"temperature": 0.0})
     return folder
 
@@ -52,8 +61,9 @@ def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
     enhancer.meta["training"] = {"crop_frames": 10}  # chunks no longer than the training crops
     assert enhancer.chunk_frames == 10 and enhancer.enhance(wav).shape == (1, wav.shape[-1])
     seen, generate = [], enhancer.lm.generate
-    enhancer.lm.generate = lambda src, src_len, *a, **kw: (seen.append(src_len.tolist())
-                                                           or generate(src, src_len, *a, **kw))
+    enhancer.lm.generate = lambda src, src_len, *a, **kw: (
+        seen.append(src_len.tolist()) or generate(src, src_len, *a, **kw)
+    )
     hop = enhancer.codec.hop_length
     assert enhancer.enhance(wav[: 23 * hop]).shape == (1, 23 * hop)
     assert seen == [[8, 8, 7]]  # equal chunks, not 10 + 10 + a 3-frame tail with little context
@@ -81,11 +91,14 @@ def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec, mon
     enhancer = load_enhancer(folder=models)
     wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
     captured, filter_mixture = [], BandGainFilter.filter_mixture
-    monkeypatch.setattr(BandGainFilter, "filter_mixture",
-                        lambda self, mix, levels: captured.append((mix, levels)) or filter_mixture(self, mix, levels))
+    monkeypatch.setattr(
+        BandGainFilter,
+        "filter_mixture",
+        lambda self, mix, levels: captured.append((mix, levels)) or filter_mixture(self, mix, levels),
+    )
     out = enhancer.enhance(wav, render="mixture")
     monkeypatch.undo()
-    (mix, levels), = captured
+    ((mix, levels),) = captured
     torch.testing.assert_close(mix[0], wav[None])  # the input itself is filtered
     assert levels.shape == (1, 80, 25) and out.shape == (1, SR // 2)
     assert 0 < out.square().sum() <= 1.01 * wav.square().sum()  # a filter of the input: gains <= 1
@@ -129,16 +142,30 @@ def test_enhance_averages_over_input_gains(models, tmp_path, codec):
 
 
 def test_render_settings_are_split_from_sampling():
-    old = {"temperature": 0.0, "rep_window": 0, "mean_levels": True, "render": "mixture", "level_passes": 1,
-           "level_blank": 0.5, "input_gains_db": [-1.0, 1.0]}
+    old = {
+        "temperature": 0.0,
+        "rep_window": 0,
+        "mean_levels": True,
+        "render": "mixture",
+        "level_passes": 1,
+        "level_blank": 0.5,
+        "input_gains_db": [-1.0, 1.0],
+    }
     sampling, render = split_render(old)
     assert sampling == {"temperature": 0.0, "rep_window": 0}
-    assert render == {"mode": "mixture", "mean_levels": True, "level_passes": 1, "level_blank": 0.5,
-                      "input_gains_db": [-1.0, 1.0]}
+    assert render == {
+        "mode": "mixture",
+        "mean_levels": True,
+        "level_passes": 1,
+        "level_blank": 0.5,
+        "input_gains_db": [-1.0, 1.0],
+    }
     assert split_render(sampling, render) == (sampling, render)  # the new layout is left as it is
     # an older key (a `--sampling` override) wins over the render block's own
-    assert split_render({"render": "codec"}, {"mode": "mixture", "mean_levels": True}) == \
-        ({}, {"mode": "codec", "mean_levels": True})
+    assert split_render({"render": "codec"}, {"mode": "mixture", "mean_levels": True}) == (
+        {},
+        {"mode": "codec", "mean_levels": True},
+    )
     assert old["render"] == "mixture"  # the inputs are not changed
 
 
@@ -151,18 +178,27 @@ def test_a_config_in_the_older_layout_still_loads(models, codec, tmp_path):
     old.mkdir()
     (old / "model.safetensors").write_bytes((new / "model.safetensors").read_bytes())
     del meta["render"]
-    meta["sampling"].update(render="mixture", mean_levels=True, level_passes=2, level_blank=0.25,
-                            input_gains_db=[-3.0, 3.0])
+    meta["sampling"].update(
+        render="mixture", mean_levels=True, level_passes=2, level_blank=0.25, input_gains_db=[-3.0, 3.0]
+    )
     (old / "config.json").write_text(json.dumps(meta))
     read = read_lm_config(old)
     assert read["sampling"] == {"temperature": 0.0}
-    assert read["render"] == {"mode": "mixture", "mean_levels": True, "level_passes": 2, "level_blank": 0.25,
-                              "input_gains_db": [-3.0, 3.0]}
+    assert read["render"] == {
+        "mode": "mixture",
+        "mean_levels": True,
+        "level_passes": 2,
+        "level_blank": 0.25,
+        "input_gains_db": [-3.0, 3.0],
+    }
     enhancer = load_enhancer(old)
-    assert (enhancer.render, enhancer.mean_levels, enhancer.level_passes, enhancer.level_blank) == \
-        ("mixture", True, 2, 0.25)
-    assert enhancer.input_gains_db == [-3.0, 3.0] and enhancer.sampling == SamplingConfig(temperature=0.0,
-                                                                                        rep_window=0)
+    assert (enhancer.render, enhancer.mean_levels, enhancer.level_passes, enhancer.level_blank) == (
+        "mixture",
+        True,
+        2,
+        0.25,
+    )
+    assert enhancer.input_gains_db == [-3.0, 3.0] and enhancer.sampling == SamplingConfig(temperature=0.0, rep_window=0)
     # the raw old layout handed to the runner directly (as recipes do with a config.json) reads the same
     direct = Enhancer(enhancer.lm, codec, meta, old)
     assert (direct.render, direct.mean_levels, direct.input_gains_db) == ("mixture", True, [-3.0, 3.0])
@@ -174,7 +210,11 @@ def test_a_config_in_the_older_layout_still_loads(models, codec, tmp_path):
 
 def test_the_bundled_enhancer_reads_its_render_block():
     enhancer = load_enhancer("enhance-dmel-16k")
-    assert (enhancer.render, enhancer.mean_levels, enhancer.level_passes, enhancer.level_blank) == \
-        ("mixture", True, 1, 0.5)
+    assert (enhancer.render, enhancer.mean_levels, enhancer.level_passes, enhancer.level_blank) == (
+        "mixture",
+        True,
+        1,
+        0.5,
+    )
     assert enhancer.input_gains_db == [-1.47, -0.49, 0.49, 1.47] and enhancer.refiner is not None
     assert enhancer.sampling == SamplingConfig(temperature=0.0, rep_window=0)

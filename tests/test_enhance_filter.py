@@ -40,10 +40,13 @@ def test_apply_is_filter_mixture_for_the_gains_its_levels_imply(codec):
     g = torch.Generator().manual_seed(0)
     mixture = 0.1 * torch.randn(2, 1, 8000 + 77, generator=g)
     levels = 15 * torch.rand(2, 80, codec.n_frames(mixture.shape[-1]), generator=g)
-    gains = torch.exp(codec.dequantize(levels) - codec.log_mel(
-        torch.nn.functional.pad(mixture, (0, levels.shape[-1] * codec.hop_length - mixture.shape[-1]))))
-    torch.testing.assert_close(bands.apply(mixture, gains.clamp(GAIN_FLOOR, 1.0)),
-                               bands.filter_mixture(mixture, levels), atol=1e-5, rtol=0)
+    gains = torch.exp(
+        codec.dequantize(levels)
+        - codec.log_mel(torch.nn.functional.pad(mixture, (0, levels.shape[-1] * codec.hop_length - mixture.shape[-1])))
+    )
+    torch.testing.assert_close(
+        bands.apply(mixture, gains.clamp(GAIN_FLOOR, 1.0)), bands.filter_mixture(mixture, levels), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(bands.apply(mixture, torch.ones_like(levels)), mixture, atol=1e-4, rtol=0)
     with pytest.raises(CodecError, match="gains"):
         bands.apply(mixture, torch.ones(2, 8, levels.shape[-1]))

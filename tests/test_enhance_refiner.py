@@ -31,11 +31,27 @@ def enhancer_folder(tmp_path_factory):
     """A tiny random enhancer for dmel-16k-gl that renders mean levels through the input at two gains."""
     torch.manual_seed(0)
     codec = load_codec("dmel-16k-gl")
-    lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=16, src_codebooks=80,
-                          max_len_ratio=1.0, aligned_source=True, transformer=TransformerConfig.tiny(max_len=256)))
+    lm = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=16,
+            src_codebooks=80,
+            max_len_ratio=1.0,
+            aligned_source=True,
+            transformer=TransformerConfig.tiny(max_len=256),
+        )
+    )
     folder = tmp_path_factory.mktemp("models") / "enhance-dmel-16k-gl"
-    return save_lm(folder, lm, "enhance", codec, sampling={"temperature": 0.0},
-                   render={"mode": "mixture", "mean_levels": True, "input_gains_db": [-3.0, 3.0]})
+    return save_lm(
+        folder,
+        lm,
+        "enhance",
+        codec,
+        sampling={"temperature": 0.0},
+        render={"mode": "mixture", "mean_levels": True, "input_gains_db": [-3.0, 3.0]},
+    )
 
 
 def noisy(seconds=0.6, seed=0):
@@ -83,8 +99,12 @@ def test_refiner_in_the_model_folder_is_used_and_checked(enhancer_folder, tmp_pa
     sf.write(tmp_path / "in.wav", wav.numpy(), SR)
     for flags, want in (([], refined), (["--no-refiner"], averaged)):
         out = tmp_path / f"out{len(flags)}.wav"
-        assert lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
-                                        [tmp_path / "in.wav", out, "--model", folder, *flags])) == 0
+        assert (
+            lm_cli.run_enhance(
+                _args(lm_cli.add_enhance_arguments, [tmp_path / "in.wav", out, "--model", folder, *flags])
+            )
+            == 0
+        )
         np.testing.assert_allclose(sf.read(out, dtype="float32")[0], want[0].numpy(), atol=1e-4)
     with pytest.raises(LMInputError, match="no gain refiner"):
         load_enhancer(enhancer_folder).enhance(wav, refine=True)
@@ -96,6 +116,7 @@ def test_refiner_in_the_model_folder_is_used_and_checked(enhancer_folder, tmp_pa
         load_enhancer(folder)
 
 
+@pytest.mark.slow
 def test_refiner_recipe_trains_resumes_and_exports(enhancer_folder, tmp_path):
     rows = []
     for i in range(8):
@@ -103,17 +124,46 @@ def test_refiner_recipe_trains_resumes_and_exports(enhancer_folder, tmp_path):
         mixed = clean + 0.1 * np.random.default_rng(i).standard_normal(SR).astype(np.float32)
         for kind, wav in (("clean", clean), ("noisy", mixed)):
             sf.write(tmp_path / f"p{i}_{kind}.flac", wav, SR)
-        rows.append(Utterance(f"p{i}", str(tmp_path / f"p{i}_noisy.flac"), 1.0, split="train",
-                              extra={"clean_path": str(tmp_path / f"p{i}_clean.flac"), "snr_db": "5"}))
+        rows.append(
+            Utterance(
+                f"p{i}",
+                str(tmp_path / f"p{i}_noisy.flac"),
+                1.0,
+                split="train",
+                extra={"clean_path": str(tmp_path / f"p{i}_clean.flac"), "snr_db": "5"},
+            )
+        )
     write_manifest(tmp_path / "pairs.csv", rows)
     out = tmp_path / "run"
 
     def run(epochs):
-        cmd = [sys.executable, str(REPO / "recipes/lm/enhance/train_refiner.py"),
-               str(REPO / "recipes/lm/enhance/hparams/refiner.yaml"), "--enhancer", str(enhancer_folder),
-               "--manifests", f"[{tmp_path / 'pairs.csv'}]", "--output_folder", str(out), "--n_dev", "2",
-               "--steps_per_epoch", "15", "--batch_size", "4", "--crop_frames", "40", "--number_of_epochs", str(epochs),
-               "--warmup_steps", "5", "--lr", "0.003", "--threads", "1"]
+        cmd = [
+            sys.executable,
+            str(REPO / "recipes/lm/enhance/train_refiner.py"),
+            str(REPO / "recipes/lm/enhance/hparams/refiner.yaml"),
+            "--enhancer",
+            str(enhancer_folder),
+            "--manifests",
+            f"[{tmp_path / 'pairs.csv'}]",
+            "--output_folder",
+            str(out),
+            "--n_dev",
+            "2",
+            "--steps_per_epoch",
+            "15",
+            "--batch_size",
+            "4",
+            "--crop_frames",
+            "40",
+            "--number_of_epochs",
+            str(epochs),
+            "--warmup_steps",
+            "5",
+            "--lr",
+            "0.003",
+            "--threads",
+            "1",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
 

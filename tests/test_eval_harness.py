@@ -75,13 +75,32 @@ def _args(*argv):
 
 def test_run_eval_dmel_writes_json_markdown_png(data, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = H.run_eval(_args("--codec", "dmel-16k-gl", "--data", str(data["manifest"]), "--split", "dev",
-                          "--limit", "2", "--decoder", "griffinlim", "--out", str(out)))
+    rc = H.run_eval(
+        _args(
+            "--codec",
+            "dmel-16k-gl",
+            "--data",
+            str(data["manifest"]),
+            "--split",
+            "dev",
+            "--limit",
+            "2",
+            "--decoder",
+            "griffinlim",
+            "--out",
+            str(out),
+        )
+    )
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert res["split"] == "dev" and len(res["runs"]) == 1
     run = res["runs"][0]
-    assert (run["codec"], run["decoder"], run["n_codebooks"], run["bitrate"]) == ("dmel-16k-gl", "griffinlim", 80, 16000.0)
+    assert (run["codec"], run["decoder"], run["n_codebooks"], run["bitrate"]) == (
+        "dmel-16k-gl",
+        "griffinlim",
+        80,
+        16000.0,
+    )
     rows = run["utterances"]
     assert [r["id"] for r in rows] == ["b_chirp", "c_dev"]
     keys = {"pesq_wb", "stoi", "estoi", "si_sdr", "mel_distance", "encode_rtf", "decode_rtf", "duration"}
@@ -136,12 +155,15 @@ def test_fixed_codebooks_and_missing_vocoder_error_clearly(data):
         H.set_decoder(codec, "vocoder")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--codec", "nope"], "unknown codec 'nope'"),
-    (["--codec", "dmel-16k-gl", "--decoder", "vocoder"], "no trained vocoder"),
-    (["--codec", "dmel-16k-gl", "--extras", "pesq2"], "unknown extra metric 'pesq2'"),
-    (["--codec", "dmel-16k-gl", "--limit", "0"], "--limit must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--codec", "nope"], "unknown codec 'nope'"),
+        (["--codec", "dmel-16k-gl", "--decoder", "vocoder"], "no trained vocoder"),
+        (["--codec", "dmel-16k-gl", "--extras", "pesq2"], "unknown extra metric 'pesq2'"),
+        (["--codec", "dmel-16k-gl", "--limit", "0"], "--limit must be >= 1"),
+    ],
+)
 def test_cli_errors_are_reported(data, tmp_path, capsys, argv, message):
     assert H.run_eval(_args(*argv, "--data", str(data["dir"]), "--out", str(tmp_path))) == 2
     assert message in capsys.readouterr().err
@@ -156,6 +178,7 @@ def test_missing_extra_package_names_what_to_install(monkeypatch):
     H._extra_scorer.cache_clear()
 
 
+@pytest.mark.slow
 def test_extras_dnsmos_and_visqol(data):
     pytest.importorskip("speechmos")
     pytest.importorskip("onnxruntime")

@@ -7,15 +7,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import need_judges as need
 import soundfile as sf
+from conftest import need_judges as need
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the judges must never need the Hugging Face hub
 
 from speechtok.eval import judges as J  # noqa: E402
 from speechtok.eval.harness import EvalError  # noqa: E402
-
-
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +42,11 @@ def read(path):
 
 # --- text normalisation and WER (exact numbers) -------------------------------------------
 def test_normalize_text():
-    assert J.normalize_text("Author of the danger trail, Philip Steels, etc.") == "author of the danger trail philip steels etc"
-    assert J.normalize_text("Don\u2019t STOP -- twenty-one \"quoted\" (x)!") == "dont stop twenty one quoted x"
+    assert (
+        J.normalize_text("Author of the danger trail, Philip Steels, etc.")
+        == "author of the danger trail philip steels etc"
+    )
+    assert J.normalize_text('Don\u2019t STOP -- twenty-one "quoted" (x)!') == "dont stop twenty one quoted x"
     assert J.normalize_text("It costs 1,000 dollars, or 3.5.") == "it costs 1000 dollars or 3.5"
     assert J.normalize_text("...?!") == ""
 

@@ -12,11 +12,20 @@ from speechtok.cli import main as cli_main
 from speechtok.codecs import load_codec
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.enhance.data import PairBatches, crop_rows, enhance_items
-from speechtok.lm.data import (audio_groups, collate, encode_folders, fixed_batches, load_codes, token_names,
-                               token_paths)
+from speechtok.lm.data import audio_groups, collate, encode_folders, fixed_batches, load_codes, token_names, token_paths
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
-from speechtok.tts.data import (TTSBatches, by_speaker, default_prompt, dev_batches, durations_path, manifest_texts,
-                                symbols_cache, tts_items, with_durations, with_prompt)
+from speechtok.tts.data import (
+    TTSBatches,
+    by_speaker,
+    default_prompt,
+    dev_batches,
+    durations_path,
+    manifest_texts,
+    symbols_cache,
+    tts_items,
+    with_durations,
+    with_prompt,
+)
 from speechtok.tts.text import TextFrontend
 
 SR = 16000
@@ -64,8 +73,9 @@ def test_encode_folders_writes_the_token_files_speechtok_encode_writes_and_resum
     tf = load_tokens(paths[str(corpus / "audio/u0.wav")])
     assert tf.codec_hash == codec_hash(codec) and tf.n_samples == int(0.4 * SR) and tf.orig_sample_rate == SR
     # the same files as `speechtok encode` makes of the folder (which batches them)
-    assert cli_main(["encode", str(corpus / "audio"), str(corpus / "cli"), "--codec", codec.name,
-                     "--workers", "0"]) == 0
+    assert (
+        cli_main(["encode", str(corpus / "audio"), str(corpus / "cli"), "--codec", codec.name, "--workers", "0"]) == 0
+    )
     dest = paths[str(corpus / "audio/u0.wav")].parent  # the token folder of corpus/audio
     for q in paths.values():
         ref = load_tokens(corpus / "cli" / q.relative_to(dest))
@@ -87,8 +97,11 @@ def test_encode_folders_writes_the_token_files_speechtok_encode_writes_and_resum
 
 def test_token_names_keep_the_extension_only_when_names_clash(tmp_path):
     names = token_names([tmp_path / "a.wav", tmp_path / "a.flac", tmp_path / "d" / "b.wav"], tmp_path)
-    assert names == {str(tmp_path / "a.wav"): "a.wav", str(tmp_path / "a.flac"): "a.flac",
-                     str(tmp_path / "d" / "b.wav"): "d/b"}
+    assert names == {
+        str(tmp_path / "a.wav"): "a.wav",
+        str(tmp_path / "a.flac"): "a.flac",
+        str(tmp_path / "d" / "b.wav"): "d/b",
+    }
 
 
 def test_tts_items_symbols_durations_prompts_and_batches(corpus, codec):
@@ -105,8 +118,9 @@ def test_tts_items_symbols_durations_prompts_and_batches(corpus, codec):
     path = durations_path(cache, codec.name, "chars", "en-us")
     aligner = {"steps": 3, "batch_size": 2, "lr": 0.003, "dim": 8}
     timed = with_durations(items, path, codec.codebook_size, frontend.vocab_size, aligner, seed=0)
-    assert all(int(r["durations"].sum()) == r["codes"].shape[-1] and len(r["durations"]) == len(r["src"])
-               for r in timed)
+    assert all(
+        int(r["durations"].sum()) == r["codes"].shape[-1] and len(r["durations"]) == len(r["src"]) for r in timed
+    )
     known = json.loads(path.read_text())
     assert set(known) == {r["id"] for r in timed}
     again = with_durations(items, path, codec.codebook_size, frontend.vocab_size, {"steps": -1}, seed=0)
@@ -158,11 +172,14 @@ def test_enhance_items_pairs_crops_and_batches(corpus, codec):
 
 
 def test_collate_pads_ids_and_codec_sources():
-    rows = [{"src": torch.tensor([1, 2, 3]), "codes": torch.ones(2, 4, dtype=torch.int16), "prompt_len": 1},
-            {"src": torch.tensor([4]), "codes": torch.ones(2, 6, dtype=torch.int16)}]
+    rows = [
+        {"src": torch.tensor([1, 2, 3]), "codes": torch.ones(2, 4, dtype=torch.int16), "prompt_len": 1},
+        {"src": torch.tensor([4]), "codes": torch.ones(2, 6, dtype=torch.int16)},
+    ]
     b = collate(rows, "g")
     assert b["src"].tolist() == [[1, 2, 3], [4, 0, 0]] and b["codes"].shape == (2, 2, 6)
     assert b["src_len"].tolist() == [3, 1] and b["code_len"].tolist() == [4, 6] and b["prompt_len"].tolist() == [1, 0]
-    pairs = collate([{"src": torch.ones(2, 5), "codes": torch.ones(2, 5)},
-                     {"src": torch.ones(2, 3), "codes": torch.ones(2, 3)}])
+    pairs = collate(
+        [{"src": torch.ones(2, 5), "codes": torch.ones(2, 5)}, {"src": torch.ones(2, 3), "codes": torch.ones(2, 3)}]
+    )
     assert pairs["src"].shape == (2, 2, 5) and pairs["src"].dtype == torch.long and pairs["src_len"].tolist() == [5, 3]

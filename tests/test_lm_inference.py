@@ -43,13 +43,37 @@ def models(tmp_path_factory, codec):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("pretrained")
     fe = TextFrontend("chars")
-    tts = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
-                           max_len_ratio=2.0, transformer=TransformerConfig.tiny()))
+    tts = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=fe.vocab_size,
+            max_len_ratio=2.0,
+            transformer=TransformerConfig.tiny(),
+        )
+    )
     prompt = codec.encode(torch.from_numpy(tone(0.6)).view(1, 1, -1))[0]
-    save_lm(folder / "tts-dmel-16k-gl", tts, "tts", codec, text=fe.config(),
-            default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"}, sampling={"temperature": 1.0})
-    enh = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=16, src_codebooks=80,
-                           max_len_ratio=1.0, transformer=TransformerConfig.tiny(max_len=64)))
+    save_lm(
+        folder / "tts-dmel-16k-gl",
+        tts,
+        "tts",
+        codec,
+        text=fe.config(),
+        default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"},
+        sampling={"temperature": 1.0},
+    )
+    enh = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=16,
+            src_codebooks=80,
+            max_len_ratio=1.0,
+            transformer=TransformerConfig.tiny(max_len=64),
+        )
+    )
     save_lm(folder / "enhance-dmel-16k-gl", enh, "enhance", codec, sampling={"temperature": 0.0})
     return folder
 
@@ -63,8 +87,16 @@ def test_checkpoint_round_trip_is_fp16_safetensors(models, codec):
     lm, meta2 = load_lm(path, codec)
     torch.manual_seed(0)  # the fixture's model, rebuilt: loaded weights are its fp16 rounding
     fe = TextFrontend("chars")
-    ref = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
-                           max_len_ratio=2.0, transformer=TransformerConfig.tiny()))
+    ref = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=fe.vocab_size,
+            max_len_ratio=2.0,
+            transformer=TransformerConfig.tiny(),
+        )
+    )
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(lm.state_dict()[k], v.half().float())
     assert meta2["default_prompt"]["codes"].shape == (80, 30)
@@ -167,17 +199,24 @@ def _args(add, argv):
 def test_cli_tts_single_and_batch(models, tmp_path, capsys):
     model = models / "tts-dmel-16k-gl"
     out = tmp_path / "one.wav"
-    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["hello", "-o", out, "--model", model, "--seed", 1,
-                                                         "--max-seconds", 0.3]))
+    rc = lm_cli.run_tts(
+        _args(lm_cli.add_tts_arguments, ["hello", "-o", out, "--model", model, "--seed", 1, "--max-seconds", 0.3])
+    )
     assert rc == 0 and sf.info(out).samplerate == SR
     lines = tmp_path / "lines.txt"
     lines.write_text("first line\n\n!!!\nthird line\n")
-    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["--text-file", lines, "--out-dir", tmp_path / "batch",
-                                                         "--model", model, "--max-seconds", 0.3]))
+    rc = lm_cli.run_tts(
+        _args(
+            lm_cli.add_tts_arguments,
+            ["--text-file", lines, "--out-dir", tmp_path / "batch", "--model", model, "--max-seconds", 0.3],
+        )
+    )
     assert rc == 1  # the "!!!" line failed and is reported; the others were written
     assert sorted(p.name for p in (tmp_path / "batch").glob("*.wav")) == ["0001.wav", "0004.wav"]
     assert (tmp_path / "batch" / "failed.tsv").read_text().splitlines()[:2] == [
-        "input\treason", "line 3\ttext '!!!' has no speakable characters (only punctuation or symbols)"]
+        "input\treason",
+        "line 3\ttext '!!!' has no speakable characters (only punctuation or symbols)",
+    ]
     rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["", "-o", out, "--model", model]))
     assert rc == 2 and "empty" in capsys.readouterr().err
 
@@ -185,19 +224,38 @@ def test_cli_tts_single_and_batch(models, tmp_path, capsys):
 def test_cli_tts_manifest_gives_each_row_its_id_and_voice(models, tmp_path):
     sf.write(tmp_path / "voice.wav", tone(1.0, 220.0), SR)
     (tmp_path / "broken.wav").write_bytes(b"not audio")
-    rows = [Utterance("a1", "x", 1.0, text="first line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
-            Utterance("a2", "x", 1.0, text="second line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
-            Utterance("b1", "x", 1.0, text="third line", extra={"prompt_path": str(tmp_path / "broken.wav")}),
-            Utterance("c1", "x", 1.0, text="no prompt here", extra={"prompt_path": ""})]
+    rows = [
+        Utterance("a1", "x", 1.0, text="first line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
+        Utterance("a2", "x", 1.0, text="second line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
+        Utterance("b1", "x", 1.0, text="third line", extra={"prompt_path": str(tmp_path / "broken.wav")}),
+        Utterance("c1", "x", 1.0, text="no prompt here", extra={"prompt_path": ""}),
+    ]
     write_manifest(tmp_path / "sentences.csv", rows)
     out = tmp_path / "gen"
-    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["--text-file", tmp_path / "sentences.csv", "--out-dir", out,
-                                                         "--model", models / "tts-dmel-16k-gl", "--max-seconds", 0.3]))
+    rc = lm_cli.run_tts(
+        _args(
+            lm_cli.add_tts_arguments,
+            [
+                "--text-file",
+                tmp_path / "sentences.csv",
+                "--out-dir",
+                out,
+                "--model",
+                models / "tts-dmel-16k-gl",
+                "--max-seconds",
+                0.3,
+            ],
+        )
+    )
     assert rc == 1 and sorted(p.name for p in out.glob("*.wav")) == ["a1.wav", "a2.wav", "c1.wav"]
     assert "b1\tbroken.wav" in (out / "failed.tsv").read_text().replace(str(tmp_path) + "/", "")
     write_manifest(tmp_path / "empty.csv", [Utterance("e", "x", 1.0, text=" ")])
-    rc = lm_cli.run_tts(_args(lm_cli.add_tts_arguments, ["--text-file", tmp_path / "empty.csv", "--out-dir", out,
-                                                         "--model", models / "tts-dmel-16k-gl"]))
+    rc = lm_cli.run_tts(
+        _args(
+            lm_cli.add_tts_arguments,
+            ["--text-file", tmp_path / "empty.csv", "--out-dir", out, "--model", models / "tts-dmel-16k-gl"],
+        )
+    )
     assert rc == 2
 
 
@@ -208,21 +266,53 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     sf.write(noisy / "a.flac", tone(0.5), SR)
     sf.write(noisy / "sub" / "b.wav", tone(0.7, sr=8000), 8000)
     (noisy / "broken.wav").write_bytes(b"not audio")
-    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "a.wav", "--model", model]))
+    rc = lm_cli.run_enhance(
+        _args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "a.wav", "--model", model])
+    )
     assert rc == 0 and sf.info(tmp_path / "a.wav").frames == 8000
-    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
-                                  [noisy / "a.flac", tmp_path / "m.wav", "--model", model, "--mean-levels"]))
+    rc = lm_cli.run_enhance(
+        _args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "m.wav", "--model", model, "--mean-levels"])
+    )
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "m.wav")[0], sf.read(tmp_path / "a.wav")[0])
-    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "d.wav", "--model", model,
-                                                                 "--mean-levels", "--level-passes", "2", "--level-blank", "0.5"]))
+    rc = lm_cli.run_enhance(
+        _args(
+            lm_cli.add_enhance_arguments,
+            [
+                noisy / "a.flac",
+                tmp_path / "d.wav",
+                "--model",
+                model,
+                "--mean-levels",
+                "--level-passes",
+                "2",
+                "--level-blank",
+                "0.5",
+            ],
+        )
+    )
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "d.wav")[0], sf.read(tmp_path / "m.wav")[0])
-    assert lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "x.wav", "--model",
-                                                                   model, "--level-blank", "1"])) == 2
-    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "g.wav", "--model", model,
-                                                                 "--mean-levels", "--input-gains-db", "-3", "3"]))
+    assert (
+        lm_cli.run_enhance(
+            _args(
+                lm_cli.add_enhance_arguments,
+                [noisy / "a.flac", tmp_path / "x.wav", "--model", model, "--level-blank", "1"],
+            )
+        )
+        == 2
+    )
+    rc = lm_cli.run_enhance(
+        _args(
+            lm_cli.add_enhance_arguments,
+            [noisy / "a.flac", tmp_path / "g.wav", "--model", model, "--mean-levels", "--input-gains-db", "-3", "3"],
+        )
+    )
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "g.wav")[0], sf.read(tmp_path / "m.wav")[0])
-    rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments,
-                                  [noisy / "a.flac", tmp_path / "f.wav", "--model", model, "--render", "mixture"]))
+    rc = lm_cli.run_enhance(
+        _args(
+            lm_cli.add_enhance_arguments,
+            [noisy / "a.flac", tmp_path / "f.wav", "--model", model, "--render", "mixture"],
+        )
+    )
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "f.wav")[0], sf.read(tmp_path / "a.wav")[0])
     (noisy / "gone.wav").symlink_to(tmp_path / "deleted.wav")  # broken links: listed as failed, not skipped
     (noisy / "sub" / "gone.npz").symlink_to(tmp_path / "deleted.npz")
@@ -234,12 +324,14 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     assert sf.info(tmp_path / "out" / "sub" / "b.wav").frames == int(0.7 * SR)
 
 
-LONG_TEXT = ("The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, and watched "
-             "the ships pass safely through the dark and stormy channel. In winter the waves rose higher than the "
-             "rocks, the wind howled around the tower, and the glass rattled in its frame; still, the light never "
-             "failed. Sailors spoke of him in every harbour along the coast: a quiet man, they said, who kept the "
-             "flame alive for forty years without asking for thanks. When he finally retired, the village gathered "
-             "on the cliff to watch the new electric beacon turn for the first time, and many of them wept.")
+LONG_TEXT = (
+    "The old lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, and watched "
+    "the ships pass safely through the dark and stormy channel. In winter the waves rose higher than the "
+    "rocks, the wind howled around the tower, and the glass rattled in its frame; still, the light never "
+    "failed. Sailors spoke of him in every harbour along the coast: a quiet man, they said, who kept the "
+    "flame alive for forty years without asking for thanks. When he finally retired, the village gathered "
+    "on the cliff to watch the new electric beacon turn for the first time, and many of them wept."
+)
 
 
 def test_long_text_is_cut_to_fit_and_joined_with_pauses(codec, tmp_path):
@@ -247,9 +339,18 @@ def test_long_text_is_cut_to_fit_and_joined_with_pauses(codec, tmp_path):
     pieces that each fit, their frames exactly as predicted, with silent pauses between them."""
     torch.manual_seed(0)
     fe = TextFrontend("chars")
-    lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
-                          durations=True, aligned_source=True, aligned_positions=True,
-                          transformer=TransformerConfig.tiny(max_len=192)))
+    lm = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=fe.vocab_size,
+            durations=True,
+            aligned_source=True,
+            aligned_positions=True,
+            transformer=TransformerConfig.tiny(max_len=192),
+        )
+    )
     save_lm(tmp_path / "tts-short", lm, "tts", codec, text=fe.config(), sampling={"temperature": 1.0})
     vocoded = DMelCodec(vocoder={"dim": 8, "intermediate_dim": 16, "n_layers": 1})  # same codes, fast to decode
     synth = load_tts(tmp_path / "tts-short", codec=vocoded)
@@ -294,12 +395,28 @@ def test_tts_with_durations_speaks_for_as_long_as_they_say(codec, tmp_path):
     text is as long as predicted."""
     torch.manual_seed(0)
     fe = TextFrontend("chars")
-    lm = TokenLM(LMConfig(pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=fe.vocab_size,
-                          durations=True, aligned_source=True, aligned_positions=True,
-                          transformer=TransformerConfig.tiny()))
+    lm = TokenLM(
+        LMConfig(
+            pattern="parallel",
+            n_codebooks=80,
+            codebook_size=16,
+            src_vocab=fe.vocab_size,
+            durations=True,
+            aligned_source=True,
+            aligned_positions=True,
+            transformer=TransformerConfig.tiny(),
+        )
+    )
     prompt = codec.encode(torch.from_numpy(tone(0.6)).view(1, 1, -1))[0]  # 30 frames
-    save_lm(tmp_path / "tts-dur", lm, "tts", codec, text=fe.config(),
-            default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"}, sampling={"temperature": 1.0})
+    save_lm(
+        tmp_path / "tts-dur",
+        lm,
+        "tts",
+        codec,
+        text=fe.config(),
+        default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"},
+        sampling={"temperature": 1.0},
+    )
     synth = load_tts(tmp_path / "tts-dur", codec=codec)
     text_ids = torch.tensor([fe.ids(fe.to_symbols("hello world"))])
     said = int(synth.lm.predict_durations(text_ids).sum())

@@ -14,8 +14,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lm(pattern="delay", K=3, card=16, src_vocab=10, sharp=False, **kw) -> TokenLM:
-    cfg = LMConfig(pattern=pattern, n_codebooks=K, codebook_size=card, src_vocab=src_vocab,
-                   transformer=TransformerConfig.tiny(), **kw)
+    cfg = LMConfig(
+        pattern=pattern,
+        n_codebooks=K,
+        codebook_size=card,
+        src_vocab=src_vocab,
+        transformer=TransformerConfig.tiny(),
+        **kw,
+    )
     lm = TokenLM(cfg).eval()
     if sharp:  # larger random weights: outputs depend strongly on the whole context
         with torch.no_grad():
@@ -150,8 +156,9 @@ def test_end_weight_scales_the_end_cells_in_the_loss():
     heavy.load_state_dict(lm.state_dict())
     src, codes, T = torch.randint(0, 10, (2, 6)), torch.randint(0, 16, (2, 3, 8)), torch.tensor([8, 5])
     out = lm(src, codes, code_lengths=T)
-    ce = torch.nn.functional.cross_entropy(out.logits.flatten(0, 2), out.targets.flatten(), ignore_index=IGNORE,
-                                           reduction="none")
+    ce = torch.nn.functional.cross_entropy(
+        out.logits.flatten(0, 2), out.targets.flatten(), ignore_index=IGNORE, reduction="none"
+    )
     is_end, kept = out.targets.flatten() == lm.pattern.end_id, out.targets.flatten() != IGNORE
     torch.testing.assert_close(out.loss, ce[kept].mean())
     want = (ce[kept].sum() + 4 * ce[is_end].sum()) / (kept.sum() + 4 * is_end.sum())
@@ -194,8 +201,10 @@ def test_guided_attention_prefers_the_diagonal_and_only_adds_in_training():
 def test_aligned_positions_put_the_source_on_the_target_timeline():
     lm = _lm("parallel", 2, aligned_positions=True)
     pos = lm._positions(torch.tensor([3, 2]), 8, torch.tensor([-2, 0]), torch.tensor([2.0, 1.5]))
-    assert pos.tolist() == [[0, 2, 4, -3, -2, -1, 0, 1],  # 3 tokens, separator, 2 prompt steps, target from 0
-                            [0, 1.5, -1, 0, 1, 2, 3, 4]]  # continuation: the prompt starts the timeline
+    assert pos.tolist() == [
+        [0, 2, 4, -3, -2, -1, 0, 1],  # 3 tokens, separator, 2 prompt steps, target from 0
+        [0, 1.5, -1, 0, 1, 2, 3, 4],
+    ]  # continuation: the prompt starts the timeline
     src, codes = torch.randint(0, 10, (1, 4)), torch.randint(0, 16, (1, 2, 8))
     plain = _lm("parallel", 2)
     plain.load_state_dict(lm.state_dict())
@@ -415,8 +424,7 @@ def test_expected_codes_are_the_mean_index_under_teacher_forcing(pattern, K):
     frame, book = p.layout(out.logits.shape[1])
     checked = 0
     for b in range(2):
-        for s, h in ((s, h) for s in range(frame.shape[0]) for h in range(frame.shape[1])
-                     if 0 <= frame[s, h] < T[b]):
+        for s, h in ((s, h) for s in range(frame.shape[0]) for h in range(frame.shape[1]) if 0 <= frame[s, h] < T[b]):
             lo = int(p.offset(book[s, h]))
             want = (out.logits[b, s, h, lo : lo + 16].softmax(-1) * torch.arange(16)).sum()
             torch.testing.assert_close(mean[b, book[s, h], frame[s, h]], want, atol=1e-4, rtol=0)
@@ -484,8 +492,13 @@ def test_duration_errors_and_the_predictor_loss():
     out = lm(src, codes, src_durations=torch.tensor([[2, 3, 1]]))
     torch.testing.assert_close(out.loss, out.token_loss + out.duration_loss)
     with pytest.raises(ValueError, match="leave no target frames"):
-        lm.generate(src, torch.tensor([3]), torch.zeros(1, 2, 6, dtype=torch.long), continue_prompt=True,
-                    durations=torch.tensor([[2, 3, 1]]))
+        lm.generate(
+            src,
+            torch.tensor([3]),
+            torch.zeros(1, 2, 6, dtype=torch.long),
+            continue_prompt=True,
+            durations=torch.tensor([[2, 3, 1]]),
+        )
     with pytest.raises(ValueError, match="no duration predictor"):
         _lm("parallel", 2).predict_durations(src)
     with pytest.raises(ValueError, match="text sources"):
@@ -500,13 +513,17 @@ def test_expected_codes_with_test_time_frame_dropout():
     plain = lm.expected_codes(src, codes, src_len, T)
     gen = torch.Generator().manual_seed(3)
     one, two = (lm.expected_codes(src, codes, src_len, T, blank_share=0.5, generator=gen) for _ in range(2))
-    both = lm.expected_codes(src, codes, src_len, T, blank_share=0.5, passes=2, generator=torch.Generator().manual_seed(3))
+    both = lm.expected_codes(
+        src, codes, src_len, T, blank_share=0.5, passes=2, generator=torch.Generator().manual_seed(3)
+    )
     torch.testing.assert_close(both, (one + two) / 2)  # the mean over passes, each its own draw
     assert not torch.allclose(one, plain) and not torch.allclose(one, two)
     # every target frame blanked: the codes fed back no longer matter
     other = torch.randint(0, 16, (2, 2, 7))
-    full = [lm.expected_codes(src, c, src_len, T, blank_share=0.999, generator=torch.Generator().manual_seed(0))
-            for c in (codes, other)]
+    full = [
+        lm.expected_codes(src, c, src_len, T, blank_share=0.999, generator=torch.Generator().manual_seed(0))
+        for c in (codes, other)
+    ]
     torch.testing.assert_close(full[0], full[1])
     # prompt frames are never blanked (training's frame dropout spares them too)
     spared = [lm.expected_codes(src, codes, src_len, T, T, blank_share=bs) for bs in (0.999, 0.0)]

@@ -16,9 +16,17 @@ from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.enhance import load_enhancer
 from speechtok.tts import load_tts
 
+pytestmark = pytest.mark.slow  # every test here trains a model or drives a browser
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"--model": "{dim: 32, n_layers: 1, n_heads: 2, max_len: 512}", "--warmup_steps": "1", "--lr": "0.003",
-        "--num_workers": "0", "--n_dev": "4", "--n_export_samples": "1"}
+TINY = {
+    "--model": "{dim: 32, n_layers: 1, n_heads: 2, max_len: 512}",
+    "--warmup_steps": "1",
+    "--lr": "0.003",
+    "--num_workers": "0",
+    "--n_dev": "4",
+    "--n_export_samples": "1",
+}
 SENTENCES = ["the cat sat", "a dog ran far", "we speak now", "tones are not words", "one more line", "hello there"]
 
 
@@ -30,8 +38,15 @@ def harmonic(seconds, f0, sr=16000):
 def run(hparams, out, extra):
     """Train with the TINY settings; `extra` (flag, value pairs) wins over them."""
     opts = {**TINY, **dict(zip(extra[::2], extra[1::2]))}
-    cmd = [sys.executable, str(REPO / "recipes/lm/train.py"), str(REPO / hparams), "--output_folder", str(out),
-           *(a for kv in opts.items() for a in kv), "--noprogressbar"]
+    cmd = [
+        sys.executable,
+        str(REPO / "recipes/lm/train.py"),
+        str(REPO / hparams),
+        "--output_folder",
+        str(out),
+        *(a for kv in opts.items() for a in kv),
+        "--noprogressbar",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
 
@@ -50,14 +65,36 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
         path = tmp_path / "audio" / f"u{i}.wav"
         path.parent.mkdir(exist_ok=True)
         sf.write(path, harmonic(0.6 + 0.1 * len(text.split()), f0), 16000)
-        utts.append(Utterance(f"u{i}", str(path), 1.0, speaker=spk, text=text, split="dev" if i in (4, 6, 7) else "train"))
+        utts.append(
+            Utterance(f"u{i}", str(path), 1.0, speaker=spk, text=text, split="dev" if i in (4, 6, 7) else "train")
+        )
     write_manifest(tmp_path / "train.csv", [u for u in utts if u.split == "train"])
     write_manifest(tmp_path / "dev.csv", [u for u in utts if u.split == "dev"])
     out, cache = tmp_path / "exp", tmp_path / "tokens"
-    args = ["--manifest_folder", str(tmp_path), "--train_manifests", "[train.csv]", "--dev_manifests", "[dev.csv]",
-            "--token_cache", str(cache), "--text", "{kind: chars, language: en-us}", "--default_voice", "spk0",
-            "--max_frames", "200", "--prompt_frames", "20", "--max_batch_frames", "300", "--steps_per_epoch", "20",
-            "--aligner", "{steps: 30, batch_size: 4, lr: 0.003, dim: 16}"]
+    args = [
+        "--manifest_folder",
+        str(tmp_path),
+        "--train_manifests",
+        "[train.csv]",
+        "--dev_manifests",
+        "[dev.csv]",
+        "--token_cache",
+        str(cache),
+        "--text",
+        "{kind: chars, language: en-us}",
+        "--default_voice",
+        "spk0",
+        "--max_frames",
+        "200",
+        "--prompt_frames",
+        "20",
+        "--max_batch_frames",
+        "300",
+        "--steps_per_epoch",
+        "20",
+        "--aligner",
+        "{steps: 30, batch_size: 4, lr: 0.003, dim: 16}",
+    ]
     first = run("recipes/lm/tts/hparams/cpu.yaml", out, [*args, "--number_of_epochs", "1"])
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     tokens = sorted(cache.rglob("*.npz"))
@@ -89,13 +126,35 @@ def noisy_pairs(tmp_path) -> list[str]:
         for kind, wav in (("clean", clean), ("noisy", noisy)):
             (tmp_path / kind).mkdir(exist_ok=True)
             sf.write(tmp_path / kind / f"p{i}.flac", wav, 16000)
-        utts.append(Utterance(f"p{i}", str(tmp_path / "noisy" / f"p{i}.flac"), 1.0, split="dev" if i > 3 else "train",
-                              extra={"clean_path": str(tmp_path / "clean" / f"p{i}.flac")}))
+        utts.append(
+            Utterance(
+                f"p{i}",
+                str(tmp_path / "noisy" / f"p{i}.flac"),
+                1.0,
+                split="dev" if i > 3 else "train",
+                extra={"clean_path": str(tmp_path / "clean" / f"p{i}.flac")},
+            )
+        )
     write_manifest(tmp_path / "train.csv", utts[:4])
     write_manifest(tmp_path / "dev.csv", utts[4:])
-    return ["--manifest_folder", str(tmp_path), "--train_manifests", "[train.csv]", "--dev_manifests", "[dev.csv]",
-            "--token_cache", str(tmp_path / "tokens"), "--crop_frames", "25", "--batch_size", "4",
-            "--steps_per_epoch", "20", "--number_of_epochs", "2"]
+    return [
+        "--manifest_folder",
+        str(tmp_path),
+        "--train_manifests",
+        "[train.csv]",
+        "--dev_manifests",
+        "[dev.csv]",
+        "--token_cache",
+        str(tmp_path / "tokens"),
+        "--crop_frames",
+        "25",
+        "--batch_size",
+        "4",
+        "--steps_per_epoch",
+        "20",
+        "--number_of_epochs",
+        "2",
+    ]
 
 
 def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
@@ -114,9 +173,23 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
     # its dev loss, far from chance
     tuned = tmp_path / "tuned"
     deeper = TINY["--model"].replace("n_layers: 1", "n_layers: 2")
-    proc = run("recipes/lm/enhance/hparams/cpu.yaml", tuned,
-               [*args[:-4], "--steps_per_epoch", "1", "--number_of_epochs", "1", "--lr", "1e-6", "--init_from", str(export),
-                "--model", deeper])
+    proc = run(
+        "recipes/lm/enhance/hparams/cpu.yaml",
+        tuned,
+        [
+            *args[:-4],
+            "--steps_per_epoch",
+            "1",
+            "--number_of_epochs",
+            "1",
+            "--lr",
+            "1e-6",
+            "--init_from",
+            str(export),
+            "--model",
+            deeper,
+        ],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "new in this run: src_frame_emb.weight" in proc.stdout and "grown from 1 to 2 blocks" in proc.stdout
     assert abs(dev_losses(tuned)[0] - min(losses)) < 0.02 < losses[0] - min(losses)
@@ -131,12 +204,27 @@ def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
 
 
 def test_tts_eval_set_prompts_each_row_with_another_utterance_of_its_speaker(tmp_path):
-    rows = [Utterance(f"{spk}{i}", f"/a/{spk}{i}.wav", 1.0 + i, speaker=spk, text=f"line {i}", split="dev")
-            for spk, n in (("a", 5), ("b", 2), ("solo", 1)) for i in range(n)]
+    rows = [
+        Utterance(f"{spk}{i}", f"/a/{spk}{i}.wav", 1.0 + i, speaker=spk, text=f"line {i}", split="dev")
+        for spk, n in (("a", 5), ("b", 2), ("solo", 1))
+        for i in range(n)
+    ]
     write_manifest(tmp_path / "dev.csv", rows)
     out = tmp_path / "eval.csv"
-    proc = subprocess.run([sys.executable, str(REPO / "recipes/lm/tts_eval_set.py"), str(tmp_path / "dev.csv"),
-                           "--per-speaker", "3", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "recipes/lm/tts_eval_set.py"),
+            str(tmp_path / "dev.csv"),
+            "--per-speaker",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     picked = read_manifest(out)
     assert [u.speaker for u in picked].count("a") == 3 and [u.speaker for u in picked].count("b") == 2
@@ -151,9 +239,21 @@ def test_tts_eval_set_prompts_each_row_with_another_utterance_of_its_speaker(tmp
 def test_enhance_recipe_runs_on_the_learned_codecs(tmp_path, codec, pattern):
     """The same recipe over the bundled RVQ (8 codebooks, delay pattern) and single-codebook codecs."""
     out = tmp_path / "exp"
-    proc = run("recipes/lm/enhance/hparams/cpu.yaml", out,
-               [*noisy_pairs(tmp_path), "--codec", codec, "--pattern", pattern,
-                "--sampling", "{temperature: 0.0}", "--render", "{mode: codec, mean_levels: False}"])
+    proc = run(
+        "recipes/lm/enhance/hparams/cpu.yaml",
+        out,
+        [
+            *noisy_pairs(tmp_path),
+            "--codec",
+            codec,
+            "--pattern",
+            pattern,
+            "--sampling",
+            "{temperature: 0.0}",
+            "--render",
+            "{mode: codec, mean_levels: False}",
+        ],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = dev_losses(out)
     assert losses[1] < losses[0]
@@ -174,23 +274,47 @@ def test_score_draws_pools_the_0_to_10_db_pairs_of_four_draws(tmp_path):
             noisy = clean + 0.05 * rng.standard_normal(clean.shape).astype(np.float32)
             for kind, wav in (("clean", clean), ("noisy", noisy)):
                 sf.write(tmp_path / f"{name}{i}_{kind}.flac", wav, 16000)
-            rows.append(Utterance(f"{name}{i}", str(tmp_path / f"{name}{i}_noisy.flac"), 1.0, split="dev",
-                                  extra={"clean_path": str(tmp_path / f"{name}{i}_clean.flac"), "snr_db": str(snr)}))
+            rows.append(
+                Utterance(
+                    f"{name}{i}",
+                    str(tmp_path / f"{name}{i}_noisy.flac"),
+                    1.0,
+                    split="dev",
+                    extra={"clean_path": str(tmp_path / f"{name}{i}_clean.flac"), "snr_db": str(snr)},
+                )
+            )
         write_manifest(manifests / f"{name}_dev.csv", rows)
     out = tmp_path / "draws"
 
     def score():
-        proc = subprocess.run([sys.executable, str(REPO / "recipes/lm/enhance/score_draws.py"), "--manifests",
-                               str(manifests), "--out", str(out), "--models", "enhance-dmel-16k",
-                               str(REPO / "speechtok/pretrained/enhance-dmel-16k")],
-                              capture_output=True, text=True, cwd=REPO, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "recipes/lm/enhance/score_draws.py"),
+                "--manifests",
+                str(manifests),
+                "--out",
+                str(out),
+                "--models",
+                "enhance-dmel-16k",
+                str(REPO / "speechtok/pretrained/enhance-dmel-16k"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
     proc = score()
-    assert "| dev pairs | 1 |" in proc.stdout and "| seed 777 | 2 |" in proc.stdout and "| all four | 6 |" in proc.stdout
+    assert (
+        "| dev pairs | 1 |" in proc.stdout and "| seed 777 | 2 |" in proc.stdout and "| all four | 6 |" in proc.stdout
+    )
     draws = json.loads((out / "scores.json").read_text())["draws"]
-    each = [draws[d]["0-enhance-dmel-16k"]["enhanced"] for d in ("noisy", "noisy_check", "noisy_check3", "noisy_check4")]
+    each = [
+        draws[d]["0-enhance-dmel-16k"]["enhanced"] for d in ("noisy", "noisy_check", "noisy_check3", "noisy_check4")
+    ]
     pooled = draws["all four"]["0-enhance-dmel-16k"]["enhanced"]
     assert pooled["n"] == 6 and pooled["stoi"] == pytest.approx(sum(m["stoi"] * m["n"] for m in each) / 6)
     assert draws["all four"]["1-enhance-dmel-16k"] == draws["all four"]["0-enhance-dmel-16k"]
@@ -198,6 +322,8 @@ def test_score_draws_pools_the_0_to_10_db_pairs_of_four_draws(tmp_path):
     assert len(list(out.rglob("*.wav"))) == 6
     # a pair drawn again under the same ID is enhanced afresh; the others are only scored
     redrawn = tmp_path / "noisy_check0_noisy.flac"
-    sf.write(redrawn, sf.read(redrawn, dtype="float32")[0] + 0.01 * rng.standard_normal(16000).astype(np.float32), 16000)
+    sf.write(
+        redrawn, sf.read(redrawn, dtype="float32")[0] + 0.01 * rng.standard_normal(16000).astype(np.float32), 16000
+    )
     score()
     assert len(list(out.rglob("noisy_check0-*.wav"))) == 2 and len(list(out.rglob("*.wav"))) == 7

@@ -45,6 +45,7 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
     assert utt.path == str((tmp_path / "pack/audio/x.ogg").resolve())
 
 
+@pytest.mark.slow
 def test_training_pack_is_portable(tmp_path):
     import subprocess
     import sys
@@ -62,8 +63,20 @@ def test_training_pack_is_portable(tmp_path):
         utts.append(Utterance(f"u{i}", str(src / f"u{i}.flac"), 1.0, "spk", "hi", "", "train"))
     write_manifest(tmp_path / "m/toy_train.csv", utts)
     out = tmp_path / "pack"
-    cmd = [sys.executable, "recipes/data/pack.py", "--manifests", str(tmp_path / "m"), "--names", "toy",
-           "--splits", "train", "--out", str(out), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "recipes/data/pack.py",
+        "--manifests",
+        str(tmp_path / "m"),
+        "--names",
+        "toy",
+        "--splits",
+        "train",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, cwd=__import__("pathlib").Path(__file__).parents[1])
     moved = tmp_path / "moved"
     out.rename(moved)  # the pack works from anywhere

@@ -71,10 +71,16 @@ def test_inputs_torch_shapes_lengths_and_rates(x):
     assert M.pesq_wb(x24, x24, 24000) == pytest.approx(4.64, abs=0.01)  # resampled to 16 kHz
 
 
-@pytest.mark.parametrize("fn", [
-    lambda r, e: M.pesq_wb(r, e, SR), lambda r, e: M.stoi(r, e, SR), lambda r, e: M.estoi(r, e, SR),
-    M.si_sdr, lambda r, e: M.mel_distance(r, e, SR),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda r, e: M.pesq_wb(r, e, SR),
+        lambda r, e: M.stoi(r, e, SR),
+        lambda r, e: M.estoi(r, e, SR),
+        M.si_sdr,
+        lambda r, e: M.mel_distance(r, e, SR),
+    ],
+)
 def test_bad_input_errors(fn, x):
     with pytest.raises(ValueError, match="reference: waveform is empty"):
         fn(np.zeros(0), x)

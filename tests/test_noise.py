@@ -41,8 +41,16 @@ def pool(tmp_path):
     clean = []
     for i in range(6):
         path = save_audio(tmp_path / "clean" / f"u{i}.flac", fake_speech(0.6 + 0.1 * i, 100 + 30 * i, i), SR)
-        clean.append(Utterance(ID=f"u{i}", path=str(path), duration=0.6 + 0.1 * i, speaker=f"s{i % 3}",
-                               text=f"text {i}", split="dev" if i >= 4 else "train"))
+        clean.append(
+            Utterance(
+                ID=f"u{i}",
+                path=str(path),
+                duration=0.6 + 0.1 * i,
+                speaker=f"s{i % 3}",
+                text=f"text {i}",
+                split="dev" if i >= 4 else "train",
+            )
+        )
     noise = []
     for name, split in (("hum", "train"), ("hiss", "dev")):
         gen = np.random.default_rng(len(name))
@@ -154,7 +162,7 @@ def test_shaped_noise_varies_its_slope_and_level():
         frames = x[0, : 4 * SR].reshape(40, -1).pow(2).mean(-1)
         swings.append(float(frames.max() / frames.min()))
     assert np.ptp(slopes) > 5.0, slopes  # dB per decade: not one fixed colour
-    assert max(swings) > 4.0, swings     # amplitude modulation: not stationary
+    assert max(swings) > 4.0, swings  # amplitude modulation: not stationary
 
 
 def test_mixer_speed_perturbation(pool):
@@ -179,9 +187,16 @@ def test_mixer_items_do_not_depend_on_the_thread_count(tmp_path):
 
     Talker l15's RMS comes out 1 ulp apart at one and two threads (found by search).
     """
-    clean = [Utterance(ID=f"l{i}", path=str(save_audio(tmp_path / f"l{i}.flac", fake_speech(3.0 + 0.4 * i, 90 + 20 * i, i),
-                                                       SR)), duration=3.0 + 0.4 * i, speaker=f"s{i}", split="train")
-             for i in range(12, 18)]
+    clean = [
+        Utterance(
+            ID=f"l{i}",
+            path=str(save_audio(tmp_path / f"l{i}.flac", fake_speech(3.0 + 0.4 * i, 90 + 20 * i, i), SR)),
+            duration=3.0 + 0.4 * i,
+            speaker=f"s{i}",
+            split="train",
+        )
+        for i in range(12, 18)
+    ]
     mixer = NoisyMixer(clean, noise_kinds={"babble": 1.0}, reverb_prob=0.5, speed_range=(0.9, 1.1), num_items=6)
     threads = torch.get_num_threads()
     try:
@@ -242,8 +257,9 @@ def test_make_noisy_corpus_deterministic_and_resumable(pool, tmp_path):
             assert f.stat().st_mtime_ns == mtimes[f], f
 
     # more hours extend the corpus: the pairs written so far keep their IDs and bytes
-    longer = read_manifest(make_noisy_corpus(pool["clean_csv"], pool["noise_csv"], tmp_path / "a", 2 * hours,
-                                             seed=5, workers=0))
+    longer = read_manifest(
+        make_noisy_corpus(pool["clean_csv"], pool["noise_csv"], tmp_path / "a", 2 * hours, seed=5, workers=0)
+    )
     same = {u.ID: u.extra for u in longer}
     assert len(longer) > len(utts) and all(same.get(u.ID) == u.extra for u in utts)
     assert all(f.stat().st_mtime_ns == mtimes[f] for f in files if f.stem != victim.ID)

@@ -5,8 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import missing
+import pytest
 import soundfile as sf
+from conftest import missing
 
 from speechtok.data.manifest import read_manifest
 from speechtok.data.synth import DEFAULT_VOICES, EngineMissing, check_engines
@@ -15,14 +16,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_prepare(shared_data, out, *extra):
-    cmd = [sys.executable, str(REPO / "recipes/data/prepare.py"), str(REPO / "recipes/data/hparams/prepare.yaml"),
-           "--hours", "0.002", "--synth_block_size", "1", "--workers", "1", "--noprogressbar",
-           "--shared_data", str(shared_data), "--output_folder", str(out), *extra]
+    cmd = [
+        sys.executable,
+        str(REPO / "recipes/data/prepare.py"),
+        str(REPO / "recipes/data/hparams/prepare.yaml"),
+        "--hours",
+        "0.002",
+        "--synth_block_size",
+        "1",
+        "--workers",
+        "1",
+        "--noprogressbar",
+        "--shared_data",
+        str(shared_data),
+        "--output_folder",
+        str(out),
+        *extra,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r.stdout, json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_prepare_tiny_then_resume(shared_data, tmp_path):
     try:
         check_engines(DEFAULT_VOICES)
@@ -54,9 +70,24 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
 
     # Third run: an augmented corpus (other seed, speed perturbation, shaped noise) beside the first.
     before = (manifests / "noisy_train.csv").read_bytes()
-    _, aug = run_prepare(shared_data, out, "--real_speech_stage", "False", "--synth_stage", "False",
-                         "--noisy_name", "noisy_aug", "--seed", "7", "--noisy_dev_hours", "0",
-                         "--speed_range", "[0.9, 1.1]", "--noise_kinds", "{shaped: 1, white: 0, pink: 0, brown: 0, babble: 0}")
+    _, aug = run_prepare(
+        shared_data,
+        out,
+        "--real_speech_stage",
+        "False",
+        "--synth_stage",
+        "False",
+        "--noisy_name",
+        "noisy_aug",
+        "--seed",
+        "7",
+        "--noisy_dev_hours",
+        "0",
+        "--speed_range",
+        "[0.9, 1.1]",
+        "--noise_kinds",
+        "{shaped: 1, white: 0, pink: 0, brown: 0, babble: 0}",
+    )
     assert aug["manifests"]["noisy_aug_train"]["files"] > 0 and aug["manifests"]["noisy_aug_dev"]["files"] == 0
     pairs = read_manifest(manifests / "noisy_aug_train.csv")
     assert {u.extra["noise_kind"] for u in pairs} <= {"shaped", "real"}  # the override merged into the defaults

@@ -14,8 +14,18 @@ def tiny(seed=0, **kw) -> RVQCodec:
     """A tiny codec whose codebooks were initialised (k-means) and updated on speech-like audio:
     distinct codewords, so no code is a tie."""
     torch.manual_seed(seed)
-    cfg = dict(n_codebooks=4, codebook_size=32, codebook_dim=8, dim=32, intermediate_dim=64,
-               encoder_layers=2, decoder_layers=1) | kw
+    cfg = (
+        dict(
+            n_codebooks=4,
+            codebook_size=32,
+            codebook_dim=8,
+            dim=32,
+            intermediate_dim=64,
+            encoder_layers=2,
+            decoder_layers=1,
+        )
+        | kw
+    )
     codec = RVQCodec(**cfg).train()
     wav = torch.cat([speechlike(2.0, seed=s) for s in range(4)])
     with torch.no_grad():
@@ -48,7 +58,7 @@ def test_codes_do_not_depend_on_chunking_or_batch_padding(codec):
     a, b = speechlike(1.7, seed=2), speechlike(0.9, seed=3)
     batch = torch.zeros(2, 1, a.shape[-1])
     batch[0], batch[1, :, : b.shape[-1]] = a[0], b[0]
-    batch[1, :, b.shape[-1]:] = 0.5  # garbage past an item's end must not leak into its codes
+    batch[1, :, b.shape[-1] :] = 0.5  # garbage past an item's end must not leak into its codes
     codes, frames = codec.encode(batch, lengths=torch.tensor([a.shape[-1], b.shape[-1]]))
     assert torch.equal(codes[0, :, : frames[0]], codec.encode(a)[0])
     assert torch.equal(codes[1, :, : frames[1]], codec.encode(b)[0])

@@ -18,16 +18,35 @@ RECIPE = REPO / "recipes/codec/rvq"
 
 def run(out, manifest, epochs):
     cmd = [
-        sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams/rvq-16k.yaml"),
-        "--output_folder", str(out), "--manifest_folder", str(manifest),
-        "--n_dev_utts", "1", "--batch_size", "4", "--steps_per_epoch", "30", "--number_of_epochs", str(epochs),
-        "--warmup_steps", "1", "--lr", "0.003", "--segment_seconds", "0.5",
-        "--codec", "{n_codebooks: 2, codebook_size: 16, codebook_dim: 8, dim: 32, intermediate_dim: 64, "
-                   "encoder_layers: 1, decoder_layers: 1, quantizer_dropout: True}",
+        sys.executable,
+        str(RECIPE / "train.py"),
+        str(RECIPE / "hparams/rvq-16k.yaml"),
+        "--output_folder",
+        str(out),
+        "--manifest_folder",
+        str(manifest),
+        "--n_dev_utts",
+        "1",
+        "--batch_size",
+        "4",
+        "--steps_per_epoch",
+        "30",
+        "--number_of_epochs",
+        str(epochs),
+        "--warmup_steps",
+        "1",
+        "--lr",
+        "0.003",
+        "--segment_seconds",
+        "0.5",
+        "--codec",
+        "{n_codebooks: 2, codebook_size: 16, codebook_dim: 8, dim: 32, intermediate_dim: 64, "
+        "encoder_layers: 1, decoder_layers: 1, quantizer_dropout: True}",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
+@pytest.mark.slow
 def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
     out, log = train_twice(run, tmp_path)
     losses = [float(re.search(r"valid mel_l1: ([\d.e+-]+)", line).group(1)) for line in log]

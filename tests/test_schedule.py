@@ -43,12 +43,22 @@ def fit(tmp_path, minutes):
     counter = sb.utils.epoch_loop.EpochCounter(limit=3)
     ckpt = sb.utils.checkpoints.Checkpointer(tmp_path / "save", recoverables={"lin": lin, "counter": counter})
     hp = {"lr": 0.1, "warmup_steps": 1, "total_steps": 10**6, "train_minutes": minutes}
-    brain = SlowBrain(modules={"lin": lin}, opt_class=lambda p: torch.optim.SGD(p, lr=0.1), hparams=hp,
-                      checkpointer=ckpt, run_opts={"device": "cpu", "noprogressbar": True})
+    brain = SlowBrain(
+        modules={"lin": lin},
+        opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
+        hparams=hp,
+        checkpointer=ckpt,
+        run_opts={"device": "cpu", "noprogressbar": True},
+    )
     brain.lrs = []
     batches = [torch.randn(2, 4) for _ in range(500)]  # an epoch would take 10 s
-    brain.fit(counter, batches, batches[:2], train_loader_kwargs={"batch_size": None},
-              valid_loader_kwargs={"batch_size": None})
+    brain.fit(
+        counter,
+        batches,
+        batches[:2],
+        train_loader_kwargs={"batch_size": None},
+        valid_loader_kwargs={"batch_size": None},
+    )
     return brain, counter
 
 

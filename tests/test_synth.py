@@ -5,8 +5,8 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import missing
 import soundfile as sf
+from conftest import missing
 
 from speechtok.data import synth
 from speechtok.data.manifest import read_manifest, write_manifest
@@ -108,8 +108,15 @@ def test_build_every_engine_resume_and_manifest(tmp_path):
     require_engines(E2E_VOICES)
     dev_voice = parse_voice(E2E_VOICES[-1]).id
     out = tmp_path / "synth"
-    kw = dict(voices=E2E_VOICES, dev_voices=[E2E_VOICES[-1]], dev_fraction=0.3, sentences=SENTENCES,
-              seed=0, block_size=2, progress=False)
+    kw = dict(
+        voices=E2E_VOICES,
+        dev_voices=[E2E_VOICES[-1]],
+        dev_fraction=0.3,
+        sentences=SENTENCES,
+        seed=0,
+        block_size=2,
+        progress=False,
+    )
     # Targets exceed what 6 sentences can give, so every (voice, sentence) pair of each split is made.
     with pytest.warns(UserWarning, match="exhausted"):
         first = build_synth_corpus(out, hours=0.05, workers=2, **kw)
@@ -162,8 +169,15 @@ def test_engine_failure_names_the_voice(tmp_path):
     with pytest.raises(EngineMissing, match="variant.*'f99'"):
         check_engines([parse_voice("espeak:en-us+f99")])
     with pytest.raises(SynthError, match="espeak-bogus: espeak-ng failed"):
-        build_synth_corpus(tmp_path, hours=0.001, voices=["espeak:bogus"], dev_voices=[],
-                           sentences=SENTENCES, workers=1, progress=False)
+        build_synth_corpus(
+            tmp_path,
+            hours=0.001,
+            voices=["espeak:bogus"],
+            dev_voices=[],
+            sentences=SENTENCES,
+            workers=1,
+            progress=False,
+        )
 
 
 def test_all_default_voices_installed():

@@ -7,8 +7,17 @@ import pytest
 
 from speechtok.codecs import DMelCodec, load_codec
 from speechtok.tokens import (
-    TOKEN_FORMAT_VERSION, TokenFile, TokenFileError, codec_hash, codes_dtype, iter_tokens,
-    load_tokens, read_shard, save_shard, save_tokens, write_npz,
+    TOKEN_FORMAT_VERSION,
+    TokenFile,
+    TokenFileError,
+    codec_hash,
+    codes_dtype,
+    iter_tokens,
+    load_tokens,
+    read_shard,
+    save_shard,
+    save_tokens,
+    write_npz,
 )
 
 
@@ -41,7 +50,12 @@ def test_round_trip_keeps_codes_and_metadata(codec, tmp_path):
     back = load_tokens(path)
     assert back.codes.dtype == np.uint8 and back.codes.shape == (80, 51)
     np.testing.assert_array_equal(back.codes, tf.codes)
-    assert (back.codec, back.codec_hash, back.sample_rate, back.frame_rate) == ("dmel-16k-gl", codec_hash(codec), 16000, 50.0)
+    assert (back.codec, back.codec_hash, back.sample_rate, back.frame_rate) == (
+        "dmel-16k-gl",
+        codec_hash(codec),
+        16000,
+        50.0,
+    )
     assert (back.n_samples, back.orig_sample_rate, back.format_version) == (16001, 22050, TOKEN_FORMAT_VERSION)
     assert back.bitrate == 16000 and back.duration == pytest.approx(16001 / 16000)
     # a plain numpy reader needs no pickles
@@ -62,8 +76,9 @@ def test_bytes_are_deterministic(codec, tmp_path):
         assert names == sorted(names) and all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist())
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "plain_npz", "frames", "hash", "version", "float",
-                                    "range", "ndim"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "garbage", "plain_npz", "frames", "hash", "version", "float", "range", "ndim"]
+)
 def test_broken_files_are_refused_naming_the_file(codec, tmp_path, damage):
     path = save_tokens(tmp_path / "t.npz", make(codec))
     arrays = dict(np.load(path))
@@ -89,10 +104,17 @@ def test_broken_files_are_refused_naming_the_file(codec, tmp_path, damage):
         write_npz(path, arrays)
     with pytest.raises(TokenFileError, match=str(path)) as exc:
         load_tokens(path)
-    expected = {"truncate": "not a valid token file", "garbage": "not a valid token file",
-                "plain_npz": "missing", "frames": "does not match", "hash": "corrupt",
-                "version": "newer", "float": "codes are float32, not integers", "range": "outside the codebook [0, 16)",
-                "ndim": "codes must be [K, F]"}[damage]
+    expected = {
+        "truncate": "not a valid token file",
+        "garbage": "not a valid token file",
+        "plain_npz": "missing",
+        "frames": "does not match",
+        "hash": "corrupt",
+        "version": "newer",
+        "float": "codes are float32, not integers",
+        "range": "outside the codebook [0, 16)",
+        "ndim": "codes must be [K, F]",
+    }[damage]
     assert expected in str(exc.value)
 
 

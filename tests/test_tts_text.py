@@ -69,9 +69,11 @@ def test_unknown_symbols_are_dropped_with_a_warning():
         TextFrontend("chars", symbols=list(" ab"), warn=False).encode("zzz")
 
 
-PARAGRAPH = ("The keeper climbed the stairs, lit the lamp, and watched the ships. In winter the waves rose "
-             "higher than the rocks; still, the light never failed! Sailors spoke of him: a quiet man… "
-             "\u201cHe kept the flame alive,\u201d they said. Then-a-long-word ends it.")
+PARAGRAPH = (
+    "The keeper climbed the stairs, lit the lamp, and watched the ships. In winter the waves rose "
+    "higher than the rocks; still, the light never failed! Sailors spoke of him: a quiet man… "
+    "\u201cHe kept the flame alive,\u201d they said. Then-a-long-word ends it."
+)
 
 
 def test_split_text_keeps_text_that_fits_whole():
@@ -96,10 +98,14 @@ def test_split_text_pieces_fit_lose_nothing_and_keep_order(limit):
 
 def test_split_text_prefers_sentences_then_clauses():
     assert T.split_text(PARAGRAPH, lambda piece: len(piece) <= 60) == [
-        ("The keeper climbed the stairs, lit the lamp,", "clause"), ("and watched the ships.", "sentence"),
+        ("The keeper climbed the stairs, lit the lamp,", "clause"),
+        ("and watched the ships.", "sentence"),
         ("In winter the waves rose higher than the rocks; still,", "clause"),
-        ("the light never failed!", "sentence"), ("Sailors spoke of him: a quiet man…", "sentence"),
-        ('"He kept the flame alive," they said.', "sentence"), ("Then-a-long-word ends it.", None)]
+        ("the light never failed!", "sentence"),
+        ("Sailors spoke of him: a quiet man…", "sentence"),
+        ('"He kept the flame alive," they said.', "sentence"),
+        ("Then-a-long-word ends it.", None),
+    ]
     by_clause = T.split_text("one two three, four five six, seven eight", lambda piece: len(piece) <= 30)
     assert by_clause == [("one two three, four five six,", "clause"), ("seven eight", None)]
 

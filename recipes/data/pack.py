@@ -8,8 +8,9 @@ fits beside the checkout and the wheels once the bundled models the run does not
 offloaded (recipes/device/kit.sh). That setting changes 19.5% of the dMel codes against the
 FLAC originals, 0.1% of them by more than one level; at 14 kbit/s (`--compression-level 0.97`,
 22 MiB) 32% and 1%. Fine-tuning on pairs mixed from either pack scored about 0.01 PESQ-wb below
-the CPU stages' FLAC-trained enhancer on real audio (recipes/lm/README.md, stages 11 and 12). Manifest paths are relative to the pack, and a file listed by several manifests
-(cathy in real_speech, say) is packed once.
+the CPU stages' FLAC-trained enhancer on real audio (recipes/lm/README.md, stages 11 and 12).
+Manifest paths are relative to the pack, and a file listed by several manifests (cathy in
+real_speech, say) is packed once.
 
     python recipes/data/pack.py --manifests work_data/manifests --out .pack
 
@@ -92,8 +93,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(".pack"))
     p.add_argument("--unpack", type=Path, help="a pack to decode into --out instead")
     p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--compression-level", type=float, default=0.9,
-                   help="soundfile's Opus setting: 0.9 is about 32 kbit/s, 0.97 about 14, 0.98 about 12")
+    p.add_argument(
+        "--compression-level",
+        type=float,
+        default=0.9,
+        help="soundfile's Opus setting: 0.9 is about 32 kbit/s, 0.97 about 14, 0.98 about 12",
+    )
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     if args.unpack:

@@ -33,8 +33,11 @@ def repo_path(p: str | Path) -> Path:
 
 
 def stats(utts: list[Utterance]) -> dict:
-    return {"files": len(utts), "hours": round(sum(u.duration for u in utts) / 3600, 4),
-            "speakers": len({u.speaker for u in utts if u.speaker})}
+    return {
+        "files": len(utts),
+        "hours": round(sum(u.duration for u in utts) / 3600, 4),
+        "speakers": len({u.speaker for u in utts if u.speaker}),
+    }
 
 
 def write_splits(manifests: Path, name: str, utts: list[Utterance], summary: dict) -> None:
@@ -61,14 +64,24 @@ def real_speech_stage(hp: dict, manifests: Path, summary: dict) -> None:
 
 def synth_stage(hp: dict, manifests: Path, summary: dict, progress: bool) -> None:
     result = build_synth_corpus(
-        hp["output_folder"] / "synth", hours=hp["hours"], voices=hp["synth_voices"],
-        dev_voices=hp["synth_dev_voices"], dev_fraction=hp["dev_fraction"],
-        text_dir=repo_path(hp["shared_data"]) / "text", seed=hp["seed"], workers=hp["workers"],
-        block_size=hp["synth_block_size"], sample_rate=hp["sample_rate"], progress=progress,
+        hp["output_folder"] / "synth",
+        hours=hp["hours"],
+        voices=hp["synth_voices"],
+        dev_voices=hp["synth_dev_voices"],
+        dev_fraction=hp["dev_fraction"],
+        text_dir=repo_path(hp["shared_data"]) / "text",
+        seed=hp["seed"],
+        workers=hp["workers"],
+        block_size=hp["synth_block_size"],
+        sample_rate=hp["sample_rate"],
+        progress=progress,
     )
     write_splits(manifests, "synth", result.utterances, summary)
-    summary["synth"] = {"synthesized_now": result.synthesized, "resumed": len(result.utterances) - result.synthesized,
-                        "voices": {s: sorted({u.speaker for u in result.split(s)}) for s in SPLITS}}
+    summary["synth"] = {
+        "synthesized_now": result.synthesized,
+        "resumed": len(result.utterances) - result.synthesized,
+        "voices": {s: sorted({u.speaker for u in result.split(s)}) for s in SPLITS},
+    }
 
 
 def noisy_stage(hp: dict, manifests: Path, summary: dict) -> None:
@@ -82,11 +95,18 @@ def noisy_stage(hp: dict, manifests: Path, summary: dict) -> None:
         if hours <= 0 or not summary["manifests"][f"clean_{split}"]["files"]:
             continue
         path = make_noisy_corpus(
-            manifests / f"clean_{split}.csv", manifests / f"noise_{split}.csv" if noise_ok else None,
-            hp["output_folder"] / name / split, hours=hours,
-            snr_range=tuple(hp["snr_range"]), seed=hp["seed"], reverb_prob=hp["reverb_prob"],
-            workers=hp["workers"], sample_rate=hp["sample_rate"], noise_kinds=hp["noise_kinds"],
-            speed_range=tuple(hp["speed_range"]), noise_speed_range=tuple(hp["noise_speed_range"]),
+            manifests / f"clean_{split}.csv",
+            manifests / f"noise_{split}.csv" if noise_ok else None,
+            hp["output_folder"] / name / split,
+            hours=hours,
+            snr_range=tuple(hp["snr_range"]),
+            seed=hp["seed"],
+            reverb_prob=hp["reverb_prob"],
+            workers=hp["workers"],
+            sample_rate=hp["sample_rate"],
+            noise_kinds=hp["noise_kinds"],
+            speed_range=tuple(hp["speed_range"]),
+            noise_speed_range=tuple(hp["noise_speed_range"]),
         )
         utts += [u for u in read_manifest(path) if u.split == split]
     write_splits(manifests, name, utts, summary)
@@ -98,8 +118,10 @@ def print_summary(summary: dict) -> None:
         print(f"{name:<20}{s['files']:>8}{s['hours']:>10.3f}{s['speakers']:>10}")
     if "synth" in summary:
         v = summary["synth"]["voices"]
-        print(f"synth voices: {len(v['train'])} train + {len(v['dev'])} dev (disjoint); "
-              f"{summary['synth']['synthesized_now']} files synthesised now, {summary['synth']['resumed']} resumed")
+        print(
+            f"synth voices: {len(v['train'])} train + {len(v['dev'])} dev (disjoint); "
+            f"{summary['synth']['synthesized_now']} files synthesised now, {summary['synth']['resumed']} resumed"
+        )
     print("wall time: " + ", ".join(f"{k} {s:.1f}s" for k, s in summary["wall_s"].items()))
     print(f"output: {summary['output_folder']}")
 
@@ -113,9 +135,11 @@ def main(argv: list[str]) -> dict:
     manifests.mkdir(parents=True, exist_ok=True)
     summary = {"output_folder": str(hp["output_folder"]), "manifests": {}, "wall_s": {}}
     t_all = time.perf_counter()
-    stages = [("real_speech", lambda: real_speech_stage(hp, manifests, summary)),
-              ("synth", lambda: synth_stage(hp, manifests, summary, not run_opts["noprogressbar"])),
-              ("noisy", lambda: noisy_stage(hp, manifests, summary))]
+    stages = [
+        ("real_speech", lambda: real_speech_stage(hp, manifests, summary)),
+        ("synth", lambda: synth_stage(hp, manifests, summary, not run_opts["noprogressbar"])),
+        ("noisy", lambda: noisy_stage(hp, manifests, summary)),
+    ]
     for name, run in stages:
         if hp[f"{name}_stage"]:
             t0 = time.perf_counter()

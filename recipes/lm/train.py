@@ -17,7 +17,8 @@ from an aligner trained once on the corpus (cached beside the tokens). Enhanceme
 aligned random crops. The dev loss is reported per group (TTS: voices seen in training vs
 held-out voices, always with a speaker prompt). Re-running the same command resumes (also
 mid-epoch, every `ckpt_interval_minutes`); at the end the best (dev loss) or the last
-end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.tts` / `speechtok.enhance` load.
+end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.tts` /
+`speechtok.enhance` load.
 """
 
 from __future__ import annotations
@@ -44,8 +45,15 @@ from speechtok.lm.data import audio_groups, encode_folders, fixed_batches
 from speechtok.lm.transformer import grow_depth
 from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.tts import Synthesizer
-from speechtok.tts.data import (TTSBatches, default_prompt, durations_path, manifest_texts, symbols_cache, tts_items,
-                                with_durations)
+from speechtok.tts.data import (
+    TTSBatches,
+    default_prompt,
+    durations_path,
+    manifest_texts,
+    symbols_cache,
+    tts_items,
+    with_durations,
+)
 from speechtok.tts.data import dev_batches as tts_dev_batches
 from speechtok.tts.text import TextFrontend
 
@@ -72,8 +80,9 @@ def tts_durations(items: list[dict], hp, codec, frontend) -> list[dict]:
 class LMBrain(WarmupCosineLR, sb.Brain):
     def compute_forward(self, batch, stage):
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
-        return self.modules.lm(b["src"], b["codes"], b["src_len"], b["code_len"], b["prompt_len"],
-                               src_durations=b.get("durations"))
+        return self.modules.lm(
+            b["src"], b["codes"], b["src_len"], b["code_len"], b["prompt_len"], src_durations=b.get("durations")
+        )
 
     def compute_objectives(self, out, batch, stage):
         """The dev loss is the token loss alone (comparable across runs); the duration loss is logged beside it."""
@@ -105,17 +114,27 @@ class LMBrain(WarmupCosineLR, sb.Brain):
         meta = {"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()}
         self.hparams.train_logger.log_stats(stats_meta=meta, train_stats={"loss": self.train_loss}, valid_stats=stats)
         if sb.utils.distributed.if_main_process():
-            print(f"epoch {epoch} step {self.optimizer_step} train {self.train_loss:.4f} "
-                  + " ".join(f"{k} {v:.4f}" for k, v in stats.items()), flush=True)
-        self.checkpointer.save_and_keep_only(meta={**stats, "step": self.optimizer_step}, min_keys=["loss"],
-                                             num_to_keep=2)
+            print(
+                f"epoch {epoch} step {self.optimizer_step} train {self.train_loss:.4f} "
+                + " ".join(f"{k} {v:.4f}" for k, v in stats.items()),
+                flush=True,
+            )
+        self.checkpointer.save_and_keep_only(
+            meta={**stats, "step": self.optimizer_step}, min_keys=["loss"], num_to_keep=2
+        )
 
 
 def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
     """The YAML's `lm_config` (an LMConfig template) completed with the codec's codebooks and the
     source vocabulary (the text front-end's, or the codec's for enhancement)."""
-    return TokenLM(hp["lm_config"](n_codebooks=codec.n_codebooks, codebook_size=codec.codebook_size,
-                                   src_vocab=src_vocab, src_codebooks=src_codebooks))
+    return TokenLM(
+        hp["lm_config"](
+            n_codebooks=codec.n_codebooks,
+            codebook_size=codec.codebook_size,
+            src_vocab=src_vocab,
+            src_codebooks=src_codebooks,
+        )
+    )
 
 
 def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
@@ -136,8 +155,10 @@ def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
         raise ValueError(f"init_from {folder}: weights do not fit this model ({exc})") from exc
     new = [k for k in missing if k.startswith(("src_frame_emb.", "duration."))]
     if unexpected or len(new) != len(missing):
-        raise ValueError(f"init_from {folder}: weights do not fit this model (missing {sorted(set(missing) - set(new))}, "
-                         f"unexpected {sorted(unexpected)})")
+        raise ValueError(
+            f"init_from {folder}: weights do not fit this model (missing {sorted(set(missing) - set(new))}, "
+            f"unexpected {sorted(unexpected)})"
+        )
     if new:
         print(f"init_from {folder}: new in this run: {', '.join(new)}", flush=True)
 
@@ -155,18 +176,33 @@ def prepare(hp, codec):
         items = tts_items(train_m + dev_m, codec, frontend, Path(hp["token_cache"]), hp["codec"])
         if lm.cfg.durations:
             items = tts_durations(items, hp, codec, frontend)
-        usable = [r for r in items if r["codes"].shape[-1] <= hp["max_frames"]
-                  and lm.fits(len(r["src"]), r["codes"].shape[-1] + hp["prompt_frames"])]
+        usable = [
+            r
+            for r in items
+            if r["codes"].shape[-1] <= hp["max_frames"]
+            and lm.fits(len(r["src"]), r["codes"].shape[-1] + hp["prompt_frames"])
+        ]
         dev_ids = {u.ID for m in dev_m for u in read_manifest(m)}
         train = [r for r in usable if r["id"] not in dev_ids]
         dev = [r for r in usable if r["id"] in dev_ids]
         # the speaking rate a prompt without transcript is generated at: median target steps per symbol
-        lm.cfg.default_rate = float(np.median([int(lm.pattern.frame_step(r["codes"].shape[-1])) / len(r["src"])
-                                               for r in train])) if train else 1.0
-        dev_batches = tts_dev_batches(dev, {r["speaker"] for r in train}, hp["n_dev"], hp["prompt_frames"],
-                                      hp["max_batch_frames"], hp["seed"])
-        train_set = TTSBatches(train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["max_batch_frames"],
-                               hp["max_batch_size"], hp["prompt_prob"], hp["prompt_frames"], hp["seed"])
+        lm.cfg.default_rate = (
+            float(np.median([int(lm.pattern.frame_step(r["codes"].shape[-1])) / len(r["src"]) for r in train]))
+            if train
+            else 1.0
+        )
+        dev_batches = tts_dev_batches(
+            dev, {r["speaker"] for r in train}, hp["n_dev"], hp["prompt_frames"], hp["max_batch_frames"], hp["seed"]
+        )
+        train_set = TTSBatches(
+            train,
+            hp["steps_per_epoch"] * hp["grad_accumulation_factor"],
+            hp["max_batch_frames"],
+            hp["max_batch_size"],
+            hp["prompt_prob"],
+            hp["prompt_frames"],
+            hp["seed"],
+        )
         extra = {"frontend": frontend, "train": train, "dev": dev}
     elif hp["task"] == "enhance":
         lm = build_model(hp, codec, codec.codebook_size, codec.n_codebooks)
@@ -175,8 +211,9 @@ def prepare(hp, codec):
         dev = [dev[j] for j in fixed_subset(len(dev), hp["n_dev"], hp["seed"])]
         crop = hp["crop_frames"]
         dev_batches = fixed_batches(crop_rows(dev, crop), "dev", hp["max_batch_frames"])
-        train_set = PairBatches(train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["batch_size"],
-                                crop, hp["seed"])
+        train_set = PairBatches(
+            train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["batch_size"], crop, hp["seed"]
+        )
         extra = {"train": train, "dev": dev}
     else:
         raise ValueError(f"task must be 'tts' or 'enhance', got {hp['task']!r}")
@@ -198,23 +235,43 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     brain.checkpointer.recover_if_possible(**key)
     lm = brain.modules.lm.module if hasattr(brain.modules.lm, "module") else brain.modules.lm
     lm = lm.float().cpu().eval()
-    training = {"step": ckpt.meta["step"],
-                **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss") or k == "duration_mse"},
-                "parameters": count_parameters(lm), "train_items": len(extra["train"]),
-                "train_hours": round(sum(r["codes"].shape[-1] for r in extra["train"]) / codec.frame_rate / 3600, 3)}
+    training = {
+        "step": ckpt.meta["step"],
+        **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss") or k == "duration_mse"},
+        "parameters": count_parameters(lm),
+        "train_items": len(extra["train"]),
+        "train_hours": round(sum(r["codes"].shape[-1] for r in extra["train"]) / codec.frame_rate / 3600, 3),
+    }
     out = Path(hp["export_folder"])
     samples = Path(hp["output_folder"]) / "samples"
     if hp["task"] == "tts":
         prompt = default_prompt(extra["train"], hp["default_voice"], codec.frame_rate)
-        save_lm(out, lm, "tts", codec, text=extra["frontend"].config(), default_prompt=prompt,
-                sampling=dict(hp["sampling"]), render=dict(hp.get("render") or {}), training=training)
-        runner = Synthesizer(lm, codec, {**json.loads((out / "config.json").read_text()),
-                                         "default_prompt": prompt}, out)
+        save_lm(
+            out,
+            lm,
+            "tts",
+            codec,
+            text=extra["frontend"].config(),
+            default_prompt=prompt,
+            sampling=dict(hp["sampling"]),
+            render=dict(hp.get("render") or {}),
+            training=training,
+        )
+        runner = Synthesizer(
+            lm, codec, {**json.loads((out / "config.json").read_text()), "default_prompt": prompt}, out
+        )
         for r in extra["dev"][: hp["n_export_samples"]]:
             save_audio(samples / f"{r['id']}.wav", runner.tts(r["text"], seed=0, max_seconds=15)[0], codec.sample_rate)
     else:
-        save_lm(out, lm, "enhance", codec, sampling=dict(hp["sampling"]), render=dict(hp.get("render") or {}),
-                training={**training, "crop_frames": hp["crop_frames"]})  # the enhancer's chunk size
+        save_lm(
+            out,
+            lm,
+            "enhance",
+            codec,
+            sampling=dict(hp["sampling"]),
+            render=dict(hp.get("render") or {}),
+            training={**training, "crop_frames": hp["crop_frames"]},
+        )  # the enhancer's chunk size
         runner = Enhancer(lm, codec, json.loads((out / "config.json").read_text()), out)
         for r in extra["dev"][: hp["n_export_samples"]]:
             wav = codec.decode(r["noisy"][None].long())[0]
@@ -228,8 +285,9 @@ def main(argv: list[str]) -> None:
     with open(hparams_file) as f:
         hp = load_hyperpyyaml(f, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(experiment_directory=hp["output_folder"], hyperparams_to_save=hparams_file,
-                                   overrides=overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hp["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
     codec = load_codec(hp["codec"])
     # tokenise (and phonemize) on the main process only; then every process reads the caches
     manifests = manifest_paths(hp, "train_manifests") + manifest_paths(hp, "dev_manifests")
@@ -238,16 +296,24 @@ def main(argv: list[str]) -> None:
     if hp.get("init_from"):
         warm_start(lm, hp["init_from"], hp["task"], codec)
     if sb.utils.distributed.if_main_process():
-        print(f"{hp['task']}: {count_parameters(lm) / 1e6:.2f} M parameters, {len(extra['train'])} training items, "
-              f"{len(dev_batches)} dev batches", flush=True)
+        print(
+            f"{hp['task']}: {count_parameters(lm) / 1e6:.2f} M parameters, {len(extra['train'])} training items, "
+            f"{len(dev_batches)} dev batches",
+            flush=True,
+        )
     hp["checkpointer"].add_recoverable("lm", lm)
-    brain = LMBrain(modules={"lm": lm}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts,
-                    checkpointer=hp["checkpointer"])
+    brain = LMBrain(
+        modules={"lm": lm}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts, checkpointer=hp["checkpointer"]
+    )
     brain.train_set = train_set
     if not hp.get("export_only", False):  # export_only: export what is there so far, e.g. mid-run
-        brain.fit(hp["epoch_counter"], train_set, ItemList(dev_batches),
-                  train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
-                  valid_loader_kwargs={"batch_size": None})
+        brain.fit(
+            hp["epoch_counter"],
+            train_set,
+            ItemList(dev_batches),
+            train_loader_kwargs={"batch_size": None, "num_workers": hp["num_workers"]},
+            valid_loader_kwargs={"batch_size": None},
+        )
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(brain, hp, codec.cpu(), extra)}", flush=True)
 

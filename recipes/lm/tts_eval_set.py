@@ -20,8 +20,9 @@ import numpy as np
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 
 
-def with_prompts(rows: list[Utterance], per_speaker: int, seed: int = 0,
-                 prompt_seconds: tuple[float, float] = (2.0, 4.0)) -> list[Utterance]:
+def with_prompts(
+    rows: list[Utterance], per_speaker: int, seed: int = 0, prompt_seconds: tuple[float, float] = (2.0, 4.0)
+) -> list[Utterance]:
     """Up to `per_speaker` rows per speaker, each with another row of its speaker as prompt_path."""
     rng = np.random.default_rng(seed)
     by_speaker = defaultdict(list)
@@ -38,8 +39,17 @@ def with_prompts(rows: list[Utterance], per_speaker: int, seed: int = 0,
             u = mine[j]
             prompts = [p for p in short if p.ID != u.ID] or [p for p in mine if p.ID != u.ID]
             prompt = prompts[int(rng.integers(len(prompts)))]
-            out.append(Utterance(u.ID, u.path, u.duration, speaker=u.speaker, text=u.text, split=u.split,
-                                 extra={"prompt_path": prompt.path, "prompt_id": prompt.ID}))
+            out.append(
+                Utterance(
+                    u.ID,
+                    u.path,
+                    u.duration,
+                    speaker=u.speaker,
+                    text=u.text,
+                    split=u.split,
+                    extra={"prompt_path": prompt.path, "prompt_id": prompt.ID},
+                )
+            )
     return out
 
 

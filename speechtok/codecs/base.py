@@ -167,8 +167,9 @@ class Codec(nn.Module, ABC):
         if codes.dim() != 3 or not (1 if self.variable_bitrate else full) <= codes.shape[1] <= full:
             raise CodecError(f"{self.family} codes must be {shape}, got {tuple(codes.shape)}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-            raise CodecError(f"{self.family} codes must lie in [0, {self.codebook_size}), "
-                             f"got {int(codes.min())}..{int(codes.max())}")
+            raise CodecError(
+                f"{self.family} codes must lie in [0, {self.codebook_size}), got {int(codes.min())}..{int(codes.max())}"
+            )
         return codes.to(self.device, torch.long)
 
     def validate_wav(self, wav: torch.Tensor, name: str = "input") -> torch.Tensor:
@@ -256,7 +257,7 @@ class Codec(nn.Module, ABC):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "Codec":
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> Codec:
         """Load a folder written by `save_pretrained`. Anything short of a working codec of this
         family (a bad config, missing, unreadable, mismatched or NaN/inf weights) is a CodecError
         naming the file: never random weights, never a traceback."""
@@ -271,8 +272,9 @@ class Codec(nn.Module, ABC):
             raise CodecError(f"{where}: invalid {cls.family} config ({_one_line(exc)})") from exc
         weights = directory / "model.safetensors"
         if codec.state_dict() and not weights.is_file():
-            raise CodecError(f"model.safetensors in {directory}: file is missing (this {cls.family} config "
-                             "needs trained weights)")
+            raise CodecError(
+                f"model.safetensors in {directory}: file is missing (this {cls.family} config needs trained weights)"
+            )
         if weights.exists():
             load_weights(codec, read_weights(weights, CodecError), weights, CodecError)
         codec.name = directory.name
@@ -336,8 +338,11 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, 
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
-    diff = [f"{len(names)} {what}, first {names[0]!r}" for what, names in
-            (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if names]
+    diff = [
+        f"{len(names)} {what}, first {names[0]!r}"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+        if names
+    ]
     if shapes:
         diff[-1] += f" {tuple(state[shapes[0]].shape)}, config.json makes {tuple(own[shapes[0]].shape)}"
     if diff:
@@ -354,6 +359,8 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(meta["config"], dict):
         raise CodecError(f"{where}: config must be a JSON object, got a {type(meta['config']).__name__}")
     if meta["format_version"] > FORMAT_VERSION:
-        raise CodecError(f"{where}: format version {meta['format_version']} is newer than this speechtok "
-                         f"supports ({FORMAT_VERSION}); upgrade speechtok")
+        raise CodecError(
+            f"{where}: format version {meta['format_version']} is newer than this speechtok "
+            f"supports ({FORMAT_VERSION}); upgrade speechtok"
+        )
     return meta

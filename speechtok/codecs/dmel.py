@@ -66,9 +66,16 @@ class DMelCodec(Codec):
 
     def config(self) -> dict[str, Any]:
         return dict(
-            sample_rate=self.sample_rate, frame_rate=int(self.frame_rate), n_mels=self.n_mels,
-            n_fft=self.n_fft, win_length=self.win_length, f_min=self.f_min, f_max=self.f_max,
-            n_bins=self.codebook_size, log_min=self.log_min, log_max=self.log_max,
+            sample_rate=self.sample_rate,
+            frame_rate=int(self.frame_rate),
+            n_mels=self.n_mels,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            f_min=self.f_min,
+            f_max=self.f_max,
+            n_bins=self.codebook_size,
+            log_min=self.log_min,
+            log_max=self.log_max,
             vocoder=self.vocoder_config,
         )
 
@@ -151,10 +158,18 @@ class DMelCodec(Codec):
         n = log_mel.shape[-1] * self.hop_length
         win = self.window.double().cpu().numpy()
         wav = [
-            librosa.griffinlim(m, n_iter=n_iter, hop_length=self.hop_length, win_length=self.n_fft,
-                               n_fft=self.n_fft, window=win, center=True, length=n,
-                               momentum=momentum, random_state=0)
+            librosa.griffinlim(
+                m,
+                n_iter=n_iter,
+                hop_length=self.hop_length,
+                win_length=self.n_fft,
+                n_fft=self.n_fft,
+                window=win,
+                center=True,
+                length=n,
+                momentum=momentum,
+                random_state=0,
+            )
             for m in mag
         ]
         return torch.from_numpy(np.stack(wav)).float().unsqueeze(1).to(log_mel.device)
-

@@ -54,17 +54,29 @@ class RVQCodec(Codec):
         self.mel_config, self.vocoder_config = dict(mel or {}), vocoder
         self.frontend = DMelCodec(sample_rate=sample_rate, frame_rate=frame_rate, vocoder=vocoder, **self.mel_config)
         self.sample_rate, self.hop_length, self.codebook_size = sample_rate, self.frontend.hop_length, codebook_size
-        self.dims = dict(codebook_dim=codebook_dim, dim=dim, intermediate_dim=intermediate_dim,
-                         encoder_layers=encoder_layers, decoder_layers=decoder_layers)
+        self.dims = dict(
+            codebook_dim=codebook_dim,
+            dim=dim,
+            intermediate_dim=intermediate_dim,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+        )
         self.quantizer_dropout = quantizer_dropout
         self.receptive = 3 * (encoder_layers + 1)  # frames each side: kernel-7 embedding + one per block
         self.context_frames = self.frontend.context_frames + self.receptive
         n_mels = self.frontend.n_mels
         self.encoder = ConvNeXtBackbone(n_mels, dim, intermediate_dim, encoder_layers)
         self.quantizer = ResidualVQ(
-            dim=dim, num_quantizers=n_codebooks, codebook_size=codebook_size, codebook_dim=codebook_dim,
-            decay=0.99, kmeans_init=True, kmeans_iters=10, threshold_ema_dead_code=2,
-            quantize_dropout=quantizer_dropout and n_codebooks > 1, quantize_dropout_cutoff_index=0,
+            dim=dim,
+            num_quantizers=n_codebooks,
+            codebook_size=codebook_size,
+            codebook_dim=codebook_dim,
+            decay=0.99,
+            kmeans_init=True,
+            kmeans_iters=10,
+            threshold_ema_dead_code=2,
+            quantize_dropout=quantizer_dropout and n_codebooks > 1,
+            quantize_dropout_cutoff_index=0,
         )
         self.mel_decoder = ConvNeXtBackbone(dim, dim, intermediate_dim, decoder_layers)
         self.to_mel = nn.Linear(dim, n_mels)
@@ -112,9 +124,16 @@ class RVQCodec(Codec):
         return self.frontend.decode_crossfade_frames
 
     def config(self) -> dict[str, Any]:
-        return dict(sample_rate=self.sample_rate, frame_rate=int(self.frame_rate), n_codebooks=self.max_codebooks,
-                    codebook_size=self.codebook_size, quantizer_dropout=self.quantizer_dropout,
-                    mel=self.mel_config, vocoder=self.vocoder_config, **self.dims)
+        return dict(
+            sample_rate=self.sample_rate,
+            frame_rate=int(self.frame_rate),
+            n_codebooks=self.max_codebooks,
+            codebook_size=self.codebook_size,
+            quantizer_dropout=self.quantizer_dropout,
+            mel=self.mel_config,
+            vocoder=self.vocoder_config,
+            **self.dims,
+        )
 
     def token_config(self) -> dict[str, Any]:
         """Learned codes are defined by the weights too: a digest of the encoder and codebooks. The
@@ -133,7 +152,9 @@ class RVQCodec(Codec):
             digest = hashlib.sha256()
             for k, v in tensors:
                 digest.update(k.encode())
-                digest.update(v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).cpu().numpy().tobytes())
+                digest.update(
+                    v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).cpu().numpy().tobytes()
+                )
             self._digest = (key, digest.hexdigest()[:16])
         return self._digest[1]
 

@@ -14,8 +14,13 @@ class Vocoder(nn.Module):
     """ConvNeXt backbone at frame rate + iSTFT head; output length is F * hop_length."""
 
     def __init__(
-        self, n_mels: int, hop_length: int, dim: int = 256, intermediate_dim: int = 768,
-        n_layers: int = 8, n_fft: int | None = None,
+        self,
+        n_mels: int,
+        hop_length: int,
+        dim: int = 256,
+        intermediate_dim: int = 768,
+        n_layers: int = 8,
+        n_fft: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = ConvNeXtBackbone(n_mels, dim, intermediate_dim, n_layers)

@@ -13,6 +13,15 @@ from speechtok.data.audio import (
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 
 __all__ = [
-    "AudioError", "Utterance", "check_waveform", "load_audio", "load_audio_with_sr", "loudness_normalize",
-    "peak_normalize", "read_manifest", "resample", "save_audio", "write_manifest",
+    "AudioError",
+    "Utterance",
+    "check_waveform",
+    "load_audio",
+    "load_audio_with_sr",
+    "loudness_normalize",
+    "peak_normalize",
+    "read_manifest",
+    "resample",
+    "save_audio",
+    "write_manifest",
 ]

@@ -61,9 +61,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
     return load_audio_with_sr(path, sample_rate, mono)[0]
 
 
-def load_audio_with_sr(
-    path: str | Path, sample_rate: int | None = None, mono: bool = True
-) -> tuple[torch.Tensor, int]:
+def load_audio_with_sr(path: str | Path, sample_rate: int | None = None, mono: bool = True) -> tuple[torch.Tensor, int]:
     path = Path(path)
     problem = file_problem(path)
     if problem:
@@ -104,7 +102,10 @@ def save_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, subtype: s
 
 
 def save_audio_stream(
-    path: str | Path, pieces: Iterable[torch.Tensor], sample_rate: int, n_samples: int | None = None,
+    path: str | Path,
+    pieces: Iterable[torch.Tensor],
+    sample_rate: int,
+    n_samples: int | None = None,
     subtype: str | None = None,
 ) -> Path:
     """`save_audio` for audio that comes in consecutive pieces ([T] or [C, T] each, e.g. a codec's

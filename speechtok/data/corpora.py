@@ -104,8 +104,9 @@ def crowd_manifest(root: str | Path) -> list[Utterance]:
     root = Path(root)
     rows = read_metadata(root, ("path", "source", "speaker", "split", "text"))
     return _present(
-        _utterance(root, r, "crowd", f"{r['source']}_{r['speaker'] or Path(r['path']).stem}", r["text"],
-                   source=r["source"])
+        _utterance(
+            root, r, "crowd", f"{r['source']}_{r['speaker'] or Path(r['path']).stem}", r["text"], source=r["source"]
+        )
         for r in rows
     )
 
@@ -114,7 +115,9 @@ def ambient_noise_manifest(root: str | Path) -> list[Utterance]:
     """Real ambient recordings in 11 kinds (`category`); dev = every sixth recording."""
     root = Path(root)
     rows = read_metadata(root, ("path", "split", "category"))
-    return _present(_utterance(root, r, "ambient", "", category=r["category"], source=r.get("source", "")) for r in rows)
+    return _present(
+        _utterance(root, r, "ambient", "", category=r["category"], source=r.get("source", "")) for r in rows
+    )
 
 
 def rir_manifest(root: str | Path) -> list[Utterance]:

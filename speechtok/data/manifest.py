@@ -9,9 +9,9 @@ training pack) is read relative to the manifest's own folder.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable
 
 COLUMNS = ["ID", "path", "duration", "speaker", "text", "phonemes", "split"]
 

@@ -43,7 +43,7 @@ COLOR_ALPHA = {"white": 0.0, "pink": 1.0, "brown": 2.0}
 DEFAULT_WEIGHTS = {"white": 1.0, "pink": 1.0, "brown": 1.0, "babble": 2.0, "real": 3.0}  # shaped: opt-in
 BABBLE_TALKERS = (3, 7)
 SHAPED_ALPHA = (-1.0, 2.5)  # spectral slope of `shaped` noise: from blue-ish to beyond brown
-SHAPED_AM_HZ = (0.2, 6.0)   # rate of its amplitude modulation
+SHAPED_AM_HZ = (0.2, 6.0)  # rate of its amplitude modulation
 DRR_RANGE_DB = (-2.0, 10.0)  # direct-to-reverberant ratio of the synthetic RIRs
 _ORDER_STREAM = 2**32  # PCG64 stream for corpus ordering; never collides with an item index
 
@@ -354,8 +354,13 @@ class NoisyMixer(Dataset):
             noisy, _, gain = _mix(speech, noise, info["snr_db"], peak=0.99)
         except ValueError as exc:
             raise ValueError(f"{utt.path} ({info['id']}, noise {info['noise_id']}): {exc}") from exc
-        return {**info, "noisy": noisy.float().contiguous(), "clean": (wav * gain).float().contiguous(),
-                "speaker": utt.speaker, "text": utt.text}
+        return {
+            **info,
+            "noisy": noisy.float().contiguous(),
+            "clean": (wav * gain).float().contiguous(),
+            "speaker": utt.speaker,
+            "text": utt.text,
+        }
 
 
 class _CorpusWriter(Dataset):
@@ -419,9 +424,18 @@ def make_noisy_corpus(
     while total < target:
         total += clean[count % len(clean)].duration
         count += 1
-    mixer = NoisyMixer(clean, noise, snr_range=snr_range, reverb_prob=reverb_prob, seed=seed,
-                       sample_rate=sample_rate, num_items=count, noise_kinds=noise_kinds,
-                       speed_range=speed_range, noise_speed_range=noise_speed_range)
+    mixer = NoisyMixer(
+        clean,
+        noise,
+        snr_range=snr_range,
+        reverb_prob=reverb_prob,
+        seed=seed,
+        sample_rate=sample_rate,
+        num_items=count,
+        noise_kinds=noise_kinds,
+        speed_range=speed_range,
+        noise_speed_range=noise_speed_range,
+    )
     out_dir = Path(out_dir).resolve()
     writer = _CorpusWriter(mixer, out_dir)
     plans = [mixer.plan(i)[0] for i in range(count)]
@@ -434,10 +448,26 @@ def make_noisy_corpus(
     for p in plans:
         noisy_path, clean_path = writer.paths(p["id"])
         utt = p["_utt"]
-        extra = {"clean_path": str(clean_path), "clean_id": utt.ID, "snr_db": f"{p['snr_db']:.3f}",
-                 "noise_kind": p["noise_kind"], "noise_id": p["noise_id"], "reverb": int(p["reverb"]),
-                 "rt60": f"{p['rt60']:.3f}", "speed": f"{p['speed']:.3f}"}
-        utts.append(Utterance(ID=p["id"], path=str(noisy_path), duration=duration_seconds(noisy_path),
-                              speaker=utt.speaker, text=utt.text, phonemes=utt.phonemes, split=utt.split,
-                              extra=extra))
+        extra = {
+            "clean_path": str(clean_path),
+            "clean_id": utt.ID,
+            "snr_db": f"{p['snr_db']:.3f}",
+            "noise_kind": p["noise_kind"],
+            "noise_id": p["noise_id"],
+            "reverb": int(p["reverb"]),
+            "rt60": f"{p['rt60']:.3f}",
+            "speed": f"{p['speed']:.3f}",
+        }
+        utts.append(
+            Utterance(
+                ID=p["id"],
+                path=str(noisy_path),
+                duration=duration_seconds(noisy_path),
+                speaker=utt.speaker,
+                text=utt.text,
+                phonemes=utt.phonemes,
+                split=utt.split,
+                extra=extra,
+            )
+        )
     return write_manifest(out_dir / "manifest.csv", utts)

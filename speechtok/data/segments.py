@@ -78,8 +78,14 @@ class RandomSegments(EpochSeeded):
     """
 
     def __init__(
-        self, utts: list[Utterance], segment_samples: int, sample_rate: int, n_items: int,
-        seed: int = 0, preload: bool = True, weights: np.ndarray | None = None,
+        self,
+        utts: list[Utterance],
+        segment_samples: int,
+        sample_rate: int,
+        n_items: int,
+        seed: int = 0,
+        preload: bool = True,
+        weights: np.ndarray | None = None,
     ) -> None:
         if not utts:
             raise ValueError("RandomSegments: no utterances (check the manifests)")
@@ -118,8 +124,10 @@ def codec_training_sets(hparams: dict, sample_rate: int) -> tuple[RandomSegments
     sources = [read_manifests([p], min_duration=0.5) for p in hparams["train_manifests"]]
     train = RandomSegments(
         [u for utts in sources for u in utts],
-        segment_samples=int(hparams["segment_seconds"] * sample_rate), sample_rate=sample_rate,
-        n_items=hparams["steps_per_epoch"] * hparams["batch_size"], seed=hparams["seed"],
+        segment_samples=int(hparams["segment_seconds"] * sample_rate),
+        sample_rate=sample_rate,
+        n_items=hparams["steps_per_epoch"] * hparams["batch_size"],
+        seed=hparams["seed"],
         weights=balanced_weights(sources, hparams.get("source_shares")),
     )
     return train, ItemList(dev_items(hparams, sample_rate))

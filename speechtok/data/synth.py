@@ -21,10 +21,10 @@ import tempfile
 import time
 import warnings
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import librosa
 import numpy as np
@@ -116,23 +116,45 @@ def _espeak(name: str, s: int, p: int) -> Voice:
 # Accents x variants (formant sets, male/female/klatt) x rate x pitch, each combination unique.
 # ("en" is British English; espeak-ng 1.51 ignores the +variant on "en-gb".)
 DEFAULT_VOICES: list[Voice] = [
-    _espeak("en-us+m1", 165, 45), _espeak("en-us+f2", 170, 60), _espeak("en-us+m3", 155, 40),
-    _espeak("en-us+f4", 180, 65), _espeak("en-us+klatt", 170, 50), _espeak("en-us+m6", 190, 38),
-    _espeak("en-us+klatt3", 160, 45), _espeak("en+m2", 160, 50), _espeak("en+f3", 175, 62),
-    _espeak("en+m7", 150, 35), _espeak("en+klatt4", 175, 55), _espeak("en+f5", 160, 70),
-    _espeak("en-gb-scotland+m4", 165, 48), _espeak("en-gb-scotland+f1", 160, 58),
-    _espeak("en-gb-x-rp+m6", 170, 42), _espeak("en-gb-x-rp+f5", 155, 68), _espeak("en-029+m5", 175, 52),
-    _espeak("en-029+f2", 165, 55), _espeak("en-us-nyc+m2", 185, 46), _espeak("en-us-nyc+f4", 170, 63),
-    _espeak("en-gb-x-gbclan+m3", 160, 44), _espeak("en-gb-x-gbclan+f1", 175, 60),
-    _espeak("en-gb-x-gbcwmd+m1", 155, 50), _espeak("en-gb-x-gbcwmd+f3", 165, 66),
-    Voice("flite", "slt"), Voice("flite", "awb"), Voice("flite", "rms"), Voice("flite", "kal16"),
-    Voice("festival", "voice_kal_diphone"), Voice("festival", "voice_ked_diphone"),
+    _espeak("en-us+m1", 165, 45),
+    _espeak("en-us+f2", 170, 60),
+    _espeak("en-us+m3", 155, 40),
+    _espeak("en-us+f4", 180, 65),
+    _espeak("en-us+klatt", 170, 50),
+    _espeak("en-us+m6", 190, 38),
+    _espeak("en-us+klatt3", 160, 45),
+    _espeak("en+m2", 160, 50),
+    _espeak("en+f3", 175, 62),
+    _espeak("en+m7", 150, 35),
+    _espeak("en+klatt4", 175, 55),
+    _espeak("en+f5", 160, 70),
+    _espeak("en-gb-scotland+m4", 165, 48),
+    _espeak("en-gb-scotland+f1", 160, 58),
+    _espeak("en-gb-x-rp+m6", 170, 42),
+    _espeak("en-gb-x-rp+f5", 155, 68),
+    _espeak("en-029+m5", 175, 52),
+    _espeak("en-029+f2", 165, 55),
+    _espeak("en-us-nyc+m2", 185, 46),
+    _espeak("en-us-nyc+f4", 170, 63),
+    _espeak("en-gb-x-gbclan+m3", 160, 44),
+    _espeak("en-gb-x-gbclan+f1", 175, 60),
+    _espeak("en-gb-x-gbcwmd+m1", 155, 50),
+    _espeak("en-gb-x-gbcwmd+f3", 165, 66),
+    Voice("flite", "slt"),
+    Voice("flite", "awb"),
+    Voice("flite", "rms"),
+    Voice("flite", "kal16"),
+    Voice("festival", "voice_kal_diphone"),
+    Voice("festival", "voice_ked_diphone"),
     Voice("festival", "voice_cmu_us_slt_arctic_hts"),
 ]
 # Held out for dev: no dev voice is heard in training (three espeak, one flite, one festival).
 DEFAULT_DEV_VOICES: list[str] = [
-    "espeak-en-gb-scotland-f1-p58-s160", "espeak-en-029-m5-p52-s175", "espeak-en-us-m6-p38-s190",
-    "flite-rms", "festival-ked_diphone",
+    "espeak-en-gb-scotland-f1-p58-s160",
+    "espeak-en-029-m5-p52-s175",
+    "espeak-en-us-m6-p38-s190",
+    "flite-rms",
+    "festival-ked_diphone",
 ]
 
 
@@ -164,8 +186,10 @@ def check_engines(voices: Iterable[Voice]) -> None:
         data = Path(info.split("Data at:")[-1].strip())
         missing = [x for x in variants if not (data / "voices" / "!v" / x).is_file()]
         if missing:
-            raise EngineMissing(f"espeak-ng has no voice variant(s) {missing} in {data}/voices/!v "
-                                "(list them with: espeak-ng --voices=variant)")
+            raise EngineMissing(
+                f"espeak-ng has no voice variant(s) {missing} in {data}/voices/!v "
+                "(list them with: espeak-ng --voices=variant)"
+            )
     flite = [v.name for v in voices if v.engine == "flite"]
     if flite:
         listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split(":")[-1].split()
@@ -176,7 +200,9 @@ def check_engines(voices: Iterable[Voice]) -> None:
         r = subprocess.run(["festival", "-b", f"({name})"], capture_output=True, text=True)
         if r.returncode != 0:
             pkg = FESTIVAL_PACKAGES.get(name, "the festvox package providing it")
-            raise EngineMissing(f"festival voice {name} is not installed; ./setup.sh installs it (apt-get install {pkg})")
+            raise EngineMissing(
+                f"festival voice {name} is not installed; ./setup.sh installs it (apt-get install {pkg})"
+            )
 
 
 # ---- engines: write one wav per text into tmp dir -------------------------------------------------
@@ -250,7 +276,7 @@ def _postprocess(wav_path: Path, out: Path, sample_rate: int, top_db: float = 40
     wav = resample(wav, sr, sample_rate)
     _, (start, end) = librosa.effects.trim(wav[0].numpy(), top_db=top_db)
     pad = int(pad_s * sample_rate)
-    wav = peak_normalize(wav[:, max(0, start - pad): end + pad])
+    wav = peak_normalize(wav[:, max(0, start - pad) : end + pad])
     partial = out.with_name(out.stem + ".partial.flac")
     save_audio(partial, wav, sample_rate)
     partial.replace(out)
@@ -319,8 +345,9 @@ def split_sentences(sentences: Sequence[Sentence], dev_fraction: float, seed: in
     return order[n_dev:], order[:n_dev]
 
 
-def plan_blocks(sentences: Sequence[Sentence], voices: Sequence[Voice], split: str, seed: int,
-                block_size: int = 8) -> Iterator[Block]:
+def plan_blocks(
+    sentences: Sequence[Sentence], voices: Sequence[Voice], split: str, seed: int, block_size: int = 8
+) -> Iterator[Block]:
     """Round-robin blocks over seeded-shuffled voices; pass k shifts voices by k so a sentence is
     re-read only by a new voice. Same inputs and seed -> same assignment."""
     if not voices or not sentences:
@@ -330,7 +357,7 @@ def plan_blocks(sentences: Sequence[Sentence], voices: Sequence[Voice], split: s
     n_blocks = math.ceil(len(sentences) / block_size)
     for k in range(len(voices)):
         for j in range(n_blocks):
-            yield Block(voices[(j + k) % len(voices)], list(sentences[j * block_size:(j + 1) * block_size]), split)
+            yield Block(voices[(j + k) % len(voices)], list(sentences[j * block_size : (j + 1) * block_size]), split)
 
 
 def _block_utterances(block: Block, audio_dir: str, sample_rate: int) -> tuple[list[Utterance], int]:
@@ -342,8 +369,16 @@ def _block_utterances(block: Block, audio_dir: str, sample_rate: int) -> tuple[l
     except TextError as exc:
         raise SynthError(f"{v.id}: espeak-ng phonemization failed: {exc}") from exc
     utts = [
-        Utterance(ID=f"{v.id}_{s.id}", path=str(o.resolve()), duration=sf.info(str(o)).duration, speaker=v.id,
-                  text=s.text, phonemes=ph, split=block.split, extra={"engine": v.engine})
+        Utterance(
+            ID=f"{v.id}_{s.id}",
+            path=str(o.resolve()),
+            duration=sf.info(str(o)).duration,
+            speaker=v.id,
+            text=s.text,
+            phonemes=ph,
+            split=block.split,
+            extra={"engine": v.engine},
+        )
         for s, o, ph in zip(block.sentences, outs, phonemes)
     ]
     return utts, made
@@ -356,8 +391,9 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; intra-op threads would only contend
 
 
-def _run_blocks(blocks: Iterator[Block], target_s: float, args: tuple, ex: ProcessPoolExecutor | None,
-                window_size: int, bar) -> tuple[list[Utterance], int]:
+def _run_blocks(
+    blocks: Iterator[Block], target_s: float, args: tuple, ex: ProcessPoolExecutor | None, window_size: int, bar
+) -> tuple[list[Utterance], int]:
     """Consume blocks in plan order until `target_s` seconds of audio. Only a bounded window of blocks
     is in flight, so the long plan is never materialised; extra finished blocks stay on disk for a resume."""
     utts, made, total = [], 0, 0.0
@@ -420,7 +456,9 @@ def build_synth_corpus(
     if dev_voices is None or dev_voices == "default":
         dev_ids = [i for i in DEFAULT_DEV_VOICES if i in by_id]
     else:
-        dev_ids = [parse_voice(i).id if ":" in i else i for i in ([dev_voices] if isinstance(dev_voices, str) else dev_voices)]
+        dev_ids = [
+            parse_voice(i).id if ":" in i else i for i in ([dev_voices] if isinstance(dev_voices, str) else dev_voices)
+        ]
         unknown = [i for i in dev_ids if i not in by_id]
         if unknown:
             raise ValueError(f"dev voices {unknown} are not among the voices {sorted(by_id)}")
@@ -452,11 +490,20 @@ def build_synth_corpus(
     try:
         for split, pool, vs, target_s in jobs:
             bar.set_description(f"synth {split}")
-            u, m = _run_blocks(plan_blocks(pool, vs, split, seed, block_size), target_s,
-                               (str(audio_dir), sample_rate), ex, 2 * workers, bar)
+            u, m = _run_blocks(
+                plan_blocks(pool, vs, split, seed, block_size),
+                target_s,
+                (str(audio_dir), sample_rate),
+                ex,
+                2 * workers,
+                bar,
+            )
             if sum(x.duration for x in u) < target_s:
-                warnings.warn(f"synth {split}: sentences x voices exhausted at {len(u)} utterances, "
-                              f"below the {target_s / 3600:.2f} h target")
+                warnings.warn(
+                    f"synth {split}: sentences x voices exhausted at {len(u)} utterances, "
+                    f"below the {target_s / 3600:.2f} h target",
+                    stacklevel=2,
+                )
             utts += u
             made += m
     finally:

@@ -149,14 +149,25 @@ class Comparison:
     results: list[Reconstruction] = field(default_factory=list)
 
     def table(self) -> list[list]:
-        return [[r.label, f"{r.bitrate / 1000:.1f}", f"{r.tokens_per_s:g}", _num(r.pesq, "{:.2f}"),
-                 _num(r.stoi, "{:.3f}"), f"{r.rtf:.2f}"] for r in self.results]
+        return [
+            [
+                r.label,
+                f"{r.bitrate / 1000:.1f}",
+                f"{r.tokens_per_s:g}",
+                _num(r.pesq, "{:.2f}"),
+                _num(r.stoi, "{:.3f}"),
+                f"{r.rtf:.2f}",
+            ]
+            for r in self.results
+        ]
 
 
 TABLE_HEADERS = ["codec", "kbps", "tokens/s", "PESQ-wb", "STOI", "RTF"]
 
 
-def compare_codecs(path: str | Path, settings: list[str], max_seconds: float = 30.0, name: str | None = None) -> Comparison:
+def compare_codecs(
+    path: str | Path, settings: list[str], max_seconds: float = 30.0, name: str | None = None
+) -> Comparison:
     """Run one audio file through each codec setting ('name' or 'name@K') and score it."""
     if not settings:
         raise DemoInputError("choose at least one codec")
@@ -178,10 +189,18 @@ def compare_codecs(path: str | Path, settings: list[str], max_seconds: float = 3
         except ValueError:
             pesq = math.nan
         label = codec_name if not k else f"{codec_name}@{k}"
-        out.results.append(Reconstruction(
-            label, _pcm16(rec, codec.sample_rate), spectrogram_image(rec, codec.sample_rate, label),
-            codec.bitrate_at(n_books), codec.frame_rate * n_books, pesq, stoi(ref, rec, codec.sample_rate), rtf,
-        ))
+        out.results.append(
+            Reconstruction(
+                label,
+                _pcm16(rec, codec.sample_rate),
+                spectrogram_image(rec, codec.sample_rate, label),
+                codec.bitrate_at(n_books),
+                codec.frame_rate * n_books,
+                pesq,
+                stoi(ref, rec, codec.sample_rate),
+                rtf,
+            )
+        )
     return out
 
 
@@ -196,15 +215,25 @@ def compare_view(path: str | None, selected: list[str] | None, n_codecs: int, ma
     except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
         return [error_text(exc, (path,)), [], *empty]
     folder = scratch_dir()
-    slots = [gr.update(visible=True), f"**original**, {cmp.duration:.2f} s, {cmp.original[0] / 1000:g} kHz",
-             wav_file(folder, "original", cmp.original), png_file(folder, "original", cmp.spectrogram)]
+    slots = [
+        gr.update(visible=True),
+        f"**original**, {cmp.duration:.2f} s, {cmp.original[0] / 1000:g} kHz",
+        wav_file(folder, "original", cmp.original),
+        png_file(folder, "original", cmp.spectrogram),
+    ]
     for i, r in enumerate(cmp.results):
-        title = (f"**{r.label}**: {r.bitrate / 1000:.1f} kbps, {r.tokens_per_s:g} tokens/s, "
-                 f"PESQ-wb {_num(r.pesq, '{:.2f}')}, STOI {r.stoi:.3f}")
-        slots += [gr.update(visible=True), title, wav_file(folder, f"{i}-{r.label}", r.audio),
-                  png_file(folder, f"{i}-{r.label}", r.spectrogram)]
+        title = (
+            f"**{r.label}**: {r.bitrate / 1000:.1f} kbps, {r.tokens_per_s:g} tokens/s, "
+            f"PESQ-wb {_num(r.pesq, '{:.2f}')}, STOI {r.stoi:.3f}"
+        )
+        slots += [
+            gr.update(visible=True),
+            title,
+            wav_file(folder, f"{i}-{r.label}", r.audio),
+            png_file(folder, f"{i}-{r.label}", r.spectrogram),
+        ]
     done = f"Done: {len(cmp.results)} codec(s), {cmp.duration:.2f} s of audio."
-    return [f"{cmp.message} {done}".strip(), cmp.table(), *slots, *empty[len(slots):]]
+    return [f"{cmp.message} {done}".strip(), cmp.table(), *slots, *empty[len(slots) :]]
 
 
 # --- TTS / enhancement checkpoints ----------------------------------------------------------
@@ -220,8 +249,9 @@ def _inference():
         runner, tts, enhance = (importlib.import_module(f"speechtok.{m}") for m in ("lm.runner", "tts", "enhance"))
     except ImportError:
         return None
-    return types.SimpleNamespace(available_models=runner.available_models, load_tts=tts.load_tts,
-                                 load_enhancer=enhance.load_enhancer)
+    return types.SimpleNamespace(
+        available_models=runner.available_models, load_tts=tts.load_tts, load_enhancer=enhance.load_enhancer
+    )
 
 
 def lm_models(task: str) -> tuple[list[str], str]:
@@ -229,8 +259,10 @@ def lm_models(task: str) -> tuple[list[str], str]:
     inference = _inference()
     models = inference.available_models(task) if inference is not None else []
     if not models:
-        return [], (f"No {LM_TASKS[task]} model is bundled yet. Once a trained checkpoint is added to "
-                    "`speechtok/pretrained/`, this tab will run it.")
+        return [], (
+            f"No {LM_TASKS[task]} model is bundled yet. Once a trained checkpoint is added to "
+            "`speechtok/pretrained/`, this tab will run it."
+        )
     return models, ""
 
 
@@ -243,13 +275,24 @@ def lm_runner(task: str, model: str):
         return _runners[(task, model)]
 
 
-def synthesize(model: str, text: str, prompt: str | None = None, prompt_text: str | None = None,
-               seed: int = 0, max_seconds: float = 20.0) -> tuple[int, np.ndarray]:
+def synthesize(
+    model: str,
+    text: str,
+    prompt: str | None = None,
+    prompt_text: str | None = None,
+    seed: int = 0,
+    max_seconds: float = 20.0,
+) -> tuple[int, np.ndarray]:
     if not (text or "").strip():
         raise DemoInputError("enter some text to synthesise")
     tts = lm_runner("tts", model)
-    wav = tts.tts(text.strip(), prompt or None, prompt_text=(prompt_text or "").strip() or None,
-                  seed=int(seed), max_seconds=max_seconds)
+    wav = tts.tts(
+        text.strip(),
+        prompt or None,
+        prompt_text=(prompt_text or "").strip() or None,
+        seed=int(seed),
+        max_seconds=max_seconds,
+    )
     return _pcm16(wav, tts.sample_rate)
 
 
@@ -271,8 +314,11 @@ def error_text(exc: BaseException, paths: tuple = ()) -> str:
         if p:
             msg = msg.replace(str(p), Path(p).name)
     inference = _inference()
-    lm_errors = tuple(getattr(inference, n) for n in ("LMInputError", "CheckpointError", "TextError", "TokenFileError")
-                      if hasattr(inference, n))
+    lm_errors = tuple(
+        getattr(inference, n)
+        for n in ("LMInputError", "CheckpointError", "TextError", "TokenFileError")
+        if hasattr(inference, n)
+    )
     if isinstance(exc, USER_ERRORS + lm_errors):
         return f"**Error:** {msg}"
     log.exception("demo handler failed")
@@ -298,9 +344,12 @@ class ListeningUI:
         if not name:
             return ""
         t = self._test(name)
-        how = ("Rate each sample against the reference from 0 (bad) to 100 (excellent). One sample is "
-               "the reference itself: give it 100." if t.mode == "mushra" else
-               "Listen to A and B and choose the one that sounds better.")
+        how = (
+            "Rate each sample against the reference from 0 (bad) to 100 (excellent). One sample is "
+            "the reference itself: give it 100."
+            if t.mode == "mushra"
+            else "Listen to A and B and choose the one that sounds better."
+        )
         return f"### {t.title}\n{t.instructions}\n\n{len(t.items)} items, {t.mode.upper()}. {how}"
 
     # outputs: state, status, setup, trial box, progress, reference, slots x (row, audio, slider), choice
@@ -311,8 +360,16 @@ class ListeningUI:
         """Component updates for the current trial of `state` (or the setup screen)."""
         hidden = [gr.update(visible=False), gr.update(value=None), gr.update(value=0)] * self.slots
         if not state or state["index"] >= len(state["trials"]):
-            return [state, status, gr.update(visible=True), gr.update(visible=False), "", gr.update(value=None),
-                    *hidden, gr.update(value=None, visible=False)]
+            return [
+                state,
+                status,
+                gr.update(visible=True),
+                gr.update(visible=False),
+                "",
+                gr.update(value=None),
+                *hidden,
+                gr.update(value=None, visible=False),
+            ]
         t = self.tests[state["test"]]
         item, _, systems = state["trials"][state["index"]]
         paths = L.prepare_stimuli(t, self.cache_dir)
@@ -321,15 +378,32 @@ class ListeningUI:
         for k in range(self.slots):
             if k < len(systems):
                 label = f"Sample {LETTERS[k]}" if mushra else LETTERS[k]
-                slots += [gr.update(visible=True), gr.update(value=str(paths[(item, systems[k])]), label=label),
-                          gr.update(value=0, label=f"Rating of {label}", visible=mushra)]
+                slots += [
+                    gr.update(visible=True),
+                    gr.update(value=str(paths[(item, systems[k])]), label=label),
+                    gr.update(value=0, label=f"Rating of {label}", visible=mushra),
+                ]
             else:
                 slots += hidden[:3]
         total = state["done"] + len(state["trials"])
-        progress = f"**{t.title}**: trial {state['done'] + state['index'] + 1} of {total} (listener `{state['listener']}`)"
-        ref = gr.update(value=str(paths[(item, L.LABELLED)]), visible=True) if mushra else gr.update(value=None, visible=False)
-        return [state, status, gr.update(visible=False), gr.update(visible=True), progress, ref, *slots,
-                gr.update(value=None, visible=not mushra)]
+        progress = (
+            f"**{t.title}**: trial {state['done'] + state['index'] + 1} of {total} (listener `{state['listener']}`)"
+        )
+        ref = (
+            gr.update(value=str(paths[(item, L.LABELLED)]), visible=True)
+            if mushra
+            else gr.update(value=None, visible=False)
+        )
+        return [
+            state,
+            status,
+            gr.update(visible=False),
+            gr.update(visible=True),
+            progress,
+            ref,
+            *slots,
+            gr.update(value=None, visible=not mushra),
+        ]
 
     def start(self, name: str | None, listener: str | None) -> list:
         try:
@@ -343,8 +417,10 @@ class ListeningUI:
             L.prepare_stimuli(t, self.cache_dir)
             done = len(plan) - len(trials)
             resumed = f" Resuming: {done} trial(s) were already saved." if done else ""
-            return self.view({"test": t.name, "listener": listener, "trials": trials, "index": 0, "done": done},
-                             f"Started **{t.title}** as listener `{listener}`.{resumed}")
+            return self.view(
+                {"test": t.name, "listener": listener, "trials": trials, "index": 0, "done": done},
+                f"Started **{t.title}** as listener `{listener}`.{resumed}",
+            )
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
             return self.view(None, error_text(exc))
 
@@ -361,8 +437,12 @@ class ListeningUI:
             return [state, error_text(exc), *[gr.update() for _ in range(self.n_outputs() - 2)]]
         state = {**state, "index": state["index"] + 1}
         if state["index"] >= len(state["trials"]):
-            return self.view(None, f"All {state['done'] + len(state['trials'])} trials of **{t.title}** are saved. Thank you!")
-        return self.view(state, f"Saved trial {state['done'] + state['index']} of {state['done'] + len(state['trials'])}.")
+            return self.view(
+                None, f"All {state['done'] + len(state['trials'])} trials of **{t.title}** are saved. Thank you!"
+            )
+        return self.view(
+            state, f"Saved trial {state['done'] + state['index']} of {state['done'] + len(state['trials'])}."
+        )
 
     def results(self, name: str | None, exclude_flagged: bool):
         """Summary markdown, stats table, plot, screening table and CSV path for a test."""
@@ -381,8 +461,10 @@ class ListeningUI:
             listeners = len({r["listener"] for r in rows})
             md = f"**{t.title}**: {len(rows)} ratings from {listeners} listener(s)."
             if t.mode == "mushra":
-                md += (f" Post-screening flags {len(flagged)} listener(s) rating the hidden reference below 90 "
-                       f"on more than 15% of items" + (f": {', '.join(flagged)}." if flagged else "."))
+                md += (
+                    f" Post-screening flags {len(flagged)} listener(s) rating the hidden reference below 90 "
+                    f"on more than 15% of items" + (f": {', '.join(flagged)}." if flagged else ".")
+                )
                 if exclude_flagged and flagged:
                     md += " They are excluded below."
             else:
@@ -407,8 +489,14 @@ def _theme():
     return gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"])
 
 
-def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, examples: list[Path] = (),
-              max_seconds: float = 30.0, codecs: list[str] | None = None) -> gr.Blocks:
+def build_app(
+    tests: list[L.TestSpec],
+    store: L.RatingStore,
+    data_dir: Path,
+    examples: list[Path] = (),
+    max_seconds: float = 30.0,
+    codecs: list[str] | None = None,
+) -> gr.Blocks:
     choices = codec_choices(codecs)
     lt = ListeningUI(tests, store, data_dir / "stimuli", data_dir / "exports")
 
@@ -417,30 +505,47 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
         with gr.Tabs():
             # ---------------------------------------------------------------- Codec
             with gr.Tab("Codec", id="codec"):
-                gr.Markdown(f"Upload or record speech (the first {max_seconds:g} s are used), or pick a "
-                            "bundled example, then choose codecs.")
+                gr.Markdown(
+                    f"Upload or record speech (the first {max_seconds:g} s are used), or pick a "
+                    "bundled example, then choose codecs."
+                )
                 with gr.Row():
                     with gr.Column():
-                        audio_in = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Input audio",
-                                            elem_id="codec-input")
-                        example = gr.Dropdown([(p.name, str(p)) for p in examples], value=None,
-                                              label="Bundled example", elem_id="codec-example")
+                        audio_in = gr.Audio(
+                            sources=["upload", "microphone"],
+                            type="filepath",
+                            label="Input audio",
+                            elem_id="codec-input",
+                        )
+                        example = gr.Dropdown(
+                            [(p.name, str(p)) for p in examples],
+                            value=None,
+                            label="Bundled example",
+                            elem_id="codec-example",
+                        )
                     with gr.Column():
-                        settings = gr.CheckboxGroup(choices, value=[v for _, v in choices[:3]], label="Codecs",
-                                                    elem_id="codec-settings")
+                        settings = gr.CheckboxGroup(
+                            choices, value=[v for _, v in choices[:3]], label="Codecs", elem_id="codec-settings"
+                        )
                         run_btn = gr.Button("Encode and decode", variant="primary", elem_id="codec-run")
                 codec_status = gr.Markdown(elem_id="codec-status")
-                codec_table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False,
-                                           elem_id="codec-table")
+                codec_table = gr.Dataframe(
+                    headers=TABLE_HEADERS, label="Summary", interactive=False, elem_id="codec-table"
+                )
                 slot_outputs = []
                 with gr.Row(equal_height=True):
                     for i in range(1 + len(choices)):
                         with gr.Column(visible=False, min_width=320, elem_classes="stk-slot") as col:
                             title = gr.Markdown()
-                            audio = gr.Audio(label="original" if i == 0 else "reconstruction", interactive=False,
-                                             buttons=["download"], elem_id=f"codec-audio-{i}")
-                            image = gr.Image(label="spectrogram", interactive=False, show_label=False,
-                                             elem_id=f"codec-spec-{i}")
+                            audio = gr.Audio(
+                                label="original" if i == 0 else "reconstruction",
+                                interactive=False,
+                                buttons=["download"],
+                                elem_id=f"codec-audio-{i}",
+                            )
+                            image = gr.Image(
+                                label="spectrogram", interactive=False, show_label=False, elem_id=f"codec-spec-{i}"
+                            )
                         slot_outputs += [col, title, audio, image]
 
                 def on_example(path):
@@ -448,9 +553,13 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
 
                 example.change(on_example, example, audio_in, api_name=False)
                 audio_in.change(lambda _: "", audio_in, codec_status, api_name=False)  # no stale message
-                run_btn.click(lambda p, sel: compare_view(p, sel, len(choices), max_seconds), [audio_in, settings],
-                              [codec_status, codec_table, *slot_outputs],
-                              api_name="compare", concurrency_limit=2)
+                run_btn.click(
+                    lambda p, sel: compare_view(p, sel, len(choices), max_seconds),
+                    [audio_in, settings],
+                    [codec_status, codec_table, *slot_outputs],
+                    api_name="compare",
+                    concurrency_limit=2,
+                )
 
             # ---------------------------------------------------------------- TTS
             with gr.Tab("TTS", id="tts"):
@@ -463,24 +572,35 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                             tts_model = gr.Dropdown(models, value=models[0], label="Model")
                             tts_text = gr.Textbox(label="Text", lines=3, elem_id="tts-text")
                             with gr.Accordion("Voice prompt (optional)", open=False):
-                                tts_prompt = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                                      label="About 3 s of the target voice")
+                                tts_prompt = gr.Audio(
+                                    sources=["upload", "microphone"],
+                                    type="filepath",
+                                    label="About 3 s of the target voice",
+                                )
                                 tts_prompt_text = gr.Textbox(label="Its transcript (optional: continue the clip)")
                             tts_seed = gr.Number(0, precision=0, label="Seed")
                             tts_go = gr.Button("Synthesise", variant="primary")
                         with gr.Column():
                             tts_status = gr.Markdown(elem_id="tts-status")
-                            tts_out = gr.Audio(label="Synthesised speech", interactive=False, buttons=["download"],
-                                               elem_id="tts-audio")
+                            tts_out = gr.Audio(
+                                label="Synthesised speech", interactive=False, buttons=["download"], elem_id="tts-audio"
+                            )
 
                     def on_tts(m, text, prompt, prompt_text, seed):
                         try:
-                            return "", wav_file(scratch_dir(), "tts", synthesize(m, text, prompt, prompt_text, seed or 0))
+                            return "", wav_file(
+                                scratch_dir(), "tts", synthesize(m, text, prompt, prompt_text, seed or 0)
+                            )
                         except Exception as exc:  # noqa: BLE001
                             return error_text(exc, (prompt,)), None
 
-                    tts_go.click(on_tts, [tts_model, tts_text, tts_prompt, tts_prompt_text, tts_seed],
-                                 [tts_status, tts_out], api_name="tts", concurrency_limit=1)
+                    tts_go.click(
+                        on_tts,
+                        [tts_model, tts_text, tts_prompt, tts_prompt_text, tts_seed],
+                        [tts_status, tts_out],
+                        api_name="tts",
+                        concurrency_limit=1,
+                    )
 
             # ---------------------------------------------------------------- enhancement
             with gr.Tab("Enhancement", id="enhance"):
@@ -491,14 +611,19 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                     with gr.Row():
                         with gr.Column():
                             enh_model = gr.Dropdown(models, value=models[0], label="Model")
-                            enh_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                              label="Noisy speech", elem_id="enhance-input")
+                            enh_in = gr.Audio(
+                                sources=["upload", "microphone"],
+                                type="filepath",
+                                label="Noisy speech",
+                                elem_id="enhance-input",
+                            )
                             enh_go = gr.Button("Enhance", variant="primary")
                         with gr.Column():
                             enh_status = gr.Markdown(elem_id="enhance-status")
                             enh_noisy = gr.Audio(label="Input (as used)", interactive=False)
-                            enh_out = gr.Audio(label="Enhanced", interactive=False, buttons=["download"],
-                                               elem_id="enhance-audio")
+                            enh_out = gr.Audio(
+                                label="Enhanced", interactive=False, buttons=["download"], elem_id="enhance-audio"
+                            )
 
                     def on_enhance(m, path):
                         if not path:
@@ -510,8 +635,13 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                         except Exception as exc:  # noqa: BLE001
                             return error_text(exc, (path,)), None, None
 
-                    enh_go.click(on_enhance, [enh_model, enh_in], [enh_status, enh_noisy, enh_out],
-                                 api_name="enhance", concurrency_limit=1)
+                    enh_go.click(
+                        on_enhance,
+                        [enh_model, enh_in],
+                        [enh_status, enh_noisy, enh_out],
+                        api_name="enhance",
+                        concurrency_limit=1,
+                    )
 
             # ---------------------------------------------------------------- listening test
             names = [(t.title, t.name) for t in tests]
@@ -520,11 +650,15 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                     gr.Markdown("**No listening tests are defined.** Start the demo with `--tests FILE.yaml`.")
                 state = gr.State(None)
                 with gr.Column(visible=bool(tests)) as setup:
-                    test_dd = gr.Dropdown(names, value=names[0][1] if names else None, label="Test",
-                                          elem_id="listen-test")
+                    test_dd = gr.Dropdown(
+                        names, value=names[0][1] if names else None, label="Test", elem_id="listen-test"
+                    )
                     test_info = gr.Markdown(lt.describe(names[0][1]) if names else "")
-                    listener = gr.Textbox(label="Listener id", placeholder="e.g. your initials; empty = a random id",
-                                          elem_id="listen-listener")
+                    listener = gr.Textbox(
+                        label="Listener id",
+                        placeholder="e.g. your initials; empty = a random id",
+                        elem_id="listen-listener",
+                    )
                     start = gr.Button("Start", variant="primary", elem_id="listen-start")
                 listen_status = gr.Markdown(elem_id="listen-status")
                 with gr.Column(visible=False, elem_id="listen-trial") as trial_box:
@@ -533,39 +667,61 @@ def build_app(tests: list[L.TestSpec], store: L.RatingStore, data_dir: Path, exa
                     slot_components = []
                     for k in range(lt.slots):
                         with gr.Row(visible=False, equal_height=True) as row:
-                            a = gr.Audio(label=f"Sample {LETTERS[k]}", interactive=False, buttons=[],
-                                         elem_id=f"listen-audio-{k}")
-                            s = gr.Slider(0, 100, value=0, step=1, label=f"Rating of Sample {LETTERS[k]}",
-                                          info="0-20 bad, 20-40 poor, 40-60 fair, 60-80 good, 80-100 excellent",
-                                          elem_id=f"listen-slider-{k}")
+                            a = gr.Audio(
+                                label=f"Sample {LETTERS[k]}", interactive=False, buttons=[], elem_id=f"listen-audio-{k}"
+                            )
+                            s = gr.Slider(
+                                0,
+                                100,
+                                value=0,
+                                step=1,
+                                label=f"Rating of Sample {LETTERS[k]}",
+                                info="0-20 bad, 20-40 poor, 40-60 fair, 60-80 good, 80-100 excellent",
+                                elem_id=f"listen-slider-{k}",
+                            )
                         slot_components += [row, a, s]
-                    choice = gr.Radio(list(L.AB_CHOICES), label="Which sounds better?", visible=False,
-                                      elem_id="listen-choice")
+                    choice = gr.Radio(
+                        list(L.AB_CHOICES), label="Which sounds better?", visible=False, elem_id="listen-choice"
+                    )
                     submit = gr.Button("Submit and continue", variant="primary", elem_id="listen-submit")
                 views = [state, listen_status, setup, trial_box, progress, ref_audio, *slot_components, choice]
                 sliders = slot_components[2::3]
                 test_dd.change(lt.describe, test_dd, test_info, api_name=False)
                 start.click(lt.start, [test_dd, listener], views, api_name="start_test", concurrency_limit=None)
-                submit.click(lt.submit, [state, *sliders, choice], views, api_name="submit_trial",
-                             concurrency_limit=None)
+                submit.click(
+                    lt.submit, [state, *sliders, choice], views, api_name="submit_trial", concurrency_limit=None
+                )
 
             # ---------------------------------------------------------------- results
             with gr.Tab("Results", id="results"):
                 with gr.Row():
-                    res_dd = gr.Dropdown(names, value=names[0][1] if names else None, label="Test",
-                                         elem_id="results-test")
+                    res_dd = gr.Dropdown(
+                        names, value=names[0][1] if names else None, label="Test", elem_id="results-test"
+                    )
                     exclude = gr.Checkbox(label="Exclude listeners flagged by post-screening", value=False)
                     show = gr.Button("Show results", variant="primary", elem_id="results-show")
                 res_md = gr.Markdown(elem_id="results-summary")
-                res_table = gr.Dataframe(headers=["system", "ratings", "listeners", "mean", "95% CI low",
-                                                  "95% CI high"], label="Per system", interactive=False,
-                                         elem_id="results-table")
+                res_table = gr.Dataframe(
+                    headers=["system", "ratings", "listeners", "mean", "95% CI low", "95% CI high"],
+                    label="Per system",
+                    interactive=False,
+                    elem_id="results-table",
+                )
                 res_plot = gr.Plot(label="Mean and 95% confidence interval", elem_id="results-plot")
-                res_screen = gr.Dataframe(headers=["listener", "items", "reference < 90", "fraction", "flagged"],
-                                          label="MUSHRA post-screening", interactive=False, elem_id="results-screening")
+                res_screen = gr.Dataframe(
+                    headers=["listener", "items", "reference < 90", "fraction", "flagged"],
+                    label="MUSHRA post-screening",
+                    interactive=False,
+                    elem_id="results-screening",
+                )
                 res_csv = gr.File(label="CSV export", interactive=False, elem_id="results-csv")
-                show.click(lt.results, [res_dd, exclude], [res_md, res_table, res_plot, res_screen, res_csv],
-                           api_name="results", concurrency_limit=None)
+                show.click(
+                    lt.results,
+                    [res_dd, exclude],
+                    [res_md, res_table, res_plot, res_screen, res_csv],
+                    api_name="results",
+                    concurrency_limit=None,
+                )
     return demo
 
 
@@ -578,13 +734,23 @@ def default_data_dir() -> Path:
 def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for a LAN)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="ratings.sqlite, cached stimuli and CSV exports "
-                             "(default: $SPEECHTOK_DEMO_DIR or ~/.local/share/speechtok/demo)")
-    parser.add_argument("--tests", nargs="*", type=Path, default=None,
-                        help="listening-test YAML files or folders (default: demo/listening_tests of a checkout)")
-    parser.add_argument("--examples", type=Path, default=None,
-                        help="folder of example clips (default: examples/ of a checkout)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="ratings.sqlite, cached stimuli and CSV exports "
+        "(default: $SPEECHTOK_DEMO_DIR or ~/.local/share/speechtok/demo)",
+    )
+    parser.add_argument(
+        "--tests",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="listening-test YAML files or folders (default: demo/listening_tests of a checkout)",
+    )
+    parser.add_argument(
+        "--examples", type=Path, default=None, help="folder of example clips (default: examples/ of a checkout)"
+    )
     parser.add_argument("--codecs", nargs="*", default=None, help="codecs offered (default: all bundled)")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="longer uploads are trimmed to this")
     return parser
@@ -607,8 +773,14 @@ def run_demo(args: argparse.Namespace) -> int:
     demo = build_app(tests, store, data_dir, examples, args.max_seconds, args.codecs)
     print(f"speechtok demo: ratings in {store.path}", flush=True)
     demo.queue(default_concurrency_limit=2).launch(
-        server_name=args.host, server_port=args.port, allowed_paths=[str(data_dir), str(ex_dir.resolve())],
-        ssr_mode=False, show_error=False, max_file_size="200mb", theme=_theme(), css=CSS,
+        server_name=args.host,
+        server_port=args.port,
+        allowed_paths=[str(data_dir), str(ex_dir.resolve())],
+        ssr_mode=False,
+        show_error=False,
+        max_file_size="200mb",
+        theme=_theme(),
+        css=CSS,
         footer_links=[],
     )
     return 0

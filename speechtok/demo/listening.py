@@ -227,9 +227,18 @@ def load_test(path: str | Path) -> TestSpec:
     if mode == "mushra" and {REFERENCE, ANCHOR, LABELLED} & set(names):
         raise fail(f"'{REFERENCE}', '{ANCHOR}' and '{LABELLED}' are added by MUSHRA tests; rename those systems")
     nd = raw.get("normalize_db")
-    return TestSpec(name, mode, items, systems, title=str(raw.get("title", name)),
-                    instructions=str(raw.get("instructions", "")), sample_rate=sr,
-                    max_seconds=max_seconds, normalize_db=None if nd is None else float(nd), source=path)
+    return TestSpec(
+        name,
+        mode,
+        items,
+        systems,
+        title=str(raw.get("title", name)),
+        instructions=str(raw.get("instructions", "")),
+        sample_rate=sr,
+        max_seconds=max_seconds,
+        normalize_db=None if nd is None else float(nd),
+        source=path,
+    )
 
 
 def _parse_system(entry, i: int, path: Path, sr: int, fail) -> System:
@@ -269,8 +278,10 @@ def _codebooks_for_bitrate(codec: Codec, bitrate: float) -> int:
     options = {k: codec.bitrate_at(k) for k in ks}
     best = min(options, key=lambda k: abs(options[k] - bitrate))
     if abs(options[best] - bitrate) > 0.01 * bitrate:
-        raise CodecError(f"codec '{codec.name}' has no setting at {bitrate:g} bit/s "
-                         f"(available: {', '.join(f'{b:g}' for b in sorted(set(options.values())))})")
+        raise CodecError(
+            f"codec '{codec.name}' has no setting at {bitrate:g} bit/s "
+            f"(available: {', '.join(f'{b:g}' for b in sorted(set(options.values())))})"
+        )
     return best
 
 
@@ -293,8 +304,12 @@ _prepare_locks: dict[str, threading.Lock] = {}
 def stimulus_key(spec: TestSpec, item: Item, system: System) -> str:
     st = item.path.stat()
     ident = {
-        "v": 1, "item": [str(item.path), st.st_size, st.st_mtime_ns], "sr": spec.sample_rate,
-        "max_seconds": spec.max_seconds, "normalize_db": spec.normalize_db, "system": system.spec(),
+        "v": 1,
+        "item": [str(item.path), st.st_size, st.st_mtime_ns],
+        "sr": spec.sample_rate,
+        "max_seconds": spec.max_seconds,
+        "normalize_db": spec.normalize_db,
+        "system": system.spec(),
     }
     if system.kind == "codec":
         codec = get_codec(system.codec, system.decoder)
@@ -471,7 +486,9 @@ class RatingStore:
         con = self._connect()
         try:
             sql = f"SELECT {', '.join(COLUMNS)} FROM ratings"
-            cur = con.execute(sql + " WHERE test = ? ORDER BY id", (test,)) if test else con.execute(sql + " ORDER BY id")
+            cur = (
+                con.execute(sql + " WHERE test = ? ORDER BY id", (test,)) if test else con.execute(sql + " ORDER BY id")
+            )
             return [dict(zip(COLUMNS, r)) for r in cur.fetchall()]
         finally:
             con.close()
@@ -480,7 +497,9 @@ class RatingStore:
         """(item, trial key) pairs this listener has rated."""
         con = self._connect()
         try:
-            cur = con.execute("SELECT DISTINCT item, trial FROM ratings WHERE test = ? AND listener = ?", (test, listener))
+            cur = con.execute(
+                "SELECT DISTINCT item, trial FROM ratings WHERE test = ? AND listener = ?", (test, listener)
+            )
             return set(cur.fetchall())
         finally:
             con.close()

@@ -8,5 +8,13 @@ from speechtok.enhance.filter import GAIN_FLOOR, BandGainFilter
 from speechtok.enhance.refiner import GainRefiner
 from speechtok.lm.runner import LMInputError
 
-__all__ = ["GAIN_FLOOR", "BandGainFilter", "Enhancer", "GainRefiner", "LMInputError", "has_mixture_ceiling",
-           "load_enhancer", "mixture_ceiling"]
+__all__ = [
+    "GAIN_FLOOR",
+    "BandGainFilter",
+    "Enhancer",
+    "GainRefiner",
+    "LMInputError",
+    "has_mixture_ceiling",
+    "load_enhancer",
+    "mixture_ceiling",
+]

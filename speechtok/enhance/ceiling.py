@@ -22,8 +22,10 @@ def has_mixture_ceiling(codec) -> bool:
 def mixture_ceiling(codec, noisy: Audio, clean: Audio) -> tuple[np.ndarray, int]:
     """The clean signal's codes applied to the noisy one (`BandGainFilter.filter_mixture`), at the
     codec's rate and the shorter of the two lengths."""
-    x, y = (resample(torch.from_numpy(M.as_mono(w)).float(), int(sr), codec.sample_rate).view(1, 1, -1)
-            for w, sr in (noisy, clean))
+    x, y = (
+        resample(torch.from_numpy(M.as_mono(w)).float(), int(sr), codec.sample_rate).view(1, 1, -1)
+        for w, sr in (noisy, clean)
+    )
     n = min(x.shape[-1], y.shape[-1])
     with torch.inference_mode():
         x, y = x[..., :n].to(codec.device), y[..., :n].to(codec.device)

@@ -69,8 +69,9 @@ class Enhancer(Runner):
     def _use_refiner(self, refine: bool | None) -> bool:
         """Whether to filter through the gain refiner (the caller's choice, else whenever there is one)."""
         if refine and self.refiner is None:
-            raise LMInputError(f"{self.path}: this model has no gain refiner "
-                               "(recipes/lm/enhance/train_refiner.py trains one)")
+            raise LMInputError(
+                f"{self.path}: this model has no gain refiner (recipes/lm/enhance/train_refiner.py trains one)"
+            )
         return self.refiner is not None if refine is None else refine
 
     def set_input_gains(self, gains_db: Sequence[float] | None) -> None:
@@ -89,8 +90,10 @@ class Enhancer(Runner):
         if render not in self.RENDERS:
             raise LMInputError(f"render must be one of {', '.join(self.RENDERS)}, got {render!r}")
         if render == "mixture" and not BandGainFilter.supports(self.codec):
-            raise LMInputError(f"render='mixture': codec '{self.codec.name}' cannot apply its tokens to a "
-                               "waveform (only dMel codecs can); use render='codec'")
+            raise LMInputError(
+                f"render='mixture': codec '{self.codec.name}' cannot apply its tokens to a "
+                "waveform (only dMel codecs can); use render='codec'"
+            )
         return render
 
     @property
@@ -103,22 +106,34 @@ class Enhancer(Runner):
         return min(fits, int(self.meta.get("training", {}).get("crop_frames") or fits))
 
     @torch.inference_mode()
-    def enhance_batch(self, wavs: Sequence[Audio], sr: int | None = None, seed: int | None = None,
-                      mean_levels: bool | None = None, render: str | None = None, refine: bool | None = None,
-                      **overrides) -> list[torch.Tensor]:
+    def enhance_batch(
+        self,
+        wavs: Sequence[Audio],
+        sr: int | None = None,
+        seed: int | None = None,
+        mean_levels: bool | None = None,
+        render: str | None = None,
+        refine: bool | None = None,
+        **overrides,
+    ) -> list[torch.Tensor]:
         """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`); `mean_levels`,
         `render` and `refine` override the model's defaults (see the class docstring)."""
         mean_levels, chosen = self._use_levels(mean_levels), self._use_render(render)
         refine = self._use_refiner(refine) and chosen == "mixture" and mean_levels
-        items = [self._read(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w))
-                 for i, w in enumerate(wavs)]
+        items = [
+            self._read(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w)) for i, w in enumerate(wavs)
+        ]
         for w, (_, _, mixture) in zip(wavs, items):
             if chosen == "mixture" and mixture is None:
                 if render == "mixture":
-                    raise LMInputError(f"{w}: render='mixture' needs the noisy waveform, and a token file "
-                                       "has none; pass the audio file, or use render='codec'")
-                warnings.warn(f"{w}: a token file has no waveform to filter; decoding its clean tokens "
-                              "with the codec instead", stacklevel=2)
+                    raise LMInputError(
+                        f"{w}: render='mixture' needs the noisy waveform, and a token file "
+                        "has none; pass the audio file, or use render='codec'"
+                    )
+                warnings.warn(
+                    f"{w}: a token file has no waveform to filter; decoding its clean tokens with the codec instead",
+                    stacklevel=2,
+                )
         results = []
         for item, runs in zip(items, self._generate_rows(items, seed, overrides, mean_levels)):
             if refine and item[2] is not None:
@@ -129,8 +144,9 @@ class Enhancer(Runner):
         return results
 
     @torch.inference_mode()
-    def refiner_inputs(self, wav: Audio, sr: int | None = None,
-                       seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def refiner_inputs(
+        self, wav: Audio, sr: int | None = None, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """What a `GainRefiner` reads for one noisy waveform: its log-mel [M, F] and the clean log-mel
         targets [R, M, F] of its rows at the R input gains, each in the unscaled input's terms
         (`recipes/lm/enhance/train_refiner.py` collects them)."""
@@ -214,15 +230,28 @@ class Enhancer(Runner):
             wav = self._decode(full[None], torch.tensor([full.shape[-1]]))[0]
         return F.pad(wav, (0, max(n_samples - wav.shape[-1], 0)))[:, :n_samples]
 
-    def enhance(self, wav: Audio, sr: int | None = None, seed: int | None = None, mean_levels: bool | None = None,
-                render: str | None = None, refine: bool | None = None, **overrides) -> torch.Tensor:
+    def enhance(
+        self,
+        wav: Audio,
+        sr: int | None = None,
+        seed: int | None = None,
+        mean_levels: bool | None = None,
+        render: str | None = None,
+        refine: bool | None = None,
+        **overrides,
+    ) -> torch.Tensor:
         """Enhance one waveform [T]/[1, T] (at `sample_rate`, or say `sr` to be checked), path or token file."""
-        return self.enhance_batch([wav], sr=sr, seed=seed, mean_levels=mean_levels, render=render, refine=refine,
-                                  **overrides)[0]
+        return self.enhance_batch(
+            [wav], sr=sr, seed=seed, mean_levels=mean_levels, render=render, refine=refine, **overrides
+        )[0]
 
 
-def load_enhancer(name_or_path: str | Path | None = None, codec=None, device: str | torch.device = "cpu",
-                  folder: str | Path = PRETRAINED_DIR) -> Enhancer:
+def load_enhancer(
+    name_or_path: str | Path | None = None,
+    codec=None,
+    device: str | torch.device = "cpu",
+    folder: str | Path = PRETRAINED_DIR,
+) -> Enhancer:
     """An Enhancer from a bundled name ('enhance-dmel-16k'), a folder, or (None) the model for `codec`
     (any bundled one when codec is None too). `codec` (name or Codec) overrides the decoder."""
     lm, meta, codec, path = load_runner_parts("enhance", name_or_path, codec, device, folder)

@@ -25,8 +25,9 @@ class BandGainFilter:
 
     def __init__(self, codec) -> None:
         if not self.supports(codec):
-            raise CodecError(f"codec '{getattr(codec, 'name', codec)}' cannot apply band gains to a waveform "
-                             "(only dMel codecs can)")
+            raise CodecError(
+                f"codec '{getattr(codec, 'name', codec)}' cannot apply band gains to a waveform (only dMel codecs can)"
+            )
         self.codec = codec
         self.n_mels = codec.n_mels
         self.band_to_bin = _band_to_bin(codec.mel_fb.detach().float().cpu().numpy())
@@ -68,19 +69,35 @@ class BandGainFilter:
             raise CodecError(f"dmel {what} must be finite [B, {self.n_mels}, F], got {tuple(per_band.shape)}")
         mixture = codec.validate_wav(mixture).float()
         if mixture.shape[0] != per_band.shape[0] or codec.n_frames(mixture.shape[-1]) != per_band.shape[-1]:
-            raise CodecError(f"{what} {tuple(per_band.shape)} do not frame the mixture {tuple(mixture.shape)}: "
-                             f"expected [{mixture.shape[0]}, {self.n_mels}, {codec.n_frames(mixture.shape[-1])}]")
+            raise CodecError(
+                f"{what} {tuple(per_band.shape)} do not frame the mixture {tuple(mixture.shape)}: "
+                f"expected [{mixture.shape[0]}, {self.n_mels}, {codec.n_frames(mixture.shape[-1])}]"
+            )
         x = nn.functional.pad(mixture[:, 0], (0, per_band.shape[-1] * codec.hop_length - mixture.shape[-1]))
-        spec = torch.stft(x, codec.n_fft, codec.hop_length, window=codec.window.to(x.device), center=True,
-                          pad_mode="constant", return_complex=True)
+        spec = torch.stft(
+            x,
+            codec.n_fft,
+            codec.hop_length,
+            window=codec.window.to(x.device),
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         return mixture, spec
 
     def _apply(self, mixture: torch.Tensor, spec: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         codec, frames = self.codec, gain.shape[-1]
-        gain = nn.functional.pad(self.band_to_bin.to(gain.device) @ gain, (0, spec.shape[-1] - frames),
-                                 mode="replicate")
-        out = torch.istft(spec * gain, codec.n_fft, codec.hop_length, window=codec.window.to(spec.device),
-                          center=True, length=frames * codec.hop_length)
+        gain = nn.functional.pad(
+            self.band_to_bin.to(gain.device) @ gain, (0, spec.shape[-1] - frames), mode="replicate"
+        )
+        out = torch.istft(
+            spec * gain,
+            codec.n_fft,
+            codec.hop_length,
+            window=codec.window.to(spec.device),
+            center=True,
+            length=frames * codec.hop_length,
+        )
         return out[:, None, : mixture.shape[-1]]
 
 

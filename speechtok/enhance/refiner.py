@@ -31,8 +31,10 @@ class GainRefiner(nn.Module):
         super().__init__()
         self.n_mels, self.hidden, self.kernel, self.floor = n_mels, hidden, kernel, floor
         self.net = nn.Sequential(
-            nn.Conv1d(4 * n_mels, hidden, kernel, padding=kernel // 2), nn.GELU(),
-            nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2), nn.GELU(),
+            nn.Conv1d(4 * n_mels, hidden, kernel, padding=kernel // 2),
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2),
+            nn.GELU(),
             nn.Conv1d(hidden, n_mels, 1),
         )
         nn.init.zeros_(self.net[-1].weight)
@@ -60,13 +62,14 @@ class GainRefiner(nn.Module):
         return path
 
     @classmethod
-    def load(cls, directory: str | Path, config: dict) -> "GainRefiner":
+    def load(cls, directory: str | Path, config: dict) -> GainRefiner:
         """The refiner stored in a model folder; a missing or mismatched file is an error naming it."""
         path = Path(directory) / FILE
         try:
             refiner = cls(**config)
         except TypeError as exc:
-            raise CheckpointError(f"{Path(directory) / 'config.json'}: invalid refiner settings {config} "
-                                  f"({exc})") from exc
+            raise CheckpointError(
+                f"{Path(directory) / 'config.json'}: invalid refiner settings {config} ({exc})"
+            ) from exc
         load_weights(refiner, read_weights(path), path)
         return refiner.eval()

@@ -14,8 +14,8 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,12 +31,24 @@ from speechtok.eval.harness import EvalError, _fmt, _json_safe, _signal_metrics,
 
 BAND_EDGES = (0.0, 10.0)  # dB: bands < 0, 0-10, >= 10
 TTS_SYSTEMS = {"generated": "generated", "ground_truth": "ground truth", "codec_resynth": "codec resynth"}
-ENH_SYSTEMS = {"noisy": "noisy input", "codec_ceiling": "codec ceiling",
-               "mixture_ceiling": "codec ceiling through the noisy input", "enhanced": "enhanced"}
-TTS_COLUMNS = [("wer", "WER", "{:.1%}"), ("speaker_sim", "speaker sim", "{:.3f}"),
-               ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}")]
-ENH_COLUMNS = [("pesq_wb", "PESQ-wb", "{:.2f}"), ("stoi", "STOI", "{:.3f}"), ("si_sdr", "SI-SDR (dB)", "{:.1f}"),
-               ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"), ("wer", "WER", "{:.1%}")]
+ENH_SYSTEMS = {
+    "noisy": "noisy input",
+    "codec_ceiling": "codec ceiling",
+    "mixture_ceiling": "codec ceiling through the noisy input",
+    "enhanced": "enhanced",
+}
+TTS_COLUMNS = [
+    ("wer", "WER", "{:.1%}"),
+    ("speaker_sim", "speaker sim", "{:.3f}"),
+    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
+]
+ENH_COLUMNS = [
+    ("pesq_wb", "PESQ-wb", "{:.2f}"),
+    ("stoi", "STOI", "{:.3f}"),
+    ("si_sdr", "SI-SDR (dB)", "{:.1f}"),
+    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
+    ("wer", "WER", "{:.1%}"),
+]
 Audio = tuple  # (waveform: numpy/torch 1-D or [1, T], sample_rate: int)
 
 
@@ -85,9 +97,12 @@ def _codec_name(codec: Codec | None) -> str | None:
 
 def summarize(rows: Sequence[dict]) -> dict:
     """Means over rows: WER is corpus-level (total errors / total words), the rest nan-means."""
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r)
-            if all(isinstance(r.get(k, math.nan), (int, float)) for r in rows)
-            and k not in ("errors", "ref_words", "substitutions", "deletions", "insertions")]
+    keys = [
+        k
+        for k in dict.fromkeys(k for r in rows for k in r)
+        if all(isinstance(r.get(k, math.nan), (int, float)) for r in rows)
+        and k not in ("errors", "ref_words", "substitutions", "deletions", "insertions")
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN, shown as "–"
         mean = {k: float(np.nanmean([r.get(k, math.nan) for r in rows])) for k in keys}
@@ -215,19 +230,31 @@ def evaluate_enhancement(
         for system, audio in systems.items():
             wav, wsr = audio[i]
             est = resample(torch.from_numpy(wav), wsr, sr).numpy() if wsr != sr else wav
-            item[system] = {**_signal_metrics(ref, est, sr, f"{system} {ids[i]}"),
-                            **_quality(wav, wsr, transcripts[i], dnsmos)}
+            item[system] = {
+                **_signal_metrics(ref, est, sr, f"{system} {ids[i]}"),
+                **_quality(wav, wsr, transcripts[i], dnsmos),
+            }
         items.append(item)
     table = {}
-    bands = [b for b in dict.fromkeys(snr_band(e, band_edges) for e in [-math.inf, *sorted(band_edges)])
-             if any(it["band"] == b for it in items)]
+    bands = [
+        b
+        for b in dict.fromkeys(snr_band(e, band_edges) for e in [-math.inf, *sorted(band_edges)])
+        if any(it["band"] == b for it in items)
+    ]
     for band in bands + ["all"]:
         chosen = [it for it in items if band in ("all", it["band"])]
         table[band] = {s: summarize([it[s] for it in chosen]) for s in systems}
         noisy_m, enh_m = table[band]["noisy"], table[band]["enhanced"]
         table[band]["delta"] = {k: enh_m[k] - noisy_m[k] for k in enh_m if k != "n" and k in noisy_m}
-    return {"task": "enhancement", "codec": _codec_name(codec), "n_items": n,
-            "band_edges": sorted(band_edges), "systems": list(systems), "table": table, "items": items}
+    return {
+        "task": "enhancement",
+        "codec": _codec_name(codec),
+        "n_items": n,
+        "band_edges": sorted(band_edges),
+        "systems": list(systems),
+        "table": table,
+        "items": items,
+    }
 
 
 # --- reports ------------------------------------------------------------------------------
@@ -239,11 +266,12 @@ def tts_markdown(result: dict) -> str:
     """One row per system: generated, ground truth, codec resynthesis."""
     means = [s["mean"] for s in result["systems"].values()]
     cols = _columns(TTS_COLUMNS, means)
-    lines = ["| system | n | " + " | ".join(h for _, h, _ in cols) + " |",
-             "|---|---:|" + "---:|" * len(cols)]
+    lines = ["| system | n | " + " | ".join(h for _, h, _ in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for system, s in result["systems"].items():
         label = TTS_SYSTEMS[system] + (f" ({result['codec']})" if system == "codec_resynth" else "")
-        lines.append(f"| {label} | {s['mean']['n']} | " + " | ".join(_fmt(s["mean"].get(k), f) for k, _, f in cols) + " |")
+        lines.append(
+            f"| {label} | {s['mean']['n']} | " + " | ".join(_fmt(s["mean"].get(k), f) for k, _, f in cols) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -251,16 +279,22 @@ def enhancement_markdown(result: dict) -> str:
     """Per SNR band: noisy input, codec ceiling, enhanced, and the enhanced − noisy change."""
     table = result["table"]
     cols = _columns(ENH_COLUMNS, [m for band in table.values() for s, m in band.items() if s != "delta"])
-    lines = ["| SNR band | n | system | " + " | ".join(h for _, h, _ in cols) + " |",
-             "|---|---:|---|" + "---:|" * len(cols)]
+    lines = [
+        "| SNR band | n | system | " + " | ".join(h for _, h, _ in cols) + " |",
+        "|---|---:|---|" + "---:|" * len(cols),
+    ]
     for band, rows in table.items():
         n = rows["noisy"]["n"]
         for system in result["systems"]:
             label = ENH_SYSTEMS[system] + (f" ({result['codec']})" if "ceiling" in system else "")
-            lines.append(f"| {band} | {n} | {label} | "
-                         + " | ".join(_fmt(rows[system].get(k), f) for k, _, f in cols) + " |")
-        lines.append(f"| {band} | {n} | Δ enhanced − noisy | "
-                     + " | ".join(_fmt(rows["delta"].get(k), f.replace("{:", "{:+")) for k, _, f in cols) + " |")
+            lines.append(
+                f"| {band} | {n} | {label} | " + " | ".join(_fmt(rows[system].get(k), f) for k, _, f in cols) + " |"
+            )
+        lines.append(
+            f"| {band} | {n} | Δ enhanced − noisy | "
+            + " | ".join(_fmt(rows["delta"].get(k), f.replace("{:", "{:+")) for k, _, f in cols)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -291,20 +325,28 @@ def _match(wanted: Sequence[Utterance], source: str | Path, what: str) -> list[U
     found = [index.get(u.ID) or index.get(Path(u.path).stem) for u in wanted]
     missing = [u.ID for u, f in zip(wanted, found) if f is None]
     if missing:
-        raise EvalError(f"{source}: no {what} audio for {len(missing)} of {len(wanted)} items "
-                        f"(e.g. {', '.join(missing[:3])}); name files <ID>.wav after the manifest IDs")
+        raise EvalError(
+            f"{source}: no {what} audio for {len(missing)} of {len(wanted)} items "
+            f"(e.g. {', '.join(missing[:3])}); name files <ID>.wav after the manifest IDs"
+        )
     return found
 
 
 def add_eval_tts_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--generated", required=True,
-                        help="folder of generated audio named <ID>.wav, or a manifest of it (text column)")
-    parser.add_argument("--data", default=None,
-                        help="manifest of the sentences: text, ground-truth audio in path, optional "
-                             "prompt_path column; generated files are matched by ID")
-    parser.add_argument("--texts", default=None,
-                        help="instead of --data: text file, one sentence a line, in the order of the "
-                             "generated files sorted by name")
+    parser.add_argument(
+        "--generated", required=True, help="folder of generated audio named <ID>.wav, or a manifest of it (text column)"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="manifest of the sentences: text, ground-truth audio in path, optional "
+        "prompt_path column; generated files are matched by ID",
+    )
+    parser.add_argument(
+        "--texts",
+        default=None,
+        help="instead of --data: text file, one sentence a line, in the order of the generated files sorted by name",
+    )
     parser.add_argument("--prompt", default=None, help="voice prompt used for every item (speaker similarity)")
     parser.add_argument("--codec", default=None, help="codec for the decode(encode(ground truth)) ceiling")
     parser.add_argument("--no-reference", action="store_true", help="skip the ground-truth rows")
@@ -331,7 +373,9 @@ def _tts_inputs(args) -> dict:
         if args.texts:
             texts = [t.strip() for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()]
             if len(texts) != len(gen):
-                raise EvalError(f"{args.texts}: {len(texts)} sentences but {len(gen)} generated files in {args.generated}")
+                raise EvalError(
+                    f"{args.texts}: {len(texts)} sentences but {len(gen)} generated files in {args.generated}"
+                )
             gen, texts = gen[: args.limit], texts[: args.limit]
         else:
             texts = [u.text for u in gen]
@@ -340,9 +384,13 @@ def _tts_inputs(args) -> dict:
     if empty:
         raise EvalError(f"no text for {len(empty)} items (e.g. {', '.join(empty[:3])}); WER needs a transcript")
     loaded = {p: load_pair(p) for p in dict.fromkeys(p for p in prompt_paths if p)}  # a shared prompt once
-    return {"generated": [load_pair(u.path) for u in gen], "texts": texts, "ids": [u.ID for u in gen],
-            "prompts": [loaded[p] if p else None for p in prompt_paths],
-            "references": None if refs is None else [load_pair(p) for p in refs]}
+    return {
+        "generated": [load_pair(u.path) for u in gen],
+        "texts": texts,
+        "ids": [u.ID for u in gen],
+        "prompts": [loaded[p] if p else None for p in prompt_paths],
+        "references": None if refs is None else [load_pair(p) for p in refs],
+    }
 
 
 def run_eval_tts(args: argparse.Namespace) -> int:
@@ -368,15 +416,23 @@ def _band_edges(spec: str) -> list[float]:
 
 
 def add_eval_enhance_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--data", required=True,
-                        help="manifest of noisy pairs (path = noisy audio, clean_path and snr_db columns, "
-                             "optional text for WER), as written by the noisy-corpus maker")
-    parser.add_argument("--enhanced", required=True,
-                        help="folder (or manifest) of enhanced audio named <ID>.wav after the manifest IDs")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="manifest of noisy pairs (path = noisy audio, clean_path and snr_db columns, "
+        "optional text for WER), as written by the noisy-corpus maker",
+    )
+    parser.add_argument(
+        "--enhanced", required=True, help="folder (or manifest) of enhanced audio named <ID>.wav after the manifest IDs"
+    )
     parser.add_argument("--codec", default=None, help="codec for the decode(encode(clean)) ceiling row")
     parser.add_argument("--out", required=True, help="output folder for results.json/.md")
-    parser.add_argument("--bands", type=_band_edges, default=list(BAND_EDGES),
-                        help="SNR band edges in dB (default 0,10: bands <0, 0-10, >=10)")
+    parser.add_argument(
+        "--bands",
+        type=_band_edges,
+        default=list(BAND_EDGES),
+        help="SNR band edges in dB (default 0,10: bands <0, 0-10, >=10)",
+    )
     parser.add_argument("--split", default=None, help="only manifest rows of this split, e.g. dev")
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most N pairs")
     parser.add_argument("--no-wer", action="store_true", help="skip Whisper WER even where text is given")
@@ -393,16 +449,23 @@ def _eval_enhance(args: argparse.Namespace) -> dict[str, Path]:
     data = load_items(args.data, args.split, args.limit)
     bad = [u.ID for u in data if not u.extra.get("clean_path") or not u.extra.get("snr_db")]
     if bad:
-        raise EvalError(f"{args.data}: rows without clean_path/snr_db columns (e.g. {', '.join(bad[:3])}); "
-                        "expected a noisy-pair manifest")
+        raise EvalError(
+            f"{args.data}: rows without clean_path/snr_db columns (e.g. {', '.join(bad[:3])}); "
+            "expected a noisy-pair manifest"
+        )
     enhanced = _match(data, args.enhanced, "enhanced")
     texts = None if args.no_wer else [u.text or None for u in data]
     codec = load_codec(args.codec, args.device) if args.codec else None
     result = evaluate_enhancement(
-        [load_pair(u.path) for u in data], [load_pair(u.path) for u in enhanced],
-        [load_pair(u.extra["clean_path"]) for u in data], [float(u.extra["snr_db"]) for u in data],
-        codec=codec, transcripts=texts, ids=[u.ID for u in data], band_edges=args.bands,
-        dnsmos=not args.no_dnsmos, progress=True,
+        [load_pair(u.path) for u in data],
+        [load_pair(u.path) for u in enhanced],
+        [load_pair(u.extra["clean_path"]) for u in data],
+        [float(u.extra["snr_db"]) for u in data],
+        codec=codec,
+        transcripts=texts,
+        ids=[u.ID for u in data],
+        band_edges=args.bands,
+        dnsmos=not args.no_dnsmos,
+        progress=True,
     )
-    return write_report(args.out, result, {"data": str(args.data), "enhanced": str(args.enhanced),
-                                           "split": args.split})
+    return write_report(args.out, result, {"data": str(args.data), "enhanced": str(args.enhanced), "split": args.split})

@@ -12,9 +12,9 @@ import json
 import math
 import sys
 import warnings
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -33,12 +33,17 @@ EXTRAS = {
     "visqol": ("'visqol-python[lattice]'", ("visqol",)),
 }
 COLUMNS = [  # (key in run["mean"] or run, Markdown header, format)
-    ("pesq_wb", "PESQ-wb", "{:.2f}"), ("stoi", "STOI", "{:.3f}"), ("estoi", "ESTOI", "{:.3f}"),
-    ("si_sdr", "SI-SDR (dB)", "{:.1f}"), ("mel_distance", "mel dist", "{:.3f}"),
+    ("pesq_wb", "PESQ-wb", "{:.2f}"),
+    ("stoi", "STOI", "{:.3f}"),
+    ("estoi", "ESTOI", "{:.3f}"),
+    ("si_sdr", "SI-SDR (dB)", "{:.1f}"),
+    ("mel_distance", "mel dist", "{:.3f}"),
 ]
 EXTRA_COLUMNS = [
-    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"), ("dnsmos_sig", "DNSMOS SIG", "{:.2f}"),
-    ("dnsmos_bak", "DNSMOS BAK", "{:.2f}"), ("visqol", "ViSQOL", "{:.2f}"),
+    ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
+    ("dnsmos_sig", "DNSMOS SIG", "{:.2f}"),
+    ("dnsmos_bak", "DNSMOS BAK", "{:.2f}"),
+    ("visqol", "ViSQOL", "{:.2f}"),
 ]
 
 
@@ -75,7 +80,7 @@ def load_items(data: str | Path, split: str | None = None, limit: int | None = N
 
 
 # --- optional extra metrics -----------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _extra_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
     """Scorer on 16 kHz (reference, estimate); built once, models load from the packages."""
     try:
@@ -100,8 +105,7 @@ def _extra_scorer(name: str) -> Callable[[np.ndarray, np.ndarray], dict[str, flo
             return score
     except ImportError as exc:
         raise EvalError(
-            f"--extras {name} needs {EXTRAS[name][0]} (missing: {exc}); "
-            f"pip install {EXTRAS[name][0]}"
+            f"--extras {name} needs {EXTRAS[name][0]} (missing: {exc}); pip install {EXTRAS[name][0]}"
         ) from exc
     raise EvalError(f"unknown extra metric '{name}' (known: {', '.join(EXTRAS)})")
 
@@ -135,8 +139,11 @@ def _signal_metrics(ref: np.ndarray, est: np.ndarray, sr: int, label: str) -> di
         warnings.warn(f"{label}: {exc}; PESQ recorded as NaN", stacklevel=2)
         pesq = math.nan
     return {
-        "pesq_wb": pesq, "stoi": M.stoi(ref, est, sr), "estoi": M.estoi(ref, est, sr),
-        "si_sdr": M.si_sdr(ref, est), "mel_distance": M.mel_distance(ref, est, sr),
+        "pesq_wb": pesq,
+        "stoi": M.stoi(ref, est, sr),
+        "estoi": M.estoi(ref, est, sr),
+        "si_sdr": M.si_sdr(ref, est),
+        "mel_distance": M.mel_distance(ref, est, sr),
     }
 
 
@@ -183,9 +190,14 @@ def evaluate_codec(
         hist = hist + M.code_histogram(codes[0], codec.codebook_size)
         ref = wav[0].double().cpu().numpy()
         est = out[0, 0, : wav.shape[-1]].double().cpu().numpy()
-        row = {"id": utt.ID, "path": str(utt.path), "duration": seconds,
-               **_signal_metrics(ref, est, sr, f"{utt.path}"),
-               "encode_rtf": t_enc[0] / seconds, "decode_rtf": t_dec[0] / seconds}
+        row = {
+            "id": utt.ID,
+            "path": str(utt.path),
+            "duration": seconds,
+            **_signal_metrics(ref, est, sr, f"{utt.path}"),
+            "encode_rtf": t_enc[0] / seconds,
+            "decode_rtf": t_dec[0] / seconds,
+        }
         if extras:
             ref16, est16 = (resample(torch.from_numpy(x), sr, 16000).numpy() for x in (ref, est))
             for name in extras:
@@ -202,11 +214,18 @@ def evaluate_codec(
         decode_rtf=M.real_time_factor(dec_total, audio_seconds),
     )
     return {
-        "codec": codec.name or codec.family, "family": codec.family,
-        "decoder": getattr(codec, "decoder", "native"), "n_codebooks": n_books,
-        "codebook_size": codec.codebook_size, "sample_rate": sr, "frame_rate": codec.frame_rate,
-        "bitrate": codec.bitrate_at(n_books), "n_utterances": len(rows), "audio_seconds": audio_seconds,
-        "extras": list(extras), "mean": mean,
+        "codec": codec.name or codec.family,
+        "family": codec.family,
+        "decoder": getattr(codec, "decoder", "native"),
+        "n_codebooks": n_books,
+        "codebook_size": codec.codebook_size,
+        "sample_rate": sr,
+        "frame_rate": codec.frame_rate,
+        "bitrate": codec.bitrate_at(n_books),
+        "n_utterances": len(rows),
+        "audio_seconds": audio_seconds,
+        "extras": list(extras),
+        "mean": mean,
         "codebook_usage": {k: v.tolist() for k, v in usage.items()},
         "utterances": rows,
     }
@@ -221,15 +240,29 @@ def markdown_table(runs: Sequence[dict]) -> str:
     """One row per codec setting."""
     extra_cols = [c for c in EXTRA_COLUMNS if any(c[0] in r["mean"] for r in runs)]
     cols = COLUMNS + extra_cols
-    head = ["codec", "decoder", "codebooks", "bitrate (kbps)", *(h for _, h, _ in cols),
-            "usage ppl (used)", "enc RTF", "dec RTF"]
+    head = [
+        "codec",
+        "decoder",
+        "codebooks",
+        "bitrate (kbps)",
+        *(h for _, h, _ in cols),
+        "usage ppl (used)",
+        "enc RTF",
+        "dec RTF",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(head) - 4)) + "|"]
     for r in runs:
         m = r["mean"]
-        cells = [r["codec"], r["decoder"], str(r["n_codebooks"]), f"{r['bitrate'] / 1000:.2f}",
-                 *(_fmt(m.get(k), f) for k, _, f in cols),
-                 f"{m['usage_perplexity']:.1f}/{r['codebook_size']} ({100 * m['usage_fraction']:.0f}%)",
-                 f"{m['encode_rtf']:.4f}", f"{m['decode_rtf']:.3f}"]
+        cells = [
+            r["codec"],
+            r["decoder"],
+            str(r["n_codebooks"]),
+            f"{r['bitrate'] / 1000:.2f}",
+            *(_fmt(m.get(k), f) for k, _, f in cols),
+            f"{m['usage_perplexity']:.1f}/{r['codebook_size']} ({100 * m['usage_fraction']:.0f}%)",
+            f"{m['encode_rtf']:.4f}",
+            f"{m['decode_rtf']:.3f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -250,11 +283,12 @@ def plot_metrics(runs: Sequence[dict], path: Path) -> Path:
     for ax, (key, title, _) in zip(axes.flat, cols):
         for name, rs in series.items():
             rs = sorted(rs, key=lambda r: r["bitrate"])
-            ax.plot([r["bitrate"] / 1000 for r in rs], [r["mean"].get(key, math.nan) for r in rs],
-                    marker="o", label=name)
+            ax.plot(
+                [r["bitrate"] / 1000 for r in rs], [r["mean"].get(key, math.nan) for r in rs], marker="o", label=name
+            )
         ax.set(title=title, xlabel="bitrate (kbps)")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(cols):]:
+    for ax in list(axes.flat)[len(cols) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
@@ -294,19 +328,27 @@ def _int_list(spec: str) -> list[int]:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--codec", action="append", required=True,
-                        help="bundled codec name or codec folder; repeat to compare several")
+    parser.add_argument(
+        "--codec", action="append", required=True, help="bundled codec name or codec folder; repeat to compare several"
+    )
     parser.add_argument("--data", required=True, help="manifest CSV or folder of audio files")
     parser.add_argument("--out", required=True, help="output folder for results.json/.md/.png")
-    parser.add_argument("--n-codebooks", type=_int_list, default=None,
-                        help="comma-separated codebook counts to evaluate, e.g. 1,2,4 (default: all)")
-    parser.add_argument("--decoder", choices=["griffinlim", "vocoder"], default=None,
-                        help="decoder for codecs that offer a choice (dmel)")
+    parser.add_argument(
+        "--n-codebooks",
+        type=_int_list,
+        default=None,
+        help="comma-separated codebook counts to evaluate, e.g. 1,2,4 (default: all)",
+    )
+    parser.add_argument(
+        "--decoder",
+        choices=["griffinlim", "vocoder"],
+        default=None,
+        help="decoder for codecs that offer a choice (dmel)",
+    )
     parser.add_argument("--split", default=None, help="only manifest rows of this split, e.g. dev")
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most N utterances")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--extras", default="",
-                        help="optional metrics: dnsmos,visqol (need their pip packages)")
+    parser.add_argument("--extras", default="", help="optional metrics: dnsmos,visqol (need their pip packages)")
     return parser
 
 

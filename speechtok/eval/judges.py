@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 import unicodedata
 import warnings
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,8 +41,9 @@ def to_16k(wav, sr: int, name: str = "audio") -> np.ndarray:
 
 
 def _missing(judge: str, exc: ImportError) -> EvalError:
-    return EvalError(f"the {judge} judge needs {JUDGE_PACKAGES[judge]} (missing: {exc}); "
-                     f"pip install {JUDGE_PACKAGES[judge]}")
+    return EvalError(
+        f"the {judge} judge needs {JUDGE_PACKAGES[judge]} (missing: {exc}); pip install {JUDGE_PACKAGES[judge]}"
+    )
 
 
 # --- word error rate ----------------------------------------------------------------------
@@ -96,8 +97,13 @@ class WhisperJudge:
     against 20), one file then outweighing a whole table. The judge scores single sentences,
     where a phrase of 4 tokens rarely recurs; 0 turns the guard off."""
 
-    def __init__(self, cpu_threads: int = 0, beam_size: int = 5, model_path: str | Path | None = None,
-                 no_repeat_ngram_size: int = 4):
+    def __init__(
+        self,
+        cpu_threads: int = 0,
+        beam_size: int = 5,
+        model_path: str | Path | None = None,
+        no_repeat_ngram_size: int = 4,
+    ):
         try:
             from faster_whisper import WhisperModel
 
@@ -116,8 +122,13 @@ class WhisperJudge:
     def segments(self, wav, sr: int) -> list:
         """The decoded segments (faster-whisper's: `text`, `tokens`, ...)."""
         segments, _ = self.model.transcribe(
-            to_16k(wav, sr, "whisper input"), language="en", beam_size=self.beam_size, temperature=0.0,
-            condition_on_previous_text=False, vad_filter=False, without_timestamps=True,
+            to_16k(wav, sr, "whisper input"),
+            language="en",
+            beam_size=self.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            without_timestamps=True,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
         )
         return list(segments)
@@ -166,11 +177,11 @@ def dnsmos(wav, sr: int) -> dict[str, float]:
     return _extra_scorer("dnsmos")(x, x)  # raises EvalError naming the pip packages when missing
 
 
-@lru_cache(maxsize=None)
+@cache
 def whisper_judge(cpu_threads: int = 0) -> WhisperJudge:
     return WhisperJudge(cpu_threads=cpu_threads)
 
 
-@lru_cache(maxsize=None)
+@cache
 def speaker_judge() -> SpeakerJudge:
     return SpeakerJudge()

@@ -9,8 +9,8 @@ failure points at the data rather than surfacing as a NaN deep inside a library.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import librosa
 import numpy as np

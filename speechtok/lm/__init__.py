@@ -6,5 +6,17 @@ from speechtok.lm.patterns import PATTERNS, Pattern, make_pattern
 from speechtok.lm.sampling import SamplingConfig
 from speechtok.lm.transformer import KVCache, Transformer, TransformerConfig
 
-__all__ = ["IGNORE", "KVCache", "LMConfig", "LMOutput", "PATTERNS", "Pattern", "SamplingConfig", "TokenLM",
-           "Transformer", "TransformerConfig", "count_parameters", "make_pattern"]
+__all__ = [
+    "IGNORE",
+    "KVCache",
+    "LMConfig",
+    "LMOutput",
+    "PATTERNS",
+    "Pattern",
+    "SamplingConfig",
+    "TokenLM",
+    "Transformer",
+    "TransformerConfig",
+    "count_parameters",
+    "make_pattern",
+]

@@ -32,8 +32,13 @@ FORMAT_VERSION = 1
 TASKS = ("tts", "enhance")
 PROMPT_KEY = "default_prompt.codes"
 # render settings an older config kept in its `sampling` block: old key -> key in `render`
-LEGACY_RENDER_KEYS = {"render": "mode", "mean_levels": "mean_levels", "level_passes": "level_passes",
-                      "level_blank": "level_blank", "input_gains_db": "input_gains_db"}
+LEGACY_RENDER_KEYS = {
+    "render": "mode",
+    "mean_levels": "mean_levels",
+    "level_passes": "level_passes",
+    "level_blank": "level_blank",
+    "input_gains_db": "input_gains_db",
+}
 
 
 class CheckpointError(ValueError):
@@ -51,13 +56,30 @@ def split_render(sampling: dict | None, render: dict | None = None) -> tuple[dic
 
 
 def codec_info(codec) -> dict[str, Any]:
-    return {"name": str(codec.name), "hash": codec_hash(codec), "family": codec.family, "sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
-            "n_codebooks": int(codec.n_codebooks), "codebook_size": int(codec.codebook_size)}
+    return {
+        "name": str(codec.name),
+        "hash": codec_hash(codec),
+        "family": codec.family,
+        "sample_rate": int(codec.sample_rate),
+        "frame_rate": float(codec.frame_rate),
+        "n_codebooks": int(codec.n_codebooks),
+        "codebook_size": int(codec.codebook_size),
+    }
 
 
-def save_lm(directory: str | Path, lm: TokenLM, task: str, codec, *, text: dict | None = None,
-            default_prompt: dict | None = None, sampling: dict | None = None, render: dict | None = None,
-            training: dict | None = None, dtype: torch.dtype = torch.float16) -> Path:
+def save_lm(
+    directory: str | Path,
+    lm: TokenLM,
+    task: str,
+    codec,
+    *,
+    text: dict | None = None,
+    default_prompt: dict | None = None,
+    sampling: dict | None = None,
+    render: dict | None = None,
+    training: dict | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
     """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...}."""
     if task not in TASKS:
         raise CheckpointError(f"{directory}: task must be one of {TASKS}, got {task!r}")
@@ -66,24 +88,36 @@ def save_lm(directory: str | Path, lm: TokenLM, task: str, codec, *, text: dict 
     sampling, render = split_render(sampling, render)
     cfg = lm.cfg
     if (cfg.n_codebooks, cfg.codebook_size) != (codec.n_codebooks, codec.codebook_size):
-        raise CheckpointError(f"{directory}: model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
-                              f"'{codec.name}' makes {codec.n_codebooks} x {codec.codebook_size}")
+        raise CheckpointError(
+            f"{directory}: model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
+            f"'{codec.name}' makes {codec.n_codebooks} x {codec.codebook_size}"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in lm.state_dict().items()}
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous() for k, v in lm.state_dict().items()
+    }
     prompt_meta = None
     if default_prompt is not None:
         codes = torch.as_tensor(default_prompt["codes"])
         if codes.dim() != 2 or codes.shape[0] != codec.n_codebooks:
-            raise CheckpointError(f"{directory}: default prompt codes must be [K={codec.n_codebooks}, P], "
-                                  f"got {tuple(codes.shape)}")
+            raise CheckpointError(
+                f"{directory}: default prompt codes must be [K={codec.n_codebooks}, P], got {tuple(codes.shape)}"
+            )
         state[PROMPT_KEY] = codes.to(torch.int32).contiguous()
         prompt_meta = {k: v for k, v in default_prompt.items() if k != "codes"}
     meta = {
-        "family": FAMILY, "format_version": FORMAT_VERSION, "task": task, "pattern": cfg.pattern,
-        "codec": codec_info(codec), "config": asdict(cfg), "text": text, "default_prompt": prompt_meta,
-        "sampling": sampling, "render": render, "training": training or {},
+        "family": FAMILY,
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "pattern": cfg.pattern,
+        "codec": codec_info(codec),
+        "config": asdict(cfg),
+        "text": text,
+        "default_prompt": prompt_meta,
+        "sampling": sampling,
+        "render": render,
+        "training": training or {},
     }
     save_file(state, str(directory / "model.safetensors"), metadata={"family": FAMILY, "task": task})
     (directory / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
@@ -104,8 +138,10 @@ def read_lm_config(directory: str | Path) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}")
     if meta["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {meta['format_version']} is newer than this speechtok "
-                              f"supports ({FORMAT_VERSION}); upgrade speechtok")
+        raise CheckpointError(
+            f"{path}: format version {meta['format_version']} is newer than this speechtok "
+            f"supports ({FORMAT_VERSION}); upgrade speechtok"
+        )
     if meta["task"] not in TASKS:
         raise CheckpointError(f"{path}: unknown task {meta['task']!r}")
     if meta["config"].get("pattern") != meta["pattern"]:
@@ -123,7 +159,8 @@ def check_codec(meta: dict, codec, where: str | Path) -> None:
     if codec_hash(codec) != want["hash"]:
         raise CheckpointError(
             f"{where}: model was trained on codec '{want['name']}' (hash {want['hash']}), but codec "
-            f"'{codec.name}' makes different codes (hash {codec_hash(codec)}); use a model for that codec")
+            f"'{codec.name}' makes different codes (hash {codec_hash(codec)}); use a model for that codec"
+        )
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -158,5 +195,15 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
     return lm.to(device).eval(), meta
 
 
-__all__ = ["FAMILY", "FORMAT_VERSION", "CheckpointError", "check_codec", "codec_info", "is_lm_folder", "load_lm",
-           "read_lm_config", "save_lm", "split_render"]
+__all__ = [
+    "FAMILY",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "check_codec",
+    "codec_info",
+    "is_lm_folder",
+    "load_lm",
+    "read_lm_config",
+    "save_lm",
+    "split_render",
+]

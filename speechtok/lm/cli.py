@@ -34,9 +34,13 @@ def _common(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy); default from the model")
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="nucleus sampling threshold")
-    p.add_argument("--mean-levels", action=argparse.BooleanOptionalAction, default=None,
-                   help="decode the model's expected level per channel rather than the generated codes "
-                        "(dMel codecs; default from the model)")
+    p.add_argument(
+        "--mean-levels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode the model's expected level per channel rather than the generated codes "
+        "(dMel codecs; default from the model)",
+    )
 
 
 def _fail(exc: Exception) -> int:
@@ -45,26 +49,40 @@ def _fail(exc: Exception) -> int:
 
 
 def _sampling(args) -> dict:
-    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "end_threshold": getattr(args, "end_threshold", None)}
+    return {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "end_threshold": getattr(args, "end_threshold", None),
+    }
 
 
 # --- tts ---------------------------------------------------------------------------------
 def add_tts_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("text", nargs="?", help="text to speak (or use --text-file); text too long for the model is "
-                                           "spoken in pieces cut at sentences, clauses, then words")
+    p.add_argument(
+        "text",
+        nargs="?",
+        help="text to speak (or use --text-file); text too long for the model is "
+        "spoken in pieces cut at sentences, clauses, then words",
+    )
     p.add_argument("-o", "--output", type=Path, help="output .wav (one text)")
-    p.add_argument("--text-file", type=Path,
-                   help="batch mode: one sentence a line (written as 0001.wav, ...), or a manifest .csv "
-                        "(text column; written as <ID>.wav; a prompt_path column gives each row its voice)")
+    p.add_argument(
+        "--text-file",
+        type=Path,
+        help="batch mode: one sentence a line (written as 0001.wav, ...), or a manifest .csv "
+        "(text column; written as <ID>.wav; a prompt_path column gives each row its voice)",
+    )
     p.add_argument("--out-dir", type=Path, help="batch mode output folder")
     p.add_argument("--prompt", help="reference clip (~3 s) of the voice to use: audio file or token file (.npz)")
     p.add_argument("--prompt-text", help="transcript of --prompt: continue the clip instead (VALL-E style)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated together in batch mode")
     p.add_argument("--max-seconds", type=float, help="longest output per sentence (per piece of a long text)")
-    p.add_argument("--end-threshold", type=float,
-                   help="stop when the model's end probability reaches this (default from the model; "
-                        "unset: the stop is sampled like any token)")
+    p.add_argument(
+        "--end-threshold",
+        type=float,
+        help="stop when the model's end probability reaches this (default from the model; "
+        "unset: the stop is sampled like any token)",
+    )
     _common(p, "tts")
 
 
@@ -77,8 +95,14 @@ def run_tts(args: argparse.Namespace) -> int:
         return _fail("batch mode needs --out-dir")
     try:
         synth = load_tts(args.model, codec=args.codec, device=args.device)
-        kw = dict(prompt_wav=args.prompt, prompt_text=args.prompt_text, seed=args.seed,
-                  max_seconds=args.max_seconds, mean_levels=args.mean_levels, **_sampling(args))
+        kw = dict(
+            prompt_wav=args.prompt,
+            prompt_text=args.prompt_text,
+            seed=args.seed,
+            max_seconds=args.max_seconds,
+            mean_levels=args.mean_levels,
+            **_sampling(args),
+        )
         if args.text is not None:
             t0 = time.perf_counter()
             wav = synth.tts(args.text, **kw)
@@ -144,17 +168,33 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="noisy audio file, token file (.npz) or folder (searched recursively)")
     p.add_argument("output", type=Path, help="output .wav for one file, or a folder mirroring the input tree")
     _common(p, "enhance")
-    p.add_argument("--render", choices=Enhancer.RENDERS,
-                   help="codec: decode the clean tokens; mixture: apply them as per-band gains to the noisy "
-                        "input (dMel codecs; token-file inputs are decoded); default from the model")
+    p.add_argument(
+        "--render",
+        choices=Enhancer.RENDERS,
+        help="codec: decode the clean tokens; mixture: apply them as per-band gains to the noisy "
+        "input (dMel codecs; token-file inputs are decoded); default from the model",
+    )
     p.add_argument("--level-passes", type=int, help="mean levels: average this many passes (default from the model)")
-    p.add_argument("--level-blank", type=float,
-                   help="mean levels: share of frames each pass blanks at random, in [0, 1) (default from the model)")
-    p.add_argument("--input-gains-db", type=float, nargs="+", metavar="DB",
-                   help="enhance the input also at these gains and average the outputs, scaled back, "
-                        "e.g. 0 for the input as it is (default from the model)")
-    p.add_argument("--no-refiner", dest="refine", action="store_false", default=None,
-                   help="average the filtered rows instead of the model's gain refiner (if it has one)")
+    p.add_argument(
+        "--level-blank",
+        type=float,
+        help="mean levels: share of frames each pass blanks at random, in [0, 1) (default from the model)",
+    )
+    p.add_argument(
+        "--input-gains-db",
+        type=float,
+        nargs="+",
+        metavar="DB",
+        help="enhance the input also at these gains and average the outputs, scaled back, "
+        "e.g. 0 for the input as it is (default from the model)",
+    )
+    p.add_argument(
+        "--no-refiner",
+        dest="refine",
+        action="store_false",
+        default=None,
+        help="average the filtered rows instead of the model's gain refiner (if it has one)",
+    )
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -163,8 +203,9 @@ def run_enhance(args: argparse.Namespace) -> int:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
         enhancer.set_level_dropout(args.level_passes, args.level_blank)
         enhancer.set_input_gains(args.input_gains_db)
-        kw = dict(seed=args.seed, mean_levels=args.mean_levels, render=args.render, refine=args.refine,
-                  **_sampling(args))
+        kw = dict(
+            seed=args.seed, mean_levels=args.mean_levels, render=args.render, refine=args.refine, **_sampling(args)
+        )
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"
             t0 = time.perf_counter()

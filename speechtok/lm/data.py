@@ -41,8 +41,10 @@ def token_names(paths: Iterable[str | Path], root: Path) -> dict[str, str]:
     as `speechtok encode` names them."""
     rels = {str(p): Path(p).relative_to(root) for p in dict.fromkeys(str(p) for p in paths)}
     clash = {s for s, n in Counter(r.with_suffix("").as_posix() for r in rels.values()).items() if n > 1}
-    return {p: (r.as_posix() if r.with_suffix("").as_posix() in clash else r.with_suffix("").as_posix())
-            for p, r in rels.items()}
+    return {
+        p: (r.as_posix() if r.with_suffix("").as_posix() in clash else r.with_suffix("").as_posix())
+        for p, r in rels.items()
+    }
 
 
 class _Reads(torch.utils.data.Dataset):
@@ -75,8 +77,9 @@ def encode_files(codec, jobs: list[tuple[str, Path]], workers: int = 0) -> list[
     if not todo:
         return []
     reads = _Reads([src for src, _ in todo], codec.sample_rate)
-    loader = torch.utils.data.DataLoader(reads, batch_size=None, num_workers=min(workers, len(todo)),
-                                         collate_fn=_identity)
+    loader = torch.utils.data.DataLoader(
+        reads, batch_size=None, num_workers=min(workers, len(todo)), collate_fn=_identity
+    )
     failed = []
     with torch.inference_mode():
         for (src, out), (wav, sr, err) in zip(todo, loader):
@@ -99,8 +102,9 @@ def _done(path: Path, want_hash: str, k: int) -> bool:
     return tf.codec_hash == want_hash and tf.n_codebooks == k
 
 
-def encode_folders(groups: list[list[str]], codec, cache: Path, codec_name: str | None = None,
-                   workers: int = 0) -> list[tuple[str, str]]:
+def encode_folders(
+    groups: list[list[str]], codec, cache: Path, codec_name: str | None = None, workers: int = 0
+) -> list[tuple[str, str]]:
     """Tokenise the files of each group once into its token folder under `cache` (files done
     before are skipped, so an interrupted run resumes); `codec_name` (default codec.name) names the
     cache's codec folder. A file that fails is named in a warning and returned as (path, reason)."""
@@ -144,8 +148,9 @@ def audio_groups(task: str, manifests) -> list[list[str]]:
     """The audio files of each manifest (and, for enhancement, their clean references)."""
     groups = [[u.path for u in read_manifest(m)] for m in manifests]
     if task == "enhance":
-        groups += [[u.extra.get("clean_path", "") for u in read_manifest(m) if u.extra.get("clean_path")]
-                   for m in manifests]
+        groups += [
+            [u.extra.get("clean_path", "") for u in read_manifest(m) if u.extra.get("clean_path")] for m in manifests
+        ]
     return groups
 
 
@@ -180,5 +185,14 @@ def fixed_batches(rows: list[dict], group: str, max_batch_frames: int) -> list[d
     return batches + ([collate(cur, group)] if cur else [])
 
 
-__all__ = ["audio_groups", "collate", "encode_files", "encode_folders", "fixed_batches", "load_codes",
-           "token_folders", "token_names", "token_paths"]
+__all__ = [
+    "audio_groups",
+    "collate",
+    "encode_files",
+    "encode_folders",
+    "fixed_batches",
+    "load_codes",
+    "token_folders",
+    "token_names",
+    "token_paths",
+]

@@ -149,8 +149,9 @@ class TokenLM(nn.Module):
             valid = valid[:, None]
         src = src.masked_fill(~valid, 0)
         if src.numel() and (int(src.min()) < 0 or int(src.max()) >= self.cfg.src_vocab):
-            raise ValueError(f"model.py: source ids must lie in [0, {self.cfg.src_vocab}), "
-                             f"got [{int(src.min())}, {int(src.max())}]")
+            raise ValueError(
+                f"model.py: source ids must lie in [0, {self.cfg.src_vocab}), got [{int(src.min())}, {int(src.max())}]"
+            )
         if Ks == 0:
             return (self.src_emb if table is None else table)(src)
         offset = torch.arange(Ks, device=src.device)[None, :, None] * self.cfg.src_vocab
@@ -234,8 +235,11 @@ class TokenLM(nn.Module):
         """Audio steps (an int, or a tensor for a tensor) that a row of `n_frames` target frames
         takes in the pattern's stream, the end token included: what a row costs in positions."""
         p = self.pattern
-        return torch.maximum(p.n_steps(n_frames), p.frame_step(n_frames) + 1) if torch.is_tensor(n_frames) \
+        return (
+            torch.maximum(p.n_steps(n_frames), p.frame_step(n_frames) + 1)
+            if torch.is_tensor(n_frames)
             else max(p.n_steps(n_frames), p.frame_step(n_frames) + 1)
+        )
 
     def fits(self, n_src: int, n_frames: int) -> bool:
         """Whether a row (n_src source tokens, the separator, n_frames of audio (prompt included)
@@ -243,9 +247,16 @@ class TokenLM(nn.Module):
         return n_src + 2 + int(self.steps_needed(n_frames)) <= self.cfg.transformer.max_len
 
     # --- training --------------------------------------------------------------------------
-    def forward(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
-                code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
-                blank_frames: torch.Tensor | None = None, src_durations: torch.Tensor | None = None) -> LMOutput:
+    def forward(
+        self,
+        src: torch.Tensor,
+        codes: torch.Tensor,
+        src_lengths: torch.Tensor | None = None,
+        code_lengths: torch.Tensor | None = None,
+        prompt_lengths: torch.Tensor | None = None,
+        blank_frames: torch.Tensor | None = None,
+        src_durations: torch.Tensor | None = None,
+    ) -> LMOutput:
         """Loss of audio `codes` [B, K, T] given `src`. Row b's codes are its prompt frames
         (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all;
         with `durations`, `src_durations` [B, L] are the target frames of each source token.
@@ -328,7 +339,7 @@ class TokenLM(nn.Module):
         text = torch.arange(Ls, device=dev)[None, None] < src_len[:, None, None]  # [B, 1, Ls]
         n = (frames[None] - P[:, None]).float() / (T - P).clamp(min=1)[:, None].float()  # [B, F]
         t = torch.arange(Ls, device=dev)[None].float() / src_len[:, None].float()  # [B, Ls]
-        far = 1 - torch.exp(-(n[..., None] - t[:, None]) ** 2 / (2 * self.cfg.guide_sigma ** 2))  # [B, F, Ls]
+        far = 1 - torch.exp(-((n[..., None] - t[:, None]) ** 2) / (2 * self.cfg.guide_sigma**2))  # [B, F, Ls]
         valid = ((frames[None] >= P[:, None]) & (frames[None] < T[:, None])).float()  # target frames
         total = 0.0
         for s in scores:
@@ -339,12 +350,23 @@ class TokenLM(nn.Module):
 
     # --- generation ------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None,
-                 prompt_codes: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
-                 sampling: SamplingConfig | None = None, *, max_len: int | None = None, min_len: int = 0,
-                 rate=None, continue_prompt: bool = False, durations: torch.Tensor | None = None,
-                 seed: int | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor | None = None,
+        prompt_codes: torch.Tensor | None = None,
+        prompt_lengths: torch.Tensor | None = None,
+        sampling: SamplingConfig | None = None,
+        *,
+        max_len: int | None = None,
+        min_len: int = 0,
+        rate=None,
+        continue_prompt: bool = False,
+        durations: torch.Tensor | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Continue each row's source (and optional audio prompt) with target audio.
 
         Inputs are right-padded: src [B, L] or [B, Ks, L] with src_lengths, prompt_codes
@@ -364,14 +386,41 @@ class TokenLM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(src, src_lengths, prompt_codes, prompt_lengths, sampling or SamplingConfig(),
-                                  max_len=max_len, min_len=min_len, rate=rate, continue_prompt=continue_prompt,
-                                  durations=durations, seed=seed, generator=generator, use_cache=use_cache)
+            return self._generate(
+                src,
+                src_lengths,
+                prompt_codes,
+                prompt_lengths,
+                sampling or SamplingConfig(),
+                max_len=max_len,
+                min_len=min_len,
+                rate=rate,
+                continue_prompt=continue_prompt,
+                durations=durations,
+                seed=seed,
+                generator=generator,
+                use_cache=use_cache,
+            )
         finally:
             self.train(was_training)
 
-    def _generate(self, src, src_lengths, prompt_codes, prompt_lengths, sampling: SamplingConfig, *, max_len,
-                  min_len, rate, continue_prompt, durations, seed, generator, use_cache):
+    def _generate(
+        self,
+        src,
+        src_lengths,
+        prompt_codes,
+        prompt_lengths,
+        sampling: SamplingConfig,
+        *,
+        max_len,
+        min_len,
+        rate,
+        continue_prompt,
+        durations,
+        seed,
+        generator,
+        use_cache,
+    ):
         p, dev = self.pattern, src.device
         B, V = src.shape[0], p.vocab_size
         src_len = _lengths(src, src_lengths, -1)
@@ -385,8 +434,11 @@ class TokenLM(nn.Module):
         # per-row frame budget, within the positions the model was built for
         src_pos = None
         if self.cfg.durations:  # the target is as long as its tokens' durations say
-            dur = (self.predict_durations(src, src_len) if durations is None
-                   else _within(durations.to(dev).long(), src_len))
+            dur = (
+                self.predict_durations(src, src_len)
+                if durations is None
+                else _within(durations.to(dev).long(), src_len)
+            )
             budget = dur.sum(1) - (P if continue_prompt else 0)
             if bool((budget < 1).any()):
                 raise ValueError("model.py: durations leave no target frames (they must outlast the prompt)")
@@ -401,8 +453,9 @@ class TokenLM(nn.Module):
         spf = p.steps_per_frame
         room = (self.cfg.transformer.max_len - src_len - max(p.tail, 1)).div(spf, rounding_mode="floor") - P
         if self.cfg.durations and bool((budget > room).any()):  # cutting it short would drop words
-            raise ValueError("model.py: source + prompt + durations too long for max_len "
-                             f"{self.cfg.transformer.max_len}")
+            raise ValueError(
+                f"model.py: source + prompt + durations too long for max_len {self.cfg.transformer.max_len}"
+            )
         budget = torch.minimum(budget, room)
         if bool((budget < 1).any()):
             raise ValueError(f"model.py: source + prompt too long for max_len {self.cfg.transformer.max_len}")
@@ -466,7 +519,9 @@ class TokenLM(nn.Module):
             if aligned is not None:  # the input that predicts step s + 1
                 xn = xn + aligned[rows, s + 1][:, None]
             if use_cache:
-                last = self.transformer(xn, cache=cache, positions=None if pos is None else pos[rows, cur][:, None])[:, 0]
+                last = self.transformer(xn, cache=cache, positions=None if pos is None else pos[rows, cur][:, None])[
+                    :, 0
+                ]
             else:
                 xbuf[rows, cur] = xn[:, 0]
                 filled += 1
@@ -481,10 +536,19 @@ class TokenLM(nn.Module):
         return codes.masked_fill(torch.arange(T, device=dev)[None, None] >= lengths[:, None, None], 0), lengths
 
     @torch.no_grad()
-    def expected_codes(self, src: torch.Tensor, codes: torch.Tensor, src_lengths: torch.Tensor | None = None,
-                       code_lengths: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None,
-                       src_durations: torch.Tensor | None = None, *, blank_share: float = 0.0, passes: int = 1,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def expected_codes(
+        self,
+        src: torch.Tensor,
+        codes: torch.Tensor,
+        src_lengths: torch.Tensor | None = None,
+        code_lengths: torch.Tensor | None = None,
+        prompt_lengths: torch.Tensor | None = None,
+        src_durations: torch.Tensor | None = None,
+        *,
+        blank_share: float = 0.0,
+        passes: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """The model's mean code index [B, K, T] (float) of each frame of `codes` (e.g. its own
         greedy output), given the source and the codes before it (arguments as for `forward`).
         Meaningful for ordinal codebooks (dMel's quantised levels), where it is a finer estimate than
@@ -508,8 +572,15 @@ class TokenLM(nn.Module):
                 if blank_share > 0:
                     draw = torch.rand(codes.shape[0], codes.shape[-1], generator=generator).to(codes.device)
                     blank = (draw < blank_share) & (torch.arange(codes.shape[-1], device=codes.device) >= P[:, None])
-                logits = self.forward(src, codes, src_lengths, code_lengths, prompt_lengths, blank_frames=blank,
-                                      src_durations=src_durations).logits
+                logits = self.forward(
+                    src,
+                    codes,
+                    src_lengths,
+                    code_lengths,
+                    prompt_lengths,
+                    blank_frames=blank,
+                    src_durations=src_durations,
+                ).logits
                 if ids is None:  # each cell's codebook [1, S, H] and its level ids: the same every pass
                     lo = p.offset(p.layout(logits.shape[1])[1]).to(codes.device)[None]
                     ids = (lo[..., None] + levels).expand(logits.shape[0], -1, -1, -1)

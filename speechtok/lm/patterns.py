@@ -31,8 +31,10 @@ class Pattern:
 
     def __init__(self, n_codebooks: int, codebook_size: int) -> None:
         if n_codebooks < 1 or codebook_size < 1:
-            raise ValueError(f"patterns.py: {self.name}: need n_codebooks >= 1 and codebook_size >= 1, "
-                             f"got {n_codebooks}, {codebook_size}")
+            raise ValueError(
+                f"patterns.py: {self.name}: need n_codebooks >= 1 and codebook_size >= 1, "
+                f"got {n_codebooks}, {codebook_size}"
+            )
         self.n_codebooks, self.codebook_size = n_codebooks, codebook_size
 
     @property
@@ -78,11 +80,14 @@ class Pattern:
     def interleave(self, codes: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, K, T] -> steps [B, n_steps(T), H]; frames >= lengths[b] become pad."""
         if codes.dim() != 3 or codes.shape[1] != self.n_codebooks:
-            raise ValueError(f"patterns.py: {self.name}: expected codes [B, {self.n_codebooks}, T], "
-                             f"got {tuple(codes.shape)}")
+            raise ValueError(
+                f"patterns.py: {self.name}: expected codes [B, {self.n_codebooks}, T], got {tuple(codes.shape)}"
+            )
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"patterns.py: {self.name}: codes must lie in [0, {self.codebook_size}), "
-                             f"got [{int(codes.min())}, {int(codes.max())}]")
+            raise ValueError(
+                f"patterns.py: {self.name}: codes must lie in [0, {self.codebook_size}), "
+                f"got [{int(codes.min())}, {int(codes.max())}]"
+            )
         B, _, T = codes.shape
         frame, book = (t.to(codes.device) for t in self.layout(self.n_steps(T)))
         valid = (frame >= 0) & (frame < T)
@@ -95,8 +100,7 @@ class Pattern:
     def deinterleave(self, seq: torch.Tensor, n_frames: int | None = None) -> torch.Tensor:
         """steps [B, S, H] -> codes [B, K, T], T = n_frames or as many as S steps hold."""
         if seq.dim() != 3 or seq.shape[2] != self.n_heads:
-            raise ValueError(f"patterns.py: {self.name}: expected steps [B, S, {self.n_heads}], "
-                             f"got {tuple(seq.shape)}")
+            raise ValueError(f"patterns.py: {self.name}: expected steps [B, S, {self.n_heads}], got {tuple(seq.shape)}")
         B, S, _ = seq.shape
         T = self.n_frames(S) if n_frames is None else n_frames
         if self.n_steps(T) > S:

@@ -46,12 +46,16 @@ def _resolve(task: str, name_or_path, codec, folder: Path) -> tuple[Path, object
             return path, codec
         if is_lm_folder(folder / str(name_or_path)):
             return folder / str(name_or_path), codec
-        raise CheckpointError(f"unknown model '{name_or_path}': not a bundled name and not a model folder. "
-                              f"Bundled {task} models: {', '.join(available_models(task, folder)) or 'none'}")
+        raise CheckpointError(
+            f"unknown model '{name_or_path}': not a bundled name and not a model folder. "
+            f"Bundled {task} models: {', '.join(available_models(task, folder)) or 'none'}"
+        )
     names = available_models(task, folder)
     if not names:
-        raise CheckpointError(f"no {task} model is bundled in {folder}; train one with recipes/lm/train.py "
-                              f"(recipes/lm/{task}/hparams) or pass a model folder")
+        raise CheckpointError(
+            f"no {task} model is bundled in {folder}; train one with recipes/lm/train.py "
+            f"(recipes/lm/{task}/hparams) or pass a model folder"
+        )
     if codec is None:
         return folder / names[0], None
     codec = load_codec(codec) if isinstance(codec, (str, Path)) else codec
@@ -99,24 +103,32 @@ class Runner:
         passes = getattr(self, "level_passes", 1) if passes is None else int(passes)
         blank = getattr(self, "level_blank", 0.0) if blank is None else float(blank)
         if passes < 1 or not 0.0 <= blank < 1.0:
-            raise LMInputError(f"level dropout needs passes >= 1 and a blank share in [0, 1), "
-                               f"got {passes} and {blank}")
+            raise LMInputError(f"level dropout needs passes >= 1 and a blank share in [0, 1), got {passes} and {blank}")
         self.level_passes, self.level_blank = passes, blank
 
     def _levels(self, src, codes, src_len, code_len, prompt_len=None, durations=None, seed=None) -> torch.Tensor:
         """The LM's expected levels of `codes`, with the model's test-time frame dropout, seeded."""
         dev = self.device
-        return self.lm.expected_codes(src.to(dev), codes.to(dev), src_len.to(dev), code_len.to(dev),
-                                      None if prompt_len is None else prompt_len.to(dev), durations,
-                                      blank_share=self.level_blank, passes=self.level_passes,
-                                      generator=torch.Generator().manual_seed(0 if seed is None else seed))
+        return self.lm.expected_codes(
+            src.to(dev),
+            codes.to(dev),
+            src_len.to(dev),
+            code_len.to(dev),
+            None if prompt_len is None else prompt_len.to(dev),
+            durations,
+            blank_share=self.level_blank,
+            passes=self.level_passes,
+            generator=torch.Generator().manual_seed(0 if seed is None else seed),
+        )
 
     def _use_levels(self, mean_levels: bool | None) -> bool:
         """Whether to decode mean levels (the caller's choice, else the model's default)."""
         mean_levels = self.mean_levels if mean_levels is None else mean_levels
         if mean_levels and not hasattr(self.codec, "decode_levels"):
-            raise LMInputError(f"mean_levels: codec '{self.codec.name}' has no ordinal levels to average "
-                               "(only dMel codecs do); decode the codes themselves (mean_levels=False)")
+            raise LMInputError(
+                f"mean_levels: codec '{self.codec.name}' has no ordinal levels to average "
+                "(only dMel codecs do); decode the codes themselves (mean_levels=False)"
+            )
         return mean_levels
 
     @property
@@ -134,8 +146,10 @@ class Runner:
         if not torch.is_tensor(audio):
             raise LMInputError(f"{what}: expected a file path or a waveform tensor, got {type(audio).__name__}")
         if sr is not None and int(sr) != self.sample_rate:
-            raise LMInputError(f"{what}: audio is at {sr} Hz but codec '{self.codec.name}' needs {self.sample_rate} "
-                               "Hz; resample it (speechtok.data.audio.resample) or pass the file path")
+            raise LMInputError(
+                f"{what}: audio is at {sr} Hz but codec '{self.codec.name}' needs {self.sample_rate} "
+                "Hz; resample it (speechtok.data.audio.resample) or pass the file path"
+            )
         wav = audio.float()
         if wav.dim() == 1:
             wav = wav[None]
@@ -146,9 +160,11 @@ class Runner:
     def _codes_from_file(self, path: Path, what: str) -> torch.Tensor:
         tf = load_tokens(path)
         if tf.codec_hash != codec_hash(self.codec):
-            raise TokenFileError(f"{path}: {what} tokens were made by codec '{tf.codec}' (hash {tf.codec_hash}), "
-                                 f"whose codes differ from those of '{self.codec.name}' that this model uses; "
-                                 f"encode the audio again with --codec {self.codec.name}, or pass the audio file")
+            raise TokenFileError(
+                f"{path}: {what} tokens were made by codec '{tf.codec}' (hash {tf.codec_hash}), "
+                f"whose codes differ from those of '{self.codec.name}' that this model uses; "
+                f"encode the audio again with --codec {self.codec.name}, or pass the audio file"
+            )
         return torch.from_numpy(tf.codes.astype("int64"))
 
     def _read(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int, torch.Tensor | None]:
@@ -179,8 +195,15 @@ class Runner:
             raise LMInputError(str(exc)) from exc
         dev = self.device
         try:
-            return self.lm.generate(src.to(dev), src_len.to(dev), None if prompt is None else prompt.to(dev),
-                                    None if prompt_len is None else prompt_len.to(dev), sampling, seed=seed, **kw)
+            return self.lm.generate(
+                src.to(dev),
+                src_len.to(dev),
+                None if prompt is None else prompt.to(dev),
+                None if prompt_len is None else prompt_len.to(dev),
+                sampling,
+                seed=seed,
+                **kw,
+            )
         except ValueError as exc:
             if "too long" in str(exc):
                 raise LMInputError(f"input too long for this model ({exc}); split it into shorter pieces") from exc

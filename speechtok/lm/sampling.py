@@ -41,8 +41,9 @@ class SamplingConfig:
 
     def replace(self, **changes) -> SamplingConfig:
         """A copy with `changes` applied; None values leave a setting as it is."""
-        return SamplingConfig.from_dict({**dataclasses.asdict(self), **{k: v for k, v in changes.items()
-                                                                         if v is not None}})
+        return SamplingConfig.from_dict(
+            {**dataclasses.asdict(self), **{k: v for k, v in changes.items() if v is not None}}
+        )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,8 +73,12 @@ def gate_end(head0: torch.Tensor, end_id: int, threshold: float, decide: torch.T
     return torch.where((decide & stop)[:, None], only_end, torch.where(decide[:, None], no_end, head0))
 
 
-def sample(logits: torch.Tensor, cfg: SamplingConfig, history: torch.Tensor | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(
+    logits: torch.Tensor,
+    cfg: SamplingConfig,
+    history: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Token ids [B, H] from masked logits [B, H, V] as `cfg` says; `history` [B, H, W] from
     `token_history` (None: no repetition check)."""
     if cfg.temperature <= 0:

@@ -39,8 +39,16 @@ class TransformerConfig:
 class KVCache:
     """Per-layer key/value buffers [B, n_heads, max_len, head_dim] and each row's length `pos`."""
 
-    def __init__(self, n_layers: int, batch_size: int, n_heads: int, head_dim: int, max_len: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        head_dim: int,
+        max_len: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         shape = (batch_size, n_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
@@ -78,8 +86,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int,
-                probe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x, cos, sin, mask, cache: KVCache | None, layer: int, probe: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(output, head 0's pre-softmax attention scores [B, L, L] when `probe`, else None)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
@@ -89,8 +98,14 @@ class Attention(nn.Module):
             scores = (q[:, 0].float() @ k[:, 0].float().transpose(-1, -2)) * q.shape[-1] ** -0.5
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q,
+            k.to(q.dtype),
+            v.to(q.dtype),
+            attn_mask=mask,
+            is_causal=mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out(y.transpose(1, 2).reshape(B, L, D)), scores
 
 
@@ -144,13 +159,22 @@ class Transformer(nn.Module):
         """A cache for `batch_size` rows of up to `max_len` positions; dtype follows autocast if on."""
         device = torch.device(device) if device is not None else self.inv_freq.device
         if dtype is None:
-            dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
-                     else self.norm.weight.dtype)
+            dtype = (
+                torch.get_autocast_dtype(device.type)
+                if torch.is_autocast_enabled(device.type)
+                else self.norm.weight.dtype
+            )
         c = self.cfg
         return KVCache(c.n_layers, batch_size, c.n_heads, c.dim // c.n_heads, max_len, device, dtype)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, lengths: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, probe_layers: Sequence[int] | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        lengths: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        probe_layers: Sequence[int] | None = None,
+    ):
         """Hidden states [B, L, dim] of x [B, L, dim]. With a cache, x continues each row at
         cache.pos; the cache then advances by `lengths` (valid tokens per row of a right-padded x)
         or by L. `positions` [B, L] (any real numbers) replaces the token index as the rotary
@@ -190,8 +214,9 @@ class Transformer(nn.Module):
         return self.norm(x), [kept[i] for i in probe_layers]
 
 
-def grow_depth(state: dict[str, torch.Tensor], n_old: int, n_new: int,
-               prefix: str = "transformer.blocks.") -> dict[str, torch.Tensor]:
+def grow_depth(
+    state: dict[str, torch.Tensor], n_old: int, n_new: int, prefix: str = "transformer.blocks."
+) -> dict[str, torch.Tensor]:
     """The state dict of `n_old` blocks grown to `n_new` that computes exactly what it did
     (block expansion, as in LLaMA Pro): the new blocks, spread evenly, each copy the block below
     them with their attention and MLP output projections zeroed, so each starts as the identity
@@ -207,7 +232,7 @@ def grow_depth(state: dict[str, torch.Tensor], n_old: int, n_new: int,
     for new, (old, is_copy) in enumerate(order):
         for key, value in state.items():
             if key.startswith(f"{prefix}{old}."):
-                name = key[len(f"{prefix}{old}."):]
+                name = key[len(f"{prefix}{old}.") :]
                 zero = is_copy and name in ("attn.out.weight", "mlp.down.weight")
                 out[f"{prefix}{new}.{name}"] = torch.zeros_like(value) if zero else value.clone()
     return out

@@ -58,7 +58,9 @@ class MultiResolutionSTFTDiscriminator(nn.Module):
     def __init__(self, n_ffts: tuple[int, ...] = (1024, 2048, 512), filters: int = 32) -> None:
         super().__init__()
         self.inner = MultiScaleSTFTDiscriminator(
-            filters=filters, n_ffts=list(n_ffts), hop_lengths=[n // 4 for n in n_ffts],
+            filters=filters,
+            n_ffts=list(n_ffts),
+            hop_lengths=[n // 4 for n in n_ffts],
             win_lengths=list(n_ffts),
         )
 

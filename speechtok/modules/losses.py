@@ -11,14 +11,24 @@ class MultiResolutionMelLoss(nn.Module):
     """L1 between log-mels at several STFT resolutions (DAC / Vocos style)."""
 
     def __init__(
-        self, sample_rate: int = 16000, n_ffts: tuple[int, ...] = (256, 512, 1024, 2048),
-        n_mels: tuple[int, ...] = (20, 40, 80, 160), f_min: float = 0.0,
+        self,
+        sample_rate: int = 16000,
+        n_ffts: tuple[int, ...] = (256, 512, 1024, 2048),
+        n_mels: tuple[int, ...] = (20, 40, 80, 160),
+        f_min: float = 0.0,
     ) -> None:
         super().__init__()
         self.mels = nn.ModuleList(
             torchaudio.transforms.MelSpectrogram(
-                sample_rate=sample_rate, n_fft=n, hop_length=n // 4, n_mels=m, f_min=f_min,
-                power=1.0, center=True, norm="slaney", mel_scale="slaney",
+                sample_rate=sample_rate,
+                n_fft=n,
+                hop_length=n // 4,
+                n_mels=m,
+                f_min=f_min,
+                power=1.0,
+                center=True,
+                norm="slaney",
+                mel_scale="slaney",
             )
             for n, m in zip(n_ffts, n_mels)
         )
@@ -27,9 +37,9 @@ class MultiResolutionMelLoss(nn.Module):
         estimate, target = estimate.float(), target.float()
         loss = 0.0
         for mel in self.mels:
-            loss = loss + (
-                torch.log(mel(estimate).clamp_min(1e-5)) - torch.log(mel(target).clamp_min(1e-5))
-            ).abs().mean()
+            loss = (
+                loss + (torch.log(mel(estimate).clamp_min(1e-5)) - torch.log(mel(target).clamp_min(1e-5))).abs().mean()
+            )
         return loss / len(self.mels)
 
 

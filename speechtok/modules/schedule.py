@@ -8,8 +8,9 @@ import time
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, floor: float = 0.1,
-                  progress: float | None = None) -> float:
+def warmup_cosine(
+    step: int, warmup_steps: int, total_steps: int, floor: float = 0.1, progress: float | None = None
+) -> float:
     """LR factor: linear warm-up to 1, then cosine decay to `floor` at `total_steps` (and after).
     `progress` (0-1), when given, replaces the step count after the warm-up (a time budget)."""
     if step < warmup_steps:

@@ -36,11 +36,13 @@ class Aligner(nn.Module):
         self.text = nn.Sequential(_conv(dim, 2 * dim, 3), nn.ReLU(), _conv(2 * dim, dim, 1))
         # frame by frame: context blurs the boundaries the search must find (on a toy corpus a
         # frame encoder with one 3-wide conv finds 25% of the utterances' durations exactly, this one all)
-        self.frames = nn.Sequential(_conv(n_codebooks * code_dim, dim, 1), nn.ReLU(), _conv(dim, 2 * dim, 1),
-                                    nn.ReLU(), _conv(2 * dim, dim, 1))
+        self.frames = nn.Sequential(
+            _conv(n_codebooks * code_dim, dim, 1), nn.ReLU(), _conv(dim, 2 * dim, 1), nn.ReLU(), _conv(2 * dim, dim, 1)
+        )
 
-    def forward(self, text: torch.Tensor, text_len: torch.Tensor, codes: torch.Tensor,
-                feat_len: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, text: torch.Tensor, text_len: torch.Tensor, codes: torch.Tensor, feat_len: torch.Tensor
+    ) -> torch.Tensor:
         """text [B, L] ids, codes [B, K, F] -> log-probabilities [B, F, L] (-1e4 on padded symbols),
         with a beta-binomial prior towards the diagonal so training starts near a sane path."""
         k = self.text(self.emb(text).transpose(1, 2)).transpose(1, 2)  # [B, L, D]
@@ -98,9 +100,19 @@ def monotonic_search(logp: np.ndarray) -> np.ndarray:
     return durations
 
 
-def train_aligner(items: list[tuple[torch.Tensor, torch.Tensor]], n_symbols: int, codebook_size: int, *,
-                  steps: int = 2000, batch_size: int = 16, lr: float = 1e-3, dim: int = 128, seed: int = 0,
-                  log_every: int = 250, device: str | torch.device = "cpu") -> Aligner:
+def train_aligner(
+    items: list[tuple[torch.Tensor, torch.Tensor]],
+    n_symbols: int,
+    codebook_size: int,
+    *,
+    steps: int = 2000,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    dim: int = 128,
+    seed: int = 0,
+    log_every: int = 250,
+    device: str | torch.device = "cpu",
+) -> Aligner:
     """Fit an Aligner on (symbol ids [L], codes [K, F]) pairs with the forward-sum loss; each batch
     is utterances of similar length. Seeded on its own, so the caller's random state is untouched."""
     with torch.random.fork_rng(devices=[]):
@@ -122,8 +134,12 @@ def train_aligner(items: list[tuple[torch.Tensor, torch.Tensor]], n_symbols: int
 
 
 @torch.no_grad()
-def durations(model: Aligner, items: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int = 16,
-              device: str | torch.device = "cpu") -> list[np.ndarray]:
+def durations(
+    model: Aligner,
+    items: list[tuple[torch.Tensor, torch.Tensor]],
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> list[np.ndarray]:
     """The hard alignment (durations per symbol, in frames) of each (ids, codes) pair."""
     out = []
     for s in range(0, len(items), batch_size):

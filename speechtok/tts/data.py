@@ -61,8 +61,16 @@ def tts_items(manifests, codec, frontend: TextFrontend, cache: Path, codec_name:
         if codes is None:
             continue
         ids = [frontend.index[c] for c in s if c in frontend.index]
-        items.append({"id": u.ID, "speaker": u.speaker or u.ID, "text": transcript(u), "symbols": s,
-                      "src": torch.tensor(ids), "codes": codes})
+        items.append(
+            {
+                "id": u.ID,
+                "speaker": u.speaker or u.ID,
+                "text": transcript(u),
+                "symbols": s,
+                "src": torch.tensor(ids),
+                "codes": codes,
+            }
+        )
     return items
 
 
@@ -72,8 +80,9 @@ def durations_path(cache: Path, codec_name: str, text_kind: str, language: str) 
     return Path(cache) / Path(codec_name).name / f"durations-{text_kind}-{language}.json"
 
 
-def with_durations(items: list[dict], path: Path, codebook_size: int, n_symbols: int, aligner: dict,
-                   seed: int = 0) -> list[dict]:
+def with_durations(
+    items: list[dict], path: Path, codebook_size: int, n_symbols: int, aligner: dict, seed: int = 0
+) -> list[dict]:
     """The items, each with its phoneme durations (frames per symbol) from the aligner
     (`speechtok.tts.align`, settings `aligner`), cached in `path` (`durations_path`); an item with
     fewer frames than symbols cannot be aligned and is left out. The aligner is unsupervised and
@@ -118,8 +127,12 @@ def with_prompt(items, speakers: dict[str, list[int]], j, rng, prompt_frames, us
     other = items[others[int(rng.integers(len(others)))]]["codes"]
     P = min(prompt_frames, other.shape[-1])
     start = int(rng.integers(other.shape[-1] - P + 1))
-    return {"src": row["src"], "codes": torch.cat([other[:, start : start + P], row["codes"]], -1), "prompt_len": P,
-            **extra}
+    return {
+        "src": row["src"],
+        "codes": torch.cat([other[:, start : start + P], row["codes"]], -1),
+        "prompt_len": P,
+        **extra,
+    }
 
 
 class TTSBatches(EpochSeeded):
@@ -140,12 +153,19 @@ class TTSBatches(EpochSeeded):
         size = int(np.clip(self.max_frames // cost, 1, self.max_size))
         lo, hi = max(0, a - 2 * size), min(n, a + 2 * size + 1)
         picks = rng.choice(np.arange(lo, hi), size=min(size, hi - lo), replace=False)
-        return collate([with_prompt(self.items, self.by_speaker, int(j), rng, self.prompt_frames,
-                                    rng.random() < self.prompt_prob) for j in picks])
+        return collate(
+            [
+                with_prompt(
+                    self.items, self.by_speaker, int(j), rng, self.prompt_frames, rng.random() < self.prompt_prob
+                )
+                for j in picks
+            ]
+        )
 
 
-def dev_batches(dev: list[dict], seen: set[str], n_dev: int, prompt_frames: int, max_batch_frames: int,
-                seed: int) -> list[dict]:
+def dev_batches(
+    dev: list[dict], seen: set[str], n_dev: int, prompt_frames: int, max_batch_frames: int, seed: int
+) -> list[dict]:
     """Fixed dev batches of a fixed subset of `n_dev` dev items, each behind a speaker prompt, in two
     groups: 'seen' (speakers in `seen`, the training speakers) and 'new' (held-out voices)."""
     rng = np.random.default_rng(seed)
@@ -167,5 +187,16 @@ def default_prompt(items, speaker: str, frame_rate: float, seconds=(2.0, 4.0)) -
     return {"codes": r["codes"].long(), "text": r["text"], "symbols": r["symbols"], "id": r["id"], "speaker": speaker}
 
 
-__all__ = ["TTSBatches", "by_speaker", "default_prompt", "dev_batches", "durations_path", "manifest_texts",
-           "symbols_cache", "transcript", "tts_items", "with_durations", "with_prompt"]
+__all__ = [
+    "TTSBatches",
+    "by_speaker",
+    "default_prompt",
+    "dev_batches",
+    "durations_path",
+    "manifest_texts",
+    "symbols_cache",
+    "transcript",
+    "tts_items",
+    "with_durations",
+    "with_prompt",
+]

@@ -64,22 +64,38 @@ class Synthesizer(Runner):
             frames = F.pad(wav[0], (0, -wav.shape[-1] % n)).view(-1, n)
             power = float(frames.square().mean(1).max())
             if power == 0 or 10 * math.log10(power) < self.speech_floor_db:
-                level = ("all zeros" if power == 0 else f"its loudest 25 ms is at {10 * math.log10(power):.0f} dBFS, "
-                         f"below the {self.speech_floor_db:.0f} dBFS of quiet speech")
-                raise LMInputError(f"prompt: the clip is silent ({level}); give about 3 s of speech in the voice "
-                                   "to use")
+                level = (
+                    "all zeros"
+                    if power == 0
+                    else f"its loudest 25 ms is at {10 * math.log10(power):.0f} dBFS, "
+                    f"below the {self.speech_floor_db:.0f} dBFS of quiet speech"
+                )
+                raise LMInputError(
+                    f"prompt: the clip is silent ({level}); give about 3 s of speech in the voice to use"
+                )
             trimmed, _ = librosa.effects.trim(wav[0].numpy(), top_db=40)
             if len(trimmed) < 0.5 * self.sample_rate:
-                raise LMInputError(f"prompt: only {len(trimmed) / self.sample_rate:.2f} s of sound after trimming "
-                                   "silence; give a clip of about 3 s of speech")
+                raise LMInputError(
+                    f"prompt: only {len(trimmed) / self.sample_rate:.2f} s of sound after trimming "
+                    "silence; give a clip of about 3 s of speech"
+                )
             wav = torch.from_numpy(trimmed[: int(self.prompt_seconds * self.sample_rate)])[None]
             codes, _ = self._encode(wav, None, "prompt")
         return codes[:, : round(self.prompt_seconds * self.codec.frame_rate)], ""
 
     @torch.inference_mode()
-    def tts_batch(self, texts: Sequence[str], prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
-                  prompt_text: str | None = None, seed: int | None = None, max_seconds: float | None = None,
-                  mean_levels: bool | None = None, **overrides) -> list[torch.Tensor]:
+    def tts_batch(
+        self,
+        texts: Sequence[str],
+        prompt_wav: Audio | None = None,
+        *,
+        prompt_sr: int | None = None,
+        prompt_text: str | None = None,
+        seed: int | None = None,
+        max_seconds: float | None = None,
+        mean_levels: bool | None = None,
+        **overrides,
+    ) -> list[torch.Tensor]:
         """Waveforms [1, T] at `sample_rate`, one per text, all in the same voice (one batch).
         A text too long for the model's positions is cut at sentence ends, then clause marks, then
         words (`text.split_text`); its pieces are generated in the same batch, with the same prompt
@@ -97,13 +113,19 @@ class Synthesizer(Runner):
         src, src_len, P, prompt_len, timeline = self._rows([t for ps in pieces for t, _ in ps], prompt, before)
         if self.lm.cfg.durations and "durations" not in timeline:
             timeline["durations"] = self.lm.predict_durations(src.to(self.device), src_len.to(self.device))
-        codes, lengths = self._generate(src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1,
-                                        **timeline)
+        codes, lengths = self._generate(
+            src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1, **timeline
+        )
         if not mean_levels:
             return self._join(self._decode(codes.cpu(), lengths.cpu()), pieces)
         levels = self._expected_levels(src, src_len, P, codes, lengths, timeline, seed)
-        return self._join([self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
-                           for lv, n in zip(levels, lengths.tolist())], pieces)
+        return self._join(
+            [
+                self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
+                for lv, n in zip(levels, lengths.tolist())
+            ],
+            pieces,
+        )
 
     def _row_length(self, src, src_len, prompt, timeline: dict, max_len: int | None) -> torch.Tensor:
         """Positions [B] each row takes in the LM (source, prompt, target frames) as generate() counts
@@ -130,8 +152,10 @@ class Synthesizer(Runner):
             src, src_len, P, _, timeline = self._rows(batch, prompt, before)
             return self._row_length(src, src_len, P, timeline, max_len).tolist()
 
-        return [[(t, None)] if n <= limit else split_text(t, lambda piece: need([piece])[0] <= limit)
-                for t, n in zip(texts, need(texts))]
+        return [
+            [(t, None)] if n <= limit else split_text(t, lambda piece: need([piece])[0] <= limit)
+            for t, n in zip(texts, need(texts))
+        ]
 
     def _join(self, wavs: list[torch.Tensor], pieces: list[list[tuple[str, str | None]]]) -> list[torch.Tensor]:
         """One waveform per text: its pieces' waveforms in order, a pause (whole frames) at each cut and
@@ -148,7 +172,7 @@ class Synthesizer(Runner):
                 if i:
                     wav[..., :n] *= fade[:n]
                 if boundary is not None:
-                    wav[..., wav.shape[-1] - n:] *= fade[:n].flip(0)
+                    wav[..., wav.shape[-1] - n :] *= fade[:n].flip(0)
                     gap = round(self.pauses[boundary] * self.codec.frame_rate) * self.codec.hop_length
                     joined += [wav, wav.new_zeros(wav.shape[0], gap)]
                 else:
@@ -173,8 +197,13 @@ class Synthesizer(Runner):
         idx = (n_prompt + torch.arange(codes.shape[-1], device=dev)).clamp(max=levels.shape[-1] - 1)
         return levels[..., idx].cpu()
 
-    def inputs(self, texts: Sequence[str], prompt_wav: Audio | None = None, prompt_sr: int | None = None,
-               prompt_text: str | None = None) -> tuple:
+    def inputs(
+        self,
+        texts: Sequence[str],
+        prompt_wav: Audio | None = None,
+        prompt_sr: int | None = None,
+        prompt_text: str | None = None,
+    ) -> tuple:
         """The LM's inputs for `texts` in one voice: source ids [B, L], their lengths [B], prompt
         codes [B, K, P] and lengths [B] (both None without a prompt), and generate()'s timeline
         keywords (rate, continue_prompt) for a continued clip."""
@@ -195,8 +224,12 @@ class Synthesizer(Runner):
         timeline = {}
         if before and prompt is not None and self.lm.cfg.durations:
             # continuation: the clip's transcript lasts exactly the clip, the text as long as predicted
-            timeline = {"durations": self._continued_durations(src, src_len, len(self.frontend.ids(before + " ")),
-                                                               prompt.shape[-1]), "continue_prompt": True}
+            timeline = {
+                "durations": self._continued_durations(
+                    src, src_len, len(self.frontend.ids(before + " ")), prompt.shape[-1]
+                ),
+                "continue_prompt": True,
+            }
         elif before and prompt is not None and self.lm.cfg.aligned_positions:
             # continuation: the clip starts the target's timeline, and its transcript gives the speaking rate
             rate = self.lm.pattern.frame_step(prompt.shape[-1]) / (len(self.frontend.ids(before)) + 1)
@@ -209,8 +242,10 @@ class Synthesizer(Runner):
         predicted pace, scaled by the clip's (how fast this speaker talks, within 1.5x either way:
         the clip's pauses count too)."""
         if n_before > n_frames:
-            raise LMInputError(f"prompt: {n_frames} frames cannot hold the {n_before} symbols of its transcript; "
-                               "give the clip's own transcript, or a longer clip")
+            raise LMInputError(
+                f"prompt: {n_frames} frames cannot hold the {n_before} symbols of its transcript; "
+                "give the clip's own transcript, or a longer clip"
+            )
         dev = self.device
         d = self.lm.predict_durations(src.to(dev), src_len.to(dev)).float()
         pace = n_frames / d[:, :n_before].sum(1, keepdim=True).clamp(min=1)
@@ -223,14 +258,26 @@ class Synthesizer(Runner):
         tail = tail * (torch.arange(n_before, d.shape[1], device=dev)[None] < src_len.to(dev)[:, None])
         return torch.cat([head, tail], 1).long()
 
-    def tts(self, text: str, prompt_wav: Audio | None = None, *, prompt_sr: int | None = None,
-            prompt_text: str | None = None, seed: int | None = None, **kw) -> torch.Tensor:
+    def tts(
+        self,
+        text: str,
+        prompt_wav: Audio | None = None,
+        *,
+        prompt_sr: int | None = None,
+        prompt_text: str | None = None,
+        seed: int | None = None,
+        **kw,
+    ) -> torch.Tensor:
         """Speak `text`; returns a waveform [1, T] at `sample_rate`."""
         return self.tts_batch([text], prompt_wav, prompt_sr=prompt_sr, prompt_text=prompt_text, seed=seed, **kw)[0]
 
 
-def load_tts(name_or_path: str | Path | None = None, codec=None, device: str | torch.device = "cpu",
-             folder: str | Path = PRETRAINED_DIR) -> Synthesizer:
+def load_tts(
+    name_or_path: str | Path | None = None,
+    codec=None,
+    device: str | torch.device = "cpu",
+    folder: str | Path = PRETRAINED_DIR,
+) -> Synthesizer:
     """A Synthesizer from a bundled name ('tts-dmel-16k'), a folder, or (None) the model for `codec`
     (any bundled one when codec is None too). `codec` (name or Codec) overrides the decoder."""
     lm, meta, codec, path = load_runner_parts("tts", name_or_path, codec, device, folder)

@@ -23,8 +23,7 @@ from collections.abc import Callable, Sequence
 
 ESPEAK = "espeak-ng"
 PUNCTUATION = ',.;:!?…—"()¡¿'
-_IPA = ("æçðøŋœɐɑɒɓɔɕɖɗɘəɚɛɜɝɞɟɠɡɢɣɤɥɦɧɨɪɫɬɭɮɯɰɱɲɳɴɵɶɸɹɺɻɽɾʀʁʂʃʄʈʉʊʋʌʍʎʏʐʑʒʔʕʘʙʛʜʝʟʡʢʤʧ"
-        "ʰʲʷˈˌːˑ˞ˠˤ̩̪̯̃̊͡βθχᵻ")
+_IPA = "æçðøŋœɐɑɒɓɔɕɖɗɘəɚɛɜɝɞɟɠɡɢɣɤɥɦɧɨɪɫɬɭɮɯɰɱɲɳɴɵɶɸɹɺɻɽɾʀʁʂʃʄʈʉʊʋʌʍʎʏʐʑʒʔʕʘʙʛʜʝʟʡʢʤʧʰʲʷˈˌːˑ˞ˠˤ̩̪̯̃̊͡βθχᵻ"
 # space (word boundary), punctuation, letters/digits (char fallback; many are also IPA), IPA
 DEFAULT_SYMBOLS = list(dict.fromkeys(" " + PUNCTUATION + "'-" + "abcdefghijklmnopqrstuvwxyz0123456789" + _IPA))
 
@@ -35,9 +34,11 @@ _SPLIT = re.compile(f"([{re.escape(PUNCTUATION)}]+)")
 _LANG_SWITCH = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)?\)")
 # where long text may be cut, coarsest first: after a sentence end (closing quotes or brackets kept
 # with it), after a clause mark, between words; each followed by the space it replaces
-_BREAKS = (("sentence", re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')])\s+")),
-           ("clause", re.compile(r"(?<=[,;:—])\s+")),
-           ("word", re.compile(r"\s+")))
+_BREAKS = (
+    ("sentence", re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"')])\s+")),
+    ("clause", re.compile(r"(?<=[,;:—])\s+")),
+    ("word", re.compile(r"\s+")),
+)
 
 
 class TextError(ValueError):
@@ -73,8 +74,9 @@ def _espeak(chunks: Sequence[str], language: str) -> list[str]:
         return []
 
     def run(text: str) -> list[str]:
-        r = subprocess.run([ESPEAK, "-q", "--ipa", "-v", language, "--stdin"], input=text, check=False,
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [ESPEAK, "-q", "--ipa", "-v", language, "--stdin"], input=text, check=False, capture_output=True, text=True
+        )
         if r.returncode != 0:
             raise TextError(f"espeak-ng failed (voice {language!r}): {r.stderr.strip()[-300:]}")
         return [" ".join(_LANG_SWITCH.sub("", line).split()) for line in r.stdout.splitlines() if line.strip()]
@@ -129,8 +131,10 @@ def split_text(text: str, fits: Callable[[str], bool]) -> list[tuple[str, str | 
         if ok(piece):
             return [(piece, None)]
         if level == len(_BREAKS):
-            raise TextError(f"text.py: {piece!r} is too long for the model even alone (beside its voice prompt); "
-                            "use a shorter prompt")
+            raise TextError(
+                f"text.py: {piece!r} is too long for the model even alone (beside its voice prompt); "
+                "use a shorter prompt"
+            )
         kind, pattern = _BREAKS[level]
         parts: list[str] = []
         for part in pattern.split(piece):  # a part with nothing to say ("…", "%") goes with the one before
@@ -159,8 +163,9 @@ def split_text(text: str, fits: Callable[[str], bool]) -> list[tuple[str, str | 
 class TextFrontend:
     """Text -> symbol string -> ids, for kind 'phonemes' (espeak-ng) or 'chars'."""
 
-    def __init__(self, kind: str = "phonemes", language: str = "en-us", symbols: Sequence[str] | None = None,
-                 warn: bool = True) -> None:
+    def __init__(
+        self, kind: str = "phonemes", language: str = "en-us", symbols: Sequence[str] | None = None, warn: bool = True
+    ) -> None:
         if kind not in ("phonemes", "chars"):
             raise ValueError(f"text.py: unknown front-end kind {kind!r}; use 'phonemes' or 'chars'")
         self.kind, self.language = kind, language
@@ -175,8 +180,11 @@ class TextFrontend:
     def for_training(cls, kind: str = "phonemes", language: str = "en-us") -> TextFrontend:
         """A new front-end; without espeak-ng a phoneme front-end becomes a character one."""
         if kind == "phonemes" and not espeak_available():
-            warnings.warn(f"{ESPEAK} not found: training on characters instead of phonemes "
-                          "(apt-get install espeak-ng for phonemes)", stacklevel=2)
+            warnings.warn(
+                f"{ESPEAK} not found: training on characters instead of phonemes "
+                "(apt-get install espeak-ng for phonemes)",
+                stacklevel=2,
+            )
             kind = "chars"
         return cls(kind, language)
 
@@ -205,8 +213,11 @@ class TextFrontend:
             out = phonemize_many(texts, self.language)
         else:
             if self.kind == "phonemes":
-                self._warn_once("espeak", f"{ESPEAK} not found: using characters instead of phonemes, "
-                                          "speech will be poor (apt-get install espeak-ng)")
+                self._warn_once(
+                    "espeak",
+                    f"{ESPEAK} not found: using characters instead of phonemes, "
+                    "speech will be poor (apt-get install espeak-ng)",
+                )
             out = [characters(t) for t in texts]
         for t, s in zip(texts, out):
             if not s:
@@ -220,8 +231,10 @@ class TextFrontend:
         """Ids of a symbol string; symbols outside the vocabulary are dropped with a warning."""
         unknown = sorted({c for c in symbols if c not in self.index})
         if unknown:
-            self._warn_once("unk:" + "".join(unknown), f"text symbols not in the model's vocabulary, "
-                                                       f"skipped: {' '.join(map(repr, unknown))}")
+            self._warn_once(
+                "unk:" + "".join(unknown),
+                f"text symbols not in the model's vocabulary, skipped: {' '.join(map(repr, unknown))}",
+            )
         ids = [self.index[c] for c in symbols if c in self.index]
         if not any(self.symbols[i] not in " " + PUNCTUATION for i in ids):
             raise TextError(f"no speakable symbol of {symbols!r} is in the model's vocabulary")
@@ -234,5 +247,15 @@ class TextFrontend:
         return "".join(self.symbols[i] for i in ids)
 
 
-__all__ = ["DEFAULT_SYMBOLS", "PUNCTUATION", "TextError", "TextFrontend", "characters", "espeak_available",
-           "normalize", "phonemize", "phonemize_many", "split_text"]
+__all__ = [
+    "DEFAULT_SYMBOLS",
+    "PUNCTUATION",
+    "TextError",
+    "TextFrontend",
+    "characters",
+    "espeak_available",
+    "normalize",
+    "phonemize",
+    "phonemize_many",
+    "split_text",
+]

@@ -50,8 +50,13 @@ def main() -> None:
     if args.baselines:
         for name, scores in json.loads(args.baselines.read_text()).items():
             ax.axhline(scores["pesq_wb"], linestyle="--", linewidth=1, color="grey")
-            ax.annotate(f"{Path(name).name} {scores['pesq_wb']:.2f}", (0, scores["pesq_wb"]), fontsize=8,
-                        xytext=(2, 2), textcoords="offset points")
+            ax.annotate(
+                f"{Path(name).name} {scores['pesq_wb']:.2f}",
+                (0, scores["pesq_wb"]),
+                fontsize=8,
+                xytext=(2, 2),
+                textcoords="offset points",
+            )
     ax.set_xlabel("CPU-hours (process CPU time, this 2-core machine)")
     ax.set_ylabel("dev PESQ-wb, unseen voices")
     ax.grid(alpha=0.3)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Score dMel decoders on the recipe's dev sets: vocoders of codec folders, and Griffin-Lim.
+"""Score codecs round trip (encode, decode) on the recipe's dev sets, and Griffin-Lim on dMel levels.
 
     python recipes/codec/dmel_vocoder/score.py recipes/codec/dmel_vocoder/hparams/cpu.yaml \
-        --decoders speechtok/pretrained/dmel-16k gl32 fgl32 --n_utts 1000 --out results/vocoder_scores.json
+        --decoders dmel-16k gl32 fgl32 rvq-16k rvq-16k@2 single-16k-50 --n_utts 1000 --out results/scores.json
 
-`glN` is Griffin-Lim with N iterations (momentum 0), `fglN` fast Griffin-Lim (momentum 0.99), both
-on the same dMel levels. `--n_utts` per set (default: the recipe's `n_dev_utts`, the subset the
+A decoder is a codec (bundled name or folder; `NAME@K` with its first K codebooks), or `glN` for
+Griffin-Lim with N iterations (momentum 0) or `fglN` for fast Griffin-Lim (momentum 0.99), both on
+dMel's levels. `--n_utts` per set (default: the recipe's `n_dev_utts`, the subset the
 training log reports). Prints PESQ-wb / STOI per set, and the mean over the unseen-voice sets
 that checkpoints are chosen by.
 """
@@ -25,14 +26,15 @@ from speechtok.data.segments import dev_items, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 
 
-def decoder_fn(spec: str, frontend: DMelCodec):
-    """log-mel [1, n_mels, F] -> waveform, for a codec folder or `glN` / `fglN`."""
+def round_trip(spec: str, frontend: DMelCodec):
+    """waveform [1, 1, T] -> its resynthesis, for `glN` / `fglN` or a codec `NAME[@K]`."""
     match = re.fullmatch(r"(f?)gl(\d+)", spec)
     if match:
-        momentum = 0.99 if match.group(1) else 0.0
-        return lambda mel: frontend.griffin_lim(mel, n_iter=int(match.group(2)), momentum=momentum)
-    codec = load_codec(spec)
-    return lambda mel: codec.vocoder(mel)
+        momentum, n_iter = (0.99 if match.group(1) else 0.0), int(match.group(2))
+        return lambda wav: frontend.griffin_lim(frontend.dequantize(frontend.encode(wav)), n_iter, momentum)
+    name, _, k = spec.partition("@")
+    codec = load_codec(name)
+    return lambda wav: codec.decode(codec.encode(wav, n_codebooks=int(k) if k else None))
 
 
 def main() -> None:
@@ -48,15 +50,16 @@ def main() -> None:
     items = dev_items(hp, frontend.sample_rate, args.n_utts)
     results = {}
     for spec in args.decoders:
-        render, rows = decoder_fn(spec, frontend), []
+        resynth, rows = round_trip(spec, frontend), []
         for name, wav in items:
             with torch.inference_mode():
-                mel = frontend.dequantize(frontend.encode(wav[None]))
-                est = render(mel).float()[0, 0, : wav.shape[-1]].clamp(-1, 1).numpy()
+                est = resynth(wav[None]).float()[0, 0, : wav.shape[-1]].clamp(-1, 1).numpy()
             ref = wav[0].numpy()
             rows.append((name, pesq_wb(ref, est, 16000), stoi(ref, est, 16000)))
-        results[spec] = {**dev_summary(rows, list(hp["dev_sets"])), "n_utts": {n: sum(r[0] == n for r in rows)
-                                                                                for n in dict.fromkeys(r[0] for r in rows)}}
+        results[spec] = {
+            **dev_summary(rows, list(hp["dev_sets"])),
+            "n_utts": {n: sum(r[0] == n for r in rows) for n in dict.fromkeys(r[0] for r in rows)},
+        }
         print(spec, json.dumps({k: round(v, 3) for k, v in results[spec].items() if isinstance(v, float)}), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,18 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechtok.codecs.dmel import DMelCodec
 from speechtok.codecs import load_codec
-from speechtok.training import export_best
+from speechtok.codecs.dmel import DMelCodec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from speechtok.modules.schedule import TrainClock, WarmupCosineLR
+from speechtok.training import export_best
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
@@ -128,23 +127,34 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
         scores = dev_summary(self.dev_scores, list(self.hparams.dev_sets))
         cpu_hours = self.cpu_clock.seconds() / 3600
         self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor(),
-                        "cpu_hours": round(cpu_hours, 3)},
+            stats_meta={
+                "epoch": epoch,
+                "step": self.optimizer_step,
+                "lr": self.hparams.lr * self.lr_factor(),
+                "cpu_hours": round(cpu_hours, 3),
+            },
             train_stats={"mel_loss": self.train_loss, **getattr(self, "last_stats", {})},
             valid_stats={"mel_loss": stage_loss, **scores},
         )
         self.checkpointer.save_and_keep_only(
             meta={**scores, "step": self.optimizer_step, "cpu_hours": cpu_hours},
-            max_keys=["pesq_wb"], num_to_keep=2,
+            max_keys=["pesq_wb"],
+            num_to_keep=2,
         )
 
 
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ) as a codec folder; safe while training runs."""
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    return export_best(codec, hparams["save_folder"], hparams["export_folder"], {"generator": codec.vocoder},
-                       keep=("pesq_wb", "stoi", "step", "cpu_hours"), dev_sets=hparams["dev_sets"],
-                       seen_dev_sets=hparams.get("seen_dev_sets") or {})
+    return export_best(
+        codec,
+        hparams["save_folder"],
+        hparams["export_folder"],
+        {"generator": codec.vocoder},
+        keep=("pesq_wb", "stoi", "step", "cpu_hours"),
+        dev_sets=hparams["dev_sets"],
+        seen_dev_sets=hparams.get("seen_dev_sets") or {},
+    )
 
 
 def warm_start(codec: DMelCodec, hparams: dict) -> None:
@@ -172,9 +182,14 @@ def main(argv: list[str]) -> None:
     brain = VocoderBrain(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.codec, brain.train_set = codec, train_set
     brain.fit(
-        hparams["epoch_counter"], train_set, dev_set,
-        train_loader_kwargs={"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"],
-                             "drop_last": True},
+        hparams["epoch_counter"],
+        train_set,
+        dev_set,
+        train_loader_kwargs={
+            "batch_size": hparams["batch_size"],
+            "num_workers": hparams["num_workers"],
+            "drop_last": True,
+        },
         valid_loader_kwargs={"batch_size": 1},
     )
     if sb.utils.distributed.if_main_process():

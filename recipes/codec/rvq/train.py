@@ -24,10 +24,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import RVQCodec, load_codec
-from speechtok.training import export_best
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
 from speechtok.modules.schedule import WarmupCosineLR
+from speechtok.training import export_best
 
 
 class RVQBrain(WarmupCosineLR, sb.Brain):
@@ -55,8 +55,9 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
         ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
         self.dev_scores.append((set_name, pesq_wb(ref, est, codec.sample_rate), stoi(ref, est, codec.sample_rate)))
         self.histogram += code_histogram(codes[0].cpu().numpy(), codec.codebook_size)
-        target = codec.normalise(codec.log_mel(torch.nn.functional.pad(
-            wav, (0, codes.shape[-1] * codec.hop_length - wav.shape[-1]))))
+        target = codec.normalise(
+            codec.log_mel(torch.nn.functional.pad(wav, (0, codes.shape[-1] * codec.hop_length - wav.shape[-1])))
+        )
         return (codec.normalise(mel) - target).abs().mean().cpu()
 
     def on_stage_start(self, stage, epoch=None):
@@ -70,18 +71,24 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
             self.train_loss = stage_loss
             return
         usage = codebook_usage(self.histogram)
-        stats = {"mel_l1": stage_loss, **dev_summary(self.dev_scores, list(self.hparams.dev_sets)),
-                 "codes_used": float(np.mean(usage["used_fraction"])),
-                 "perplexity": float(np.mean(usage["perplexity"]))}
+        stats = {
+            "mel_l1": stage_loss,
+            **dev_summary(self.dev_scores, list(self.hparams.dev_sets)),
+            "codes_used": float(np.mean(usage["used_fraction"])),
+            "perplexity": float(np.mean(usage["perplexity"])),
+        }
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
             train_stats={"loss": self.train_loss, **getattr(self, "last_stats", {})},
             valid_stats=stats,
         )
-        print(f"epoch {epoch} step {self.optimizer_step} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()),
-              flush=True)
-        self.checkpointer.save_and_keep_only(meta={**stats, "step": self.optimizer_step}, max_keys=["pesq_wb"],
-                                             num_to_keep=2)
+        print(
+            f"epoch {epoch} step {self.optimizer_step} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()),
+            flush=True,
+        )
+        self.checkpointer.save_and_keep_only(
+            meta={**stats, "step": self.optimizer_step}, max_keys=["pesq_wb"], num_to_keep=2
+        )
 
 
 def build_codec(hparams: dict) -> RVQCodec:
@@ -90,8 +97,13 @@ def build_codec(hparams: dict) -> RVQCodec:
     if dmel.vocoder is None:
         raise SystemExit(f"vocoder_from {hparams['vocoder_from']}: that codec has no trained vocoder")
     mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
-    codec = RVQCodec(**hparams["codec"], sample_rate=dmel.sample_rate, frame_rate=int(dmel.frame_rate), mel=mel,
-                     vocoder=dmel.vocoder_config)
+    codec = RVQCodec(
+        **hparams["codec"],
+        sample_rate=dmel.sample_rate,
+        frame_rate=int(dmel.frame_rate),
+        mel=mel,
+        vocoder=dmel.vocoder_config,
+    )
     codec.use_vocoder_of(dmel)
     return codec
 
@@ -99,9 +111,15 @@ def build_codec(hparams: dict) -> RVQCodec:
 def export(hparams: dict) -> Path:
     """Save the best checkpoint so far (by dev PESQ-wb) as a codec folder; safe while training runs."""
     codec = build_codec(hparams)
-    return export_best(codec, hparams["save_folder"], hparams["export_folder"], {"codec": codec},
-                       keep=("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"),
-                       dev_sets=hparams["dev_sets"], seen_dev_sets=hparams.get("seen_dev_sets") or {})
+    return export_best(
+        codec,
+        hparams["save_folder"],
+        hparams["export_folder"],
+        {"codec": codec},
+        keep=("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"),
+        dev_sets=hparams["dev_sets"],
+        seen_dev_sets=hparams.get("seen_dev_sets") or {},
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -117,13 +135,23 @@ def main(argv: list[str]) -> None:
     codec = build_codec(hparams)
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     hparams["checkpointer"].add_recoverable("codec", codec)
-    brain = RVQBrain(modules={"codec": codec}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
-                     checkpointer=hparams["checkpointer"])
+    brain = RVQBrain(
+        modules={"codec": codec},
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
     brain.train_set = train_set
     brain.fit(
-        hparams["epoch_counter"], train_set, dev_set,
-        train_loader_kwargs={"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"],
-                             "drop_last": True},
+        hparams["epoch_counter"],
+        train_set,
+        dev_set,
+        train_loader_kwargs={
+            "batch_size": hparams["batch_size"],
+            "num_workers": hparams["num_workers"],
+            "drop_last": True,
+        },
         valid_loader_kwargs={"batch_size": 1},
     )
     if sb.utils.distributed.if_main_process():

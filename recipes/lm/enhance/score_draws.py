@@ -35,10 +35,28 @@ def draw_rows(manifests: Path, name: str, seed: int | None, band: tuple[float, f
     if not path.exists():
         if seed is None:
             raise SystemExit(f"{path}: missing; make the dev pairs first (recipes/lm/README.md)")
-        subprocess.run([sys.executable, str(REPO / "recipes/data/prepare.py"), str(REPO / "recipes/data/hparams/prepare.yaml"),
-                        "--output_folder", str(manifests.parent), "--real_speech_stage", "False", "--synth_stage", "False",
-                        "--seed", str(seed), "--noisy_name", name, "--noisy_train_hours", "0", "--noisy_dev_hours", "0.3"],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "recipes/data/prepare.py"),
+                str(REPO / "recipes/data/hparams/prepare.yaml"),
+                "--output_folder",
+                str(manifests.parent),
+                "--real_speech_stage",
+                "False",
+                "--synth_stage",
+                "False",
+                "--seed",
+                str(seed),
+                "--noisy_name",
+                name,
+                "--noisy_train_hours",
+                "0",
+                "--noisy_dev_hours",
+                "0.3",
+            ],
+            check=True,
+        )
     return [u for u in read_manifest(path) if band[0] <= float(u.extra["snr_db"]) < band[1]]
 
 
@@ -84,25 +102,33 @@ def main() -> None:
         noisy, clean = [load_pair(u.path) for u in rows], [load_pair(u.extra["clean_path"]) for u in rows]
         for tag, enhancer in zip(tags, enhancers):
             files = enhanced_files(enhancer, rows, args.out, name)
-            table = evaluate_enhancement(noisy, [load_pair(f) for f in files], clean,
-                                         [float(u.extra["snr_db"]) for u in rows], dnsmos=False)["table"]["all"]
-            scores.setdefault(name, {})[tag] = {s: {k: table[s][k] for k in ("n", "pesq_wb", "stoi")}
-                                                for s in ("noisy", "enhanced")}
+            table = evaluate_enhancement(
+                noisy, [load_pair(f) for f in files], clean, [float(u.extra["snr_db"]) for u in rows], dnsmos=False
+            )["table"]["all"]
+            scores.setdefault(name, {})[tag] = {
+                s: {k: table[s][k] for k in ("n", "pesq_wb", "stoi")} for s in ("noisy", "enhanced")
+            }
     scores["all four"] = {t: {s: pooled([scores[d][t][s] for d in DRAWS]) for s in ("noisy", "enhanced")} for t in tags}
-    lines = ["| pairs | n | noisy PESQ-wb / STOI | " + " | ".join(f"{t} | gain" for t in tags) + " |",
-             "|" + "---|" * (3 + 2 * len(tags))]
+    lines = [
+        "| pairs | n | noisy PESQ-wb / STOI | " + " | ".join(f"{t} | gain" for t in tags) + " |",
+        "|" + "---|" * (3 + 2 * len(tags)),
+    ]
     for name, row in scores.items():
         noisy = row[tags[0]]["noisy"]
         label = {"noisy": "dev pairs"}.get(name) or (f"seed {DRAWS[name]}" if name in DRAWS else name)
         cells = [label, str(noisy["n"]), f"{noisy['pesq_wb']:.3f} / {noisy['stoi']:.3f}"]
         for t in tags:
             n, e = row[t]["noisy"], row[t]["enhanced"]
-            cells += [f"{e['pesq_wb']:.3f} / {e['stoi']:.3f}", f"{e['pesq_wb'] - n['pesq_wb']:+.3f} / {e['stoi'] - n['stoi']:+.3f}"]
+            cells += [
+                f"{e['pesq_wb']:.3f} / {e['stoi']:.3f}",
+                f"{e['pesq_wb'] - n['pesq_wb']:+.3f} / {e['stoi'] - n['stoi']:+.3f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scores.json").write_text(json.dumps({"models": dict(zip(tags, args.models)), "band_db": args.band,
-                                                      "draws": scores}, indent=2))
+    (args.out / "scores.json").write_text(
+        json.dumps({"models": dict(zip(tags, args.models)), "band_db": args.band, "draws": scores}, indent=2)
+    )
 
 
 def pooled(means: list[dict]) -> dict:

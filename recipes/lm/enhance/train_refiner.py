@@ -57,10 +57,13 @@ class RefinerBrain(WarmupCosineLR, sb.Brain):
             return
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
-            train_stats={"loss": self.train_loss}, valid_stats={"loss": stage_loss})
+            train_stats={"loss": self.train_loss},
+            valid_stats={"loss": stage_loss},
+        )
         print(f"epoch {epoch} step {self.optimizer_step} train {self.train_loss:.4f} dev {stage_loss:.4f}", flush=True)
-        self.checkpointer.save_and_keep_only(meta={"loss": stage_loss, "step": self.optimizer_step},
-                                             min_keys=["loss"], num_to_keep=2)
+        self.checkpointer.save_and_keep_only(
+            meta={"loss": stage_loss, "step": self.optimizer_step}, min_keys=["loss"], num_to_keep=2
+        )
 
 
 class Crops(torch.utils.data.Dataset):
@@ -97,8 +100,12 @@ def collect(hp: dict) -> list[dict]:
     todo = [(u.ID, u.path, u.extra["clean_path"]) for u in rows if not (folder / f"{u.ID}.safetensors").exists()]
     if todo:
         workers = max(1, min(hp["workers"], len(todo)))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                 initargs=(hp["enhancer"], max(1, hp["threads"] // workers), folder)) as pool:
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(hp["enhancer"], max(1, hp["threads"] // workers), folder),
+        ) as pool:
             list(tqdm(pool.map(_collect_pair, todo), total=len(todo), desc="refiner inputs"))
     return [load_file(str(folder / f"{u.ID}.safetensors")) for u in rows]
 
@@ -117,8 +124,14 @@ def _collect_pair(pair: tuple[str, str, str]) -> None:
     noisy, targets = enhancer.refiner_inputs(noisy_path)
     clean = load_audio(clean_path, enhancer.sample_rate).reshape(1, 1, -1)
     clean = torch.nn.functional.pad(clean, (0, noisy.shape[-1] * enhancer.codec.hop_length - clean.shape[-1]))
-    save_file({"noisy": noisy.contiguous(), "targets": targets.contiguous(),
-               "clean": enhancer.codec.log_mel(clean)[0].contiguous()}, str(_worker["folder"] / f"{uid}.safetensors"))
+    save_file(
+        {
+            "noisy": noisy.contiguous(),
+            "targets": targets.contiguous(),
+            "clean": enhancer.codec.log_mel(clean)[0].contiguous(),
+        },
+        str(_worker["folder"] / f"{uid}.safetensors"),
+    )
 
 
 def export(hp: dict, refiner: GainRefiner, checkpointer, n_train: int) -> Path:
@@ -133,9 +146,15 @@ def export(hp: dict, refiner: GainRefiner, checkpointer, n_train: int) -> Path:
         shutil.copy(Path(source) / name, out / name)
     refiner.save(out)
     meta = json.loads((out / "config.json").read_text())
-    meta["refiner"] = {"config": refiner.config(), "training": {
-        "step": best.meta["step"], "dev_loss": round(best.meta["loss"], 5), "train_pairs": n_train,
-        "parameters": sum(p.numel() for p in refiner.parameters())}}
+    meta["refiner"] = {
+        "config": refiner.config(),
+        "training": {
+            "step": best.meta["step"],
+            "dev_loss": round(best.meta["loss"], 5),
+            "train_pairs": n_train,
+            "parameters": sum(p.numel() for p in refiner.parameters()),
+        },
+    }
     (out / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return out
 
@@ -145,22 +164,32 @@ def main(argv: list[str]) -> None:
     with open(hparams_file) as f:
         hp = load_hyperpyyaml(f, overrides)
     torch.set_num_threads(hp["threads"])
-    sb.create_experiment_directory(experiment_directory=hp["output_folder"], hyperparams_to_save=hparams_file,
-                                   overrides=overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hp["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
     items = collect(hp)
     if len(items) <= hp["n_dev"]:
         raise SystemExit(f"{len(items)} pairs: need more than n_dev={hp['n_dev']}")
-    train, dev = items[hp["n_dev"]:], items[: hp["n_dev"]]
+    train, dev = items[hp["n_dev"] :], items[: hp["n_dev"]]
     refiner = GainRefiner(n_mels=items[0]["noisy"].shape[0], **hp["refiner"])
     hp["checkpointer"].add_recoverable("refiner", refiner)
     if not hp["export_only"]:
-        brain = RefinerBrain(modules={"refiner": refiner}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts,
-                             checkpointer=hp["checkpointer"])
+        brain = RefinerBrain(
+            modules={"refiner": refiner},
+            opt_class=hp["opt_class"],
+            hparams=hp,
+            run_opts=run_opts,
+            checkpointer=hp["checkpointer"],
+        )
         brain.train_set = Crops(train, hp["crop_frames"], hp["steps_per_epoch"] * hp["batch_size"], hp["seed"])
         dev_set = [padded(item, item["noisy"].shape[-1]) for item in dev]
-        brain.fit(hp["epoch_counter"], brain.train_set, dev_set,
-                  train_loader_kwargs={"batch_size": hp["batch_size"], "shuffle": False},
-                  valid_loader_kwargs={"batch_size": 1})
+        brain.fit(
+            hp["epoch_counter"],
+            brain.train_set,
+            dev_set,
+            train_loader_kwargs={"batch_size": hp["batch_size"], "shuffle": False},
+            valid_loader_kwargs={"batch_size": 1},
+        )
     print(f"exported {export(hp, refiner, hp['checkpointer'], len(train))}")
 
 
