@@ -10,6 +10,7 @@ import socket
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,17 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def harmonic_tone(seconds: float, f0: float = 140.0, sr: int = 16000) -> np.ndarray:
+    """A voiced-speech-like test signal: five harmonics of `f0`, peak about 0.4."""
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.2 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def gl_codec():
+    """dmel-16k-gl: parameter-free, the same codes as dmel-16k, for tests of what sits on top of a codec."""
+    from speechtok.codecs import load_codec
+
+    return load_codec("dmel-16k-gl")

@@ -3,15 +3,14 @@ input gains; and the model config's `render` block, with the older layout that k
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from speechtok.codecs import load_codec
 from speechtok.enhance import BandGainFilter, Enhancer, LMInputError, load_enhancer
 from speechtok.lm import LMConfig, SamplingConfig, TokenLM, TransformerConfig
 from speechtok.lm.checkpoint import read_lm_config, save_lm, split_render
 from speechtok.tokens import TokenFile, save_tokens
+from tests.conftest import harmonic_tone
 
 SR = 16000
 
@@ -19,14 +18,9 @@ SR = 16000
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tone(seconds, f0=140.0, sr=SR):
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.2 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def codec():
-    return load_codec("dmel-16k-gl")
+def codec(gl_codec):
+    return gl_codec
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def models(tmp_path_factory, codec):
 def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
     enhancer = load_enhancer(folder=models)
     assert enhancer.chunk_frames < 50  # max_len 64: a 1.3 s input needs several chunks
-    wav = torch.from_numpy(tone(1.3)) + 0.05 * torch.randn(int(1.3 * SR))
+    wav = torch.from_numpy(harmonic_tone(1.3)) + 0.05 * torch.randn(int(1.3 * SR))
     out = enhancer.enhance(wav)
     assert out.shape == (1, wav.shape[-1]) and torch.isfinite(out).all()
     assert [w.shape for w in enhancer.enhance_batch([wav[:8000], wav])] == [(1, 8000), (1, wav.shape[-1])]
@@ -71,7 +65,7 @@ def test_enhance_keeps_the_length_and_chunks_long_inputs(models):
 
 def test_enhance_can_decode_the_mean_level(models):
     enhancer = load_enhancer(folder=models)
-    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
+    wav = torch.from_numpy(harmonic_tone(0.5)) + 0.05 * torch.randn(SR // 2)
     codes, mean = enhancer.enhance(wav), enhancer.enhance(wav, mean_levels=True)
     assert mean.shape == codes.shape == (1, SR // 2) and not torch.allclose(mean, codes)
     enhancer.mean_levels = True  # as a model's render.mean_levels sets it
@@ -89,7 +83,7 @@ def test_enhance_can_decode_the_mean_level(models):
 
 def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec, monkeypatch):
     enhancer = load_enhancer(folder=models)
-    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
+    wav = torch.from_numpy(harmonic_tone(0.5)) + 0.05 * torch.randn(SR // 2)
     captured, filter_mixture = [], BandGainFilter.filter_mixture
     monkeypatch.setattr(
         BandGainFilter,
@@ -120,7 +114,7 @@ def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec, mon
 def test_enhance_averages_over_input_gains(models, tmp_path, codec):
     enhancer = load_enhancer(folder=models)
     enhancer.mean_levels, enhancer.render = True, "mixture"
-    wav = torch.from_numpy(tone(0.5)) + 0.05 * torch.randn(SR // 2)
+    wav = torch.from_numpy(harmonic_tone(0.5)) + 0.05 * torch.randn(SR // 2)
     plain, twice = enhancer.enhance(wav), 10 ** (6 / 20)
     at_6db = enhancer.enhance(wav * twice) / twice
     assert not torch.allclose(at_6db, plain, atol=1e-4)  # other codes: the quantisation falls elsewhere

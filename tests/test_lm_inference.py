@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechtok.codecs import DMelCodec, load_codec
+from speechtok.codecs import DMelCodec
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.enhance import load_enhancer
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig
@@ -20,6 +20,7 @@ from speechtok.lm.runner import LMInputError, available_models
 from speechtok.tokens import TokenFile, TokenFileError, save_tokens
 from speechtok.tts import load_tts
 from speechtok.tts.text import TextError, TextFrontend
+from tests.conftest import harmonic_tone
 
 SR = 16000
 
@@ -27,14 +28,9 @@ SR = 16000
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tone(seconds, f0=140.0, sr=SR):
-    t = np.arange(int(seconds * sr)) / sr
-    return (0.2 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6))).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def codec():
-    return load_codec("dmel-16k-gl")
+def codec(gl_codec):
+    return gl_codec
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,7 @@ def models(tmp_path_factory, codec):
             transformer=TransformerConfig.tiny(),
         )
     )
-    prompt = codec.encode(torch.from_numpy(tone(0.6)).view(1, 1, -1))[0]
+    prompt = codec.encode(torch.from_numpy(harmonic_tone(0.6)).view(1, 1, -1))[0]
     save_lm(
         folder / "tts-dmel-16k-gl",
         tts,
@@ -152,11 +148,11 @@ def test_tts_text_errors(models):
 def test_prompt_sample_rate_rules(models, tmp_path):
     synth = load_tts(folder=models)
     with pytest.raises(LMInputError, match="22050 Hz.*needs 16000 Hz"):
-        synth.tts("hi", prompt_wav=torch.from_numpy(tone(2.0, sr=22050)), prompt_sr=22050)
+        synth.tts("hi", prompt_wav=torch.from_numpy(harmonic_tone(2.0, sr=22050)), prompt_sr=22050)
     path = tmp_path / "ref22k.wav"
-    sf.write(path, tone(2.0, sr=22050), 22050)  # a file at another rate is resampled
+    sf.write(path, harmonic_tone(2.0, sr=22050), 22050)  # a file at another rate is resampled
     assert synth.tts("hi", prompt_wav=path, seed=0, max_seconds=0.3).shape[-1] > 0
-    assert synth.tts("hi", prompt_wav=torch.from_numpy(tone(2.0)), seed=0, max_seconds=0.3).shape[-1] > 0
+    assert synth.tts("hi", prompt_wav=torch.from_numpy(harmonic_tone(2.0)), seed=0, max_seconds=0.3).shape[-1] > 0
     with pytest.raises(LMInputError, match="the clip is silent"):
         synth.tts("hi", prompt_wav=torch.zeros(SR))
 
@@ -168,7 +164,7 @@ def test_a_silent_prompt_is_called_silent(models):
             synth.tts("hi", prompt_wav=silent)
         assert "s of sound" not in str(err.value)
     short = torch.zeros(3 * SR)
-    short[SR : SR + SR // 5] = torch.from_numpy(tone(0.2))  # 0.2 s of speech-loud sound in 3 s
+    short[SR : SR + SR // 5] = torch.from_numpy(harmonic_tone(0.2))  # 0.2 s of speech-loud sound in 3 s
     with pytest.raises(LMInputError, match=r"only 0\.\d\d s of sound after trimming silence") as err:
         synth.tts("hi", prompt_wav=short)
     assert "silent" not in str(err.value)
@@ -177,7 +173,7 @@ def test_a_silent_prompt_is_called_silent(models):
 def test_token_file_from_another_codec_is_refused(models, tmp_path, codec):
     other = DMelCodec(n_bins=8)
     other.name = "dmel-8bins"
-    wav = torch.from_numpy(tone(1.0)).view(1, 1, -1)
+    wav = torch.from_numpy(harmonic_tone(1.0)).view(1, 1, -1)
     bad = save_tokens(tmp_path / "other.npz", TokenFile.from_codec(other, other.encode(wav)[0], SR, SR))
     good = save_tokens(tmp_path / "same.npz", TokenFile.from_codec(codec, codec.encode(wav)[0], SR, SR))
     synth = load_tts(folder=models)
@@ -222,7 +218,7 @@ def test_cli_tts_single_and_batch(models, tmp_path, capsys):
 
 
 def test_cli_tts_manifest_gives_each_row_its_id_and_voice(models, tmp_path):
-    sf.write(tmp_path / "voice.wav", tone(1.0, 220.0), SR)
+    sf.write(tmp_path / "voice.wav", harmonic_tone(1.0, 220.0), SR)
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     rows = [
         Utterance("a1", "x", 1.0, text="first line", extra={"prompt_path": str(tmp_path / "voice.wav")}),
@@ -263,8 +259,8 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
     model = models / "enhance-dmel-16k-gl"
     noisy = tmp_path / "in"
     (noisy / "sub").mkdir(parents=True)
-    sf.write(noisy / "a.flac", tone(0.5), SR)
-    sf.write(noisy / "sub" / "b.wav", tone(0.7, sr=8000), 8000)
+    sf.write(noisy / "a.flac", harmonic_tone(0.5), SR)
+    sf.write(noisy / "sub" / "b.wav", harmonic_tone(0.7, sr=8000), 8000)
     (noisy / "broken.wav").write_bytes(b"not audio")
     rc = lm_cli.run_enhance(
         _args(lm_cli.add_enhance_arguments, [noisy / "a.flac", tmp_path / "a.wav", "--model", model])
@@ -407,7 +403,7 @@ def test_tts_with_durations_speaks_for_as_long_as_they_say(codec, tmp_path):
             transformer=TransformerConfig.tiny(),
         )
     )
-    prompt = codec.encode(torch.from_numpy(tone(0.6)).view(1, 1, -1))[0]  # 30 frames
+    prompt = codec.encode(torch.from_numpy(harmonic_tone(0.6)).view(1, 1, -1))[0]  # 30 frames
     save_lm(
         tmp_path / "tts-dur",
         lm,
@@ -424,14 +420,14 @@ def test_tts_with_durations_speaks_for_as_long_as_they_say(codec, tmp_path):
     dur = timeline["durations"][0]
     assert timeline["continue_prompt"] and int(dur[:3].sum()) == prompt.shape[-1]  # "hi " fills the clip
     assert synth.tts("hello world", seed=0).shape[-1] == int(dur[3:].sum()) * codec.hop_length
-    speaker = synth.tts("hello world", prompt_wav=torch.from_numpy(tone(2.0)), seed=0)
+    speaker = synth.tts("hello world", prompt_wav=torch.from_numpy(harmonic_tone(2.0)), seed=0)
     assert speaker.shape[-1] == said * codec.hop_length
     # mean levels: the same frames, rendered from the model's expected level of each (also when cut short)
-    for kw in ({}, {"prompt_wav": torch.from_numpy(tone(2.0))}):
+    for kw in ({}, {"prompt_wav": torch.from_numpy(harmonic_tone(2.0))}):
         codes = synth.tts("hello world", seed=0, **kw)
         levels = synth.tts("hello world", seed=0, mean_levels=True, **kw)
         assert levels.shape == codes.shape and not torch.equal(levels, codes)
         cut = synth.tts("hello world", seed=0, mean_levels=True, max_seconds=0.1, **kw)
         assert cut.shape[-1] == 5 * codec.hop_length
     with pytest.raises(LMInputError, match="cannot hold"):
-        synth.tts("hi", prompt_wav=torch.from_numpy(tone(0.02)), prompt_text="a much longer transcript")
+        synth.tts("hi", prompt_wav=torch.from_numpy(harmonic_tone(0.02)), prompt_text="a much longer transcript")
