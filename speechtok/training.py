@@ -31,3 +31,19 @@ def export_best(
     record = {k: best.meta[k] for k in keep if k in best.meta} | provenance
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def fit_codec_brain(brain, hparams: dict, train_set, dev_set) -> None:
+    """The codec recipes' `fit`: epochs of random crops in batches of `batch_size`, whole dev
+    utterances one at a time (they differ in length)."""
+    brain.fit(
+        hparams["epoch_counter"],
+        train_set,
+        dev_set,
+        train_loader_kwargs={
+            "batch_size": hparams["batch_size"],
+            "num_workers": hparams["num_workers"],
+            "drop_last": True,
+        },
+        valid_loader_kwargs={"batch_size": 1},
+    )

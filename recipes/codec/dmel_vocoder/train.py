@@ -32,7 +32,7 @@ from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from speechtok.modules.schedule import TrainClock, WarmupCosineLR
-from speechtok.training import export_best
+from speechtok.training import export_best, fit_codec_brain
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
@@ -181,17 +181,7 @@ def main(argv: list[str]) -> None:
     hparams["checkpointer"].add_recoverables(modules)
     brain = VocoderBrain(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     brain.codec, brain.train_set = codec, train_set
-    brain.fit(
-        hparams["epoch_counter"],
-        train_set,
-        dev_set,
-        train_loader_kwargs={
-            "batch_size": hparams["batch_size"],
-            "num_workers": hparams["num_workers"],
-            "drop_last": True,
-        },
-        valid_loader_kwargs={"batch_size": 1},
-    )
+    fit_codec_brain(brain, hparams, train_set, dev_set)
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(hparams)}")
 

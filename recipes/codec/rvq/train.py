@@ -27,7 +27,7 @@ from speechtok.codecs import RVQCodec, load_codec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best
+from speechtok.training import export_best, fit_codec_brain
 
 
 class RVQBrain(WarmupCosineLR, sb.Brain):
@@ -143,17 +143,7 @@ def main(argv: list[str]) -> None:
         checkpointer=hparams["checkpointer"],
     )
     brain.train_set = train_set
-    brain.fit(
-        hparams["epoch_counter"],
-        train_set,
-        dev_set,
-        train_loader_kwargs={
-            "batch_size": hparams["batch_size"],
-            "num_workers": hparams["num_workers"],
-            "drop_last": True,
-        },
-        valid_loader_kwargs={"batch_size": 1},
-    )
+    fit_codec_brain(brain, hparams, train_set, dev_set)
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(hparams)}")
 
