@@ -19,7 +19,8 @@ from speechtok.enhance import GAIN_FLOOR, GainRefiner, LMInputError, load_enhanc
 from speechtok.lm import LMConfig, TokenLM, TransformerConfig
 from speechtok.lm import cli as lm_cli
 from speechtok.lm.checkpoint import CheckpointError, save_lm
-from tests.test_lm_inference import _args, tone
+from tests.conftest import harmonic_tone
+from tests.test_lm_inference import _args
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def enhancer_folder(tmp_path_factory):
 
 def noisy(seconds=0.6, seed=0):
     rng = np.random.default_rng(seed)
-    return torch.from_numpy(tone(seconds) + 0.05 * rng.standard_normal(int(seconds * SR)).astype(np.float32))
+    return torch.from_numpy(harmonic_tone(seconds) + 0.05 * rng.standard_normal(int(seconds * SR)).astype(np.float32))
 
 
 def with_refiner(folder: Path, out: Path, refiner: GainRefiner) -> Path:
@@ -120,7 +121,7 @@ def test_refiner_in_the_model_folder_is_used_and_checked(enhancer_folder, tmp_pa
 def test_refiner_recipe_trains_resumes_and_exports(enhancer_folder, tmp_path):
     rows = []
     for i in range(8):
-        clean = tone(1.0, f0=110 + 15 * i)
+        clean = harmonic_tone(1.0, f0=110 + 15 * i)
         mixed = clean + 0.1 * np.random.default_rng(i).standard_normal(SR).astype(np.float32)
         for kind, wav in (("clean", clean), ("noisy", mixed)):
             sf.write(tmp_path / f"p{i}_{kind}.flac", wav, SR)
