@@ -89,3 +89,17 @@ def gl_codec():
     from speechtok.codecs import load_codec
 
     return load_codec("dmel-16k-gl")
+
+
+def tiny_dmel_lm(src_vocab: int, max_len: int | None = None, **config):
+    """A random tiny TokenLM over dMel codes (80 codebooks x 16 levels, `parallel` pattern): the
+    model the TTS, enhancer and refiner tests build on; `config` adds LMConfig keys."""
+    from speechtok.lm import LMConfig, TokenLM
+    from speechtok.lm.transformer import TransformerConfig
+
+    transformer = TransformerConfig.tiny() if max_len is None else TransformerConfig.tiny(max_len=max_len)
+    return TokenLM(
+        LMConfig(
+            pattern="parallel", n_codebooks=80, codebook_size=16, src_vocab=src_vocab, transformer=transformer, **config
+        )
+    )

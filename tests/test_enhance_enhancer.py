@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from speechtok.enhance import BandGainFilter, Enhancer, LMInputError, load_enhancer
-from speechtok.lm import LMConfig, SamplingConfig, TokenLM, TransformerConfig
+from speechtok.lm import SamplingConfig
 from speechtok.lm.checkpoint import read_lm_config, save_lm, split_render
 from speechtok.tokens import TokenFile, save_tokens
-from tests.conftest import harmonic_tone
+from tests.conftest import harmonic_tone, tiny_dmel_lm
 
 SR = 16000
 
@@ -28,17 +28,7 @@ def models(tmp_path_factory, codec):
     """A folder with a tiny enhance model for dmel-16k-gl."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("pretrained")
-    enh = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=16,
-            src_codebooks=80,
-            max_len_ratio=1.0,
-            transformer=TransformerConfig.tiny(max_len=64),
-        )
-    )
+    enh = tiny_dmel_lm(16, src_codebooks=80, max_len_ratio=1.0, max_len=64)
     save_lm(folder / "enhance-dmel-16k-gl", enh, "enhance", codec, sampling={"temperature": 0.0})
     return folder
 

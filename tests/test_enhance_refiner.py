@@ -16,10 +16,9 @@ from safetensors.torch import load_file
 from speechtok.codecs import load_codec
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.enhance import GAIN_FLOOR, GainRefiner, LMInputError, load_enhancer
-from speechtok.lm import LMConfig, TokenLM, TransformerConfig
 from speechtok.lm import cli as lm_cli
 from speechtok.lm.checkpoint import CheckpointError, save_lm
-from tests.conftest import harmonic_tone
+from tests.conftest import harmonic_tone, tiny_dmel_lm
 from tests.test_lm_inference import _args
 
 SR = 16000
@@ -32,18 +31,7 @@ def enhancer_folder(tmp_path_factory):
     """A tiny random enhancer for dmel-16k-gl that renders mean levels through the input at two gains."""
     torch.manual_seed(0)
     codec = load_codec("dmel-16k-gl")
-    lm = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=16,
-            src_codebooks=80,
-            max_len_ratio=1.0,
-            aligned_source=True,
-            transformer=TransformerConfig.tiny(max_len=256),
-        )
-    )
+    lm = tiny_dmel_lm(16, src_codebooks=80, max_len_ratio=1.0, aligned_source=True, max_len=256)
     folder = tmp_path_factory.mktemp("models") / "enhance-dmel-16k-gl"
     return save_lm(
         folder,

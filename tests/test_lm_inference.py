@@ -13,14 +13,13 @@ import torch
 from speechtok.codecs import DMelCodec
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.enhance import load_enhancer
-from speechtok.lm import LMConfig, TokenLM, TransformerConfig
 from speechtok.lm import cli as lm_cli
 from speechtok.lm.checkpoint import CheckpointError, load_lm, save_lm
 from speechtok.lm.runner import LMInputError, available_models
 from speechtok.tokens import TokenFile, TokenFileError, save_tokens
 from speechtok.tts import load_tts
 from speechtok.tts.text import TextError, TextFrontend
-from tests.conftest import harmonic_tone
+from tests.conftest import harmonic_tone, tiny_dmel_lm
 
 SR = 16000
 
@@ -39,16 +38,7 @@ def models(tmp_path_factory, codec):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("pretrained")
     fe = TextFrontend("chars")
-    tts = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=fe.vocab_size,
-            max_len_ratio=2.0,
-            transformer=TransformerConfig.tiny(),
-        )
-    )
+    tts = tiny_dmel_lm(fe.vocab_size, max_len_ratio=2.0)
     prompt = codec.encode(torch.from_numpy(harmonic_tone(0.6)).view(1, 1, -1))[0]
     save_lm(
         folder / "tts-dmel-16k-gl",
@@ -59,17 +49,7 @@ def models(tmp_path_factory, codec):
         default_prompt={"codes": prompt, "text": "hi", "symbols": "hi"},
         sampling={"temperature": 1.0},
     )
-    enh = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=16,
-            src_codebooks=80,
-            max_len_ratio=1.0,
-            transformer=TransformerConfig.tiny(max_len=64),
-        )
-    )
+    enh = tiny_dmel_lm(16, src_codebooks=80, max_len_ratio=1.0, max_len=64)
     save_lm(folder / "enhance-dmel-16k-gl", enh, "enhance", codec, sampling={"temperature": 0.0})
     return folder
 
@@ -83,16 +63,7 @@ def test_checkpoint_round_trip_is_fp16_safetensors(models, codec):
     lm, meta2 = load_lm(path, codec)
     torch.manual_seed(0)  # the fixture's model, rebuilt: loaded weights are its fp16 rounding
     fe = TextFrontend("chars")
-    ref = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=fe.vocab_size,
-            max_len_ratio=2.0,
-            transformer=TransformerConfig.tiny(),
-        )
-    )
+    ref = tiny_dmel_lm(fe.vocab_size, max_len_ratio=2.0)
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(lm.state_dict()[k], v.half().float())
     assert meta2["default_prompt"]["codes"].shape == (80, 30)
@@ -335,18 +306,7 @@ def test_long_text_is_cut_to_fit_and_joined_with_pauses(codec, tmp_path):
     pieces that each fit, their frames exactly as predicted, with silent pauses between them."""
     torch.manual_seed(0)
     fe = TextFrontend("chars")
-    lm = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=fe.vocab_size,
-            durations=True,
-            aligned_source=True,
-            aligned_positions=True,
-            transformer=TransformerConfig.tiny(max_len=192),
-        )
-    )
+    lm = tiny_dmel_lm(fe.vocab_size, durations=True, aligned_source=True, aligned_positions=True, max_len=192)
     save_lm(tmp_path / "tts-short", lm, "tts", codec, text=fe.config(), sampling={"temperature": 1.0})
     vocoded = DMelCodec(vocoder={"dim": 8, "intermediate_dim": 16, "n_layers": 1})  # same codes, fast to decode
     synth = load_tts(tmp_path / "tts-short", codec=vocoded)
@@ -391,18 +351,7 @@ def test_tts_with_durations_speaks_for_as_long_as_they_say(codec, tmp_path):
     text is as long as predicted."""
     torch.manual_seed(0)
     fe = TextFrontend("chars")
-    lm = TokenLM(
-        LMConfig(
-            pattern="parallel",
-            n_codebooks=80,
-            codebook_size=16,
-            src_vocab=fe.vocab_size,
-            durations=True,
-            aligned_source=True,
-            aligned_positions=True,
-            transformer=TransformerConfig.tiny(),
-        )
-    )
+    lm = tiny_dmel_lm(fe.vocab_size, durations=True, aligned_source=True, aligned_positions=True)
     prompt = codec.encode(torch.from_numpy(harmonic_tone(0.6)).view(1, 1, -1))[0]  # 30 frames
     save_lm(
         tmp_path / "tts-dur",
