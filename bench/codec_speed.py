@@ -22,6 +22,7 @@ import torch
 from encodec import EncodecModel
 
 from speechtok.codecs import available_codecs, load_codec
+from speechtok.codecs.renderers import decoder_name
 from speechtok.codecs.vocoder import Vocoder
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,7 +85,7 @@ def measure(args) -> list[dict]:
             x = speech_like(args.seconds, codec.sample_rate, batch)
             codes = codec.encode(x)
             row(name, "encode", best_time(lambda: codec.encode(x), args.repeats))
-            decoder = getattr(codec, "decoder", "decoder")
+            decoder = decoder_name(codec)
             reps = 1 if decoder == "griffinlim" else args.repeats
             row(
                 name,

@@ -28,6 +28,7 @@ from speechtok import __version__
 from speechtok.codecs import PRETRAINED_DIR, CodecError, available_codecs, load_codec, read_config
 from speechtok.data.audio import AudioError, load_audio_with_sr, resample, save_audio_stream
 from speechtok.data.manifest import Utterance, write_manifest
+from speechtok.errors import cannot, problem_of
 from speechtok.tokens import (
     TokenFile,
     TokenFileError,
@@ -106,11 +107,11 @@ def _device(name: str) -> str:
 
 
 def _error_reason(exc: Exception, path: Path) -> str:
-    """The reason column of a failure report: the message without its leading 'path: '."""
+    """The reason column of a failure report: the message's problem, without 'cannot ... path: '."""
     if isinstance(exc, OSError) and exc.strerror:  # e.g. "permission denied", not "[Errno 13] ..."
         return exc.strerror[:1].lower() + exc.strerror[1:]
     known = isinstance(exc, (AudioError, CodecError, TokenFileError))  # these already say what went wrong
-    return (str(exc) if known else f"{type(exc).__name__}: {exc}").removeprefix(f"{path}: ")
+    return problem_of(str(exc) if known else f"{type(exc).__name__}: {exc}", path)
 
 
 def _report(failed: list[tuple[str, str]], report_dir: Path | None, what: str, item: str = "file") -> int:
@@ -167,13 +168,14 @@ def plan_jobs(inp: Path, out: Path, sharded: bool) -> tuple[list[Job], Path | No
         inside = out.resolve().is_relative_to(inp.resolve())  # output folder inside the input tree
         files = find_audio(inp, exclude=inp / out.resolve().relative_to(inp.resolve()) if inside else None)
         if not files:
-            raise CLIError(f"{inp}: no audio files found (extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})")
+            problem = f"no audio files found (extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})"
+            raise CLIError(cannot("encode", inp, problem))
         rels = [f.relative_to(inp) for f in files]
         stems = [r.with_suffix("").as_posix() for r in rels]
         clash = {s for s, n in Counter(stems).items() if n > 1}  # a.wav and a.flac -> keep the extension
         jobs = [Job(f, r.as_posix() if s in clash else s) for f, r, s in zip(files, rels, stems)]
     else:
-        raise CLIError(f"{inp}: no such file or folder")
+        raise CLIError(cannot("encode", inp, "no such file or folder"))
     for j in jobs:
         j.out = out / f"{j.uid}.npz"
     return sorted(jobs, key=lambda j: j.uid), out
@@ -442,8 +444,8 @@ def _codec_for(tf: TokenFile, path: Path, cache: dict, override: str | None, dev
         family = tf.codec_family
         differs = "config or weights" if family == codec.family else "family"
         raise TokenFileError(
-            f"{path}: token file made by another codec: '{tf.codec}' ({family}, hash {tf.codec_hash}) and the "
-            f"loaded codec '{name}' ({codec.family}, hash {codec_hash(codec)}) differ in {differs}; "
+            f"cannot decode {path}: token file made by another codec: '{tf.codec}' ({family}, hash {tf.codec_hash}) "
+            f"and the loaded codec '{name}' ({codec.family}, hash {codec_hash(codec)}) differ in {differs}; "
             "decode with the codec that encoded it (--codec)"
         )
     return codec
@@ -454,7 +456,9 @@ def _codes_to_decode(tf: TokenFile, path: Path, codec, k: int | None) -> torch.T
     codes = tf.codes
     if k is not None:
         if k > tf.n_codebooks:
-            raise TokenFileError(f"{path}: holds {tf.n_codebooks} codebooks, fewer than --n-codebooks {k}")
+            raise TokenFileError(
+                cannot("decode", path, f"it holds {tf.n_codebooks} codebooks, fewer than --n-codebooks {k}")
+            )
         codes = codes[: codec.check_n_codebooks(k)]
     return torch.from_numpy(codes.astype("int64"))[None]
 
@@ -473,7 +477,7 @@ def _decode_one(tf: TokenFile, path: Path, out: Path, cache: dict, args) -> None
         pieces = (wav[0] for wav in codec.decode_stream(_codes_to_decode(tf, path, codec, args.n_codebooks)))
         save_audio_stream(tmp, pieces, codec.sample_rate, n_samples=tf.n_samples)
     except CodecError as exc:
-        raise CodecError(f"{path}: {exc}") from exc
+        raise CodecError(cannot("decode", path, str(exc))) from exc
     tmp.replace(out)
 
 
@@ -490,9 +494,9 @@ def run_decode(args: argparse.Namespace) -> int:
     elif inp.is_dir():
         files, root = sorted(p for p in inp.rglob("*.npz") if not p.name.startswith(".")), inp
         if not files:
-            raise CLIError(f"{inp}: no token files (.npz) found")
+            raise CLIError(cannot("decode", inp, "no token files (.npz) found"))
     else:
-        raise CLIError(f"{inp}: no such file or folder")
+        raise CLIError(cannot("decode", inp, "no such file or folder"))
     failed = []
     for path in tqdm(files, unit="file", desc="decode", disable=None):
         rel = path.relative_to(root).with_suffix("")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtok.errors import cannot
+
 TOKEN_FORMAT_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _META = ("codec", "codec_hash", "codec_config", "format_version", "sample_rate", "frame_rate", "codebook_size")
@@ -141,23 +143,27 @@ def read_npz(path: str | Path, required: tuple[str, ...]) -> dict[str, np.ndarra
     """Load every array (verifying zip CRCs) or raise TokenFileError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise TokenFileError(f"{path}: token file does not exist")
+        raise TokenFileError(cannot("read token file", path, "file does not exist"))
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as exc:  # BadZipFile, EOFError, ValueError, zlib.error...
-        raise TokenFileError(f"{path}: not a valid token file ({type(exc).__name__}: {exc})") from exc
+        raise TokenFileError(
+            cannot("read token file", path, f"not a valid token file ({type(exc).__name__}: {exc})")
+        ) from exc
     missing = [k for k in required if k not in arrays]
     if missing:
-        raise TokenFileError(f"{path}: not a speechtok token file (missing {', '.join(missing)})")
+        raise TokenFileError(
+            cannot("read token file", path, f"not a speechtok token file (missing {', '.join(missing)})")
+        )
     version = int(arrays["format_version"])
     if version > TOKEN_FORMAT_VERSION:
-        raise TokenFileError(
-            f"{path}: token format version {version} is newer than this speechtok "
-            f"supports ({TOKEN_FORMAT_VERSION}); upgrade speechtok"
-        )
+        problem = f"token format version {version} is newer than this speechtok supports ({TOKEN_FORMAT_VERSION})"
+        raise TokenFileError(cannot("read token file", path, f"{problem}; upgrade speechtok"))
     if config_hash(str(arrays["codec_config"])) != str(arrays["codec_hash"]):
-        raise TokenFileError(f"{path}: codec hash does not match the stored codec config (corrupt file)")
+        raise TokenFileError(
+            cannot("read token file", path, "codec hash does not match the stored codec config (corrupt file)")
+        )
     return arrays
 
 
@@ -174,11 +180,14 @@ def _check_codes(path: Path, arrays: dict) -> np.ndarray:
     """The file's codes, refused unless integers in [0, codebook_size) (never rounded)."""
     codes, size = arrays["codes"], int(arrays["codebook_size"])
     if not np.issubdtype(codes.dtype, np.integer):
-        raise TokenFileError(f"{path}: codes are {codes.dtype}, not integers (corrupt or foreign file)")
+        raise TokenFileError(
+            cannot("read token file", path, f"codes are {codes.dtype}, not integers (corrupt or foreign file)")
+        )
     if codes.ndim != 2:
-        raise TokenFileError(f"{path}: codes must be [K, F], got shape {codes.shape}")
+        raise TokenFileError(cannot("read token file", path, f"codes must be [K, F], got shape {codes.shape}"))
     if codes.size and (codes.min() < 0 or codes.max() >= size):
-        raise TokenFileError(f"{path}: codes lie in {codes.min()}..{codes.max()}, outside the codebook [0, {size})")
+        problem = f"codes lie in {codes.min()}..{codes.max()}, outside the codebook [0, {size})"
+        raise TokenFileError(cannot("read token file", path, problem))
     return codes
 
 
@@ -186,10 +195,10 @@ def _check_frames(path: Path, tf: TokenFile, what: str = "") -> TokenFile:
     hop = tf.sample_rate / tf.frame_rate
     expected = math.ceil(tf.n_samples / hop)
     if tf.codes.ndim != 2 or tf.n_frames != expected:
-        raise TokenFileError(
-            f"{path}{what}: codes shape {tf.codes.shape} does not match "
-            f"{tf.n_samples} samples ({expected} frames expected)"
+        problem = (
+            f"{what}codes shape {tf.codes.shape} does not match {tf.n_samples} samples ({expected} frames expected)"
         )
+        raise TokenFileError(cannot("read token file", path, problem))
     return tf
 
 
@@ -205,7 +214,9 @@ def load_tokens(path: str | Path) -> TokenFile:
     path = Path(path)
     arrays = read_npz(path, _META + ("codes", "n_samples", "orig_sample_rate"))
     if "ids" in arrays:
-        raise TokenFileError(f"{path}: is a shard of {len(arrays['ids'])} utterances; use load_shard")
+        raise TokenFileError(
+            cannot("read token file", path, f"it is a shard of {len(arrays['ids'])} utterances; use load_shard")
+        )
     tf = _token_file(arrays, _check_codes(path, arrays), arrays["n_samples"], arrays["orig_sample_rate"])
     return _check_frames(path, tf)
 
@@ -218,12 +229,12 @@ def save_shard(path: str | Path, items: dict[str, TokenFile], failed: dict[str, 
     the shard is complete and can still report them.
     """
     if not items:
-        raise TokenFileError(f"{path}: refusing to write a shard without utterances")
+        raise TokenFileError(cannot("write token shard", path, "it has no utterances"))
     ids, failed = sorted(items), failed or {}
     first = items[ids[0]]
     for i in ids:
         if items[i].codec_hash != first.codec_hash or items[i].n_codebooks != first.n_codebooks:
-            raise TokenFileError(f"{path}: '{i}' has a different codec or K than '{ids[0]}'")
+            raise TokenFileError(cannot("write token shard", path, f"'{i}' has a different codec or K than '{ids[0]}'"))
     lengths = [items[i].n_frames for i in ids]
     arrays = _meta_arrays(first)
     arrays.update(
@@ -246,12 +257,12 @@ def read_shard(path: str | Path) -> tuple[dict[str, TokenFile], dict[str, str]]:
     )
     ids, off, codes = [str(i) for i in arrays["ids"]], arrays["offsets"], _check_codes(path, arrays)
     if len(off) != len(ids) + 1 or off[-1] != codes.shape[-1]:
-        raise TokenFileError(f"{path}: shard offsets do not match its codes")
+        raise TokenFileError(cannot("read token file", path, "shard offsets do not match its codes"))
     items = {
         uid: _check_frames(
             path,
             _token_file(arrays, codes[:, off[j] : off[j + 1]], arrays["n_samples"][j], arrays["orig_sample_rate"][j]),
-            f" [{uid}]",
+            f"'{uid}': ",
         )
         for j, uid in enumerate(ids)
     }

@@ -24,7 +24,7 @@ from speechtok.tokens import TokenFile, load_shard, load_tokens, save_tokens
 REPO = Path(__file__).resolve().parents[1]
 CODEC = "dmel-16k-gl"
 GOOD = {"a": "a.wav", "sub/b": "sub/b.flac", "sub/c": "sub/c.ogg", "sub/deep/d": "sub/deep/d.wav"}
-BAD = {"empty.wav": "audio is empty", "corrupt.wav": "cannot read audio", "nan.wav": "NaN"}
+BAD = {"empty.wav": "audio is empty", "corrupt.wav": "not a readable audio file", "nan.wav": "NaN"}
 
 
 def chirp(seconds, sr, f0=150.0, f1=3000.0):
@@ -256,7 +256,7 @@ def test_rvq_fewer_codebooks_encode_resume_and_decode(corpus, tmp_path, capsys):
     capsys.readouterr()
     assert main(["decode", str(tmp_path / "two.npz"), str(tmp_path / "x.wav"), "--n-codebooks", 4]) == 1
     assert capsys.readouterr().err == (
-        f"speechtok: error: {tmp_path / 'two.npz'}: holds 2 codebooks, fewer than --n-codebooks 4\n"
+        f"speechtok: error: cannot decode {tmp_path / 'two.npz'}: it holds 2 codebooks, fewer than --n-codebooks 4\n"
     )
 
 
@@ -264,7 +264,8 @@ def test_decode_with_n_codebooks_on_a_fixed_codec_names_the_file(encoded, tmp_pa
     assert main(["decode", str(encoded / "a.npz"), str(tmp_path / "a.wav"), "--n-codebooks", 8]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"speechtok: error: {encoded / 'a.npz'}: codec '{CODEC}' has a fixed 80 codebooks; it cannot use 8\n"
+        f"speechtok: error: cannot decode {encoded / 'a.npz'}: "
+        f"codec '{CODEC}' has a fixed 80 codebooks; it cannot use 8\n"
     )
     # a folder: the same reason per file in the failure report
     src = tmp_path / "tok"
@@ -282,7 +283,9 @@ def test_decode_tokens_of_another_family_says_so(corpus, tmp_path, capsys):
     assert main(["decode", str(tmp_path / "a.npz"), str(tmp_path / "a.wav"), "--codec", CODEC]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--n-codebooks" not in err and "Traceback" not in err
-    assert err.startswith(f"speechtok: error: {tmp_path / 'a.npz'}: token file made by another codec: 'rvq-16k' (rvq, ")
+    assert err.startswith(
+        f"speechtok: error: cannot decode {tmp_path / 'a.npz'}: token file made by another codec: 'rvq-16k' (rvq, "
+    )
     assert f"the loaded codec '{CODEC}' (dmel, " in err and "differ in family" in err
 
 
@@ -292,7 +295,8 @@ def test_float_codes_and_bad_code_shapes_are_refused(encoded, tmp_path, capsys):
     for argv in (["decode", tmp_path / "float.npz", tmp_path / "f.wav"], ["info", tmp_path / "float.npz"]):
         assert main(argv) == 1
         assert capsys.readouterr().err == (
-            f"speechtok: error: {tmp_path / 'float.npz'}: codes are float32, not integers (corrupt or foreign file)\n"
+            f"speechtok: error: cannot read token file {tmp_path / 'float.npz'}: codes are float32, not integers "
+            "(corrupt or foreign file)\n"
         )
     save_tokens(tmp_path / "big.npz", TokenFile(**{**vars(tf), "codes": tf.codes + 16}))
     assert main(["info", str(tmp_path / "big.npz")]) == 1
@@ -301,7 +305,7 @@ def test_float_codes_and_bad_code_shapes_are_refused(encoded, tmp_path, capsys):
     save_tokens(tmp_path / "half.npz", TokenFile(**{**vars(tf), "codes": tf.codes[:40]}))
     assert main(["decode", str(tmp_path / "half.npz"), str(tmp_path / "h.wav")]) == 2
     assert capsys.readouterr().err == (
-        f"speechtok: error: {tmp_path / 'half.npz'}: dmel codes must be [B, 80, F], got (1, 40, 50)\n"
+        f"speechtok: error: cannot decode {tmp_path / 'half.npz'}: dmel codes must be [B, 80, F], got (1, 40, 50)\n"
     )
     assert not (tmp_path / "f.wav").exists() and not (tmp_path / "h.wav").exists()
 

@@ -10,6 +10,8 @@ from safetensors.torch import load_file, save_file
 
 import speechtok
 from speechtok.codecs import CodecError, DMelCodec, available_codecs, load_codec
+from speechtok.codecs.renderers import GriffinLim
+from speechtok.codecs.vocoder import Vocoder
 
 
 def speechlike(seconds=1.3, sr=16000, seed=0):
@@ -122,7 +124,7 @@ def test_save_load_round_trip_with_vocoder(tmp_path, monkeypatch):
     assert meta["family"] == "dmel" and meta["format_version"] == 1 and meta["sample_rate"] == 16000
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("loading must never unpickle"))
     loaded = load_codec(out)
-    assert loaded.decoder == "vocoder" and loaded.name == "my-dmel"
+    assert loaded.renderer is loaded.vocoder and loaded.name == "my-dmel"
     codes = codec.encode(speechlike(0.5))
     with torch.no_grad():
         for p in codec.vocoder.parameters():  # weights are stored in fp16
@@ -238,12 +240,34 @@ def _load_error(folder) -> str:
 
 def test_missing_weights_are_an_error_not_random_weights(saved):
     (saved / "model.safetensors").unlink()
-    assert _load_error(saved).startswith(f"model.safetensors in {saved}: file is missing")
+    family = json.loads((saved / "config.json").read_text())["family"]
+    assert _load_error(saved).startswith(f"cannot load {family} codec from {saved}: model.safetensors is missing")
 
 
 def test_dmel_without_vocoder_needs_no_weights(tmp_path):
     out = DMelCodec().save_pretrained(tmp_path / "gl")
-    assert not (out / "model.safetensors").exists() and load_codec(out).decoder == "griffinlim"
+    assert not (out / "model.safetensors").exists() and load_codec(out).renderer.name == "griffinlim"
+
+
+def test_renderer_is_a_module_switched_explicitly(tmp_path):
+    """The renderer is the vocoder when the config has one, else Griffin-Lim; `set_renderer` swaps
+    it by name or module, and never changes what is saved."""
+    codec = DMelCodec(vocoder={"dim": 32, "intermediate_dim": 64, "n_layers": 2})
+    keys = set(codec.state_dict())
+    assert codec.renderer is codec.vocoder and codec.renderer_choices() == ("vocoder", "griffinlim")
+    assert codec.decode_crossfade_frames == 0 and codec.decode_context_frames == codec.vocoder.receptive_frames
+    assert codec.set_renderer("griffinlim") is codec and isinstance(codec.renderer, GriffinLim)
+    assert codec.decode_crossfade_frames > 0 and set(codec.state_dict()) == keys
+    codes = codec.encode(speechlike(0.3))
+    slow = GriffinLim(codec.mel_fb, codec.window, codec.hop_length, n_iter=2, momentum=0.0)
+    assert torch.equal(codec.set_renderer(slow).decode(codes), slow(codec.dequantize(codes)))
+    assert codec.set_renderer("vocoder").renderer is codec.vocoder
+    with pytest.raises(CodecError, match="no renderer 'hifigan'"):
+        codec.set_renderer("hifigan")
+    with pytest.raises(CodecError, match="renderer with weights must be its own vocoder"):
+        codec.set_renderer(Vocoder(n_mels=80, hop_length=320, dim=8, intermediate_dim=8, n_layers=1))
+    with pytest.raises(CodecError, match="no trained vocoder"):
+        DMelCodec().set_renderer("vocoder")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "zero-byte", "random-bytes", "pickle"])
@@ -259,7 +283,9 @@ def test_unreadable_weights(saved, damage):
         }[damage]
     )
     message = _load_error(saved)
-    assert message.startswith(f"model.safetensors in {saved}: cannot read weights"), message
+    assert message.startswith(f"cannot read weights {saved / 'model.safetensors'}: truncated or not safetensors"), (
+        message
+    )
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -286,11 +312,11 @@ def test_mismatched_or_malformed_configs(saved):
         (lambda m: {**m, "config": {**m["config"], **wrong_dim}}, "of another shape, first"),
         (lambda m: {**m, "config": {**m["config"], "colour": "blue"}}, "unexpected keyword argument 'colour'"),
         (lambda m: {**m, "config": {**m["config"], "frame_rate": 7}}, "invalid"),
-        (lambda m: [m], "expected a JSON object, got a list"),
+        (lambda m: [m], "config.json holds a list, not a JSON object"),
         (lambda m: {**m, "format_version": "1"}, "format_version must be an integer, got '1'"),
         (lambda m: {**m, "config": [1, 2]}, "config must be a JSON object, got a list"),
         (lambda m: {**m, "family": 3}, "family must be a string, got 3"),
-        (lambda m: {k: v for k, v in m.items() if k != "config"}, "missing 'config'"),
+        (lambda m: {k: v for k, v in m.items() if k != "config"}, "config.json lacks 'config'"),
     ]
     for edit, want in cases:
         (saved / "config.json").write_text(original)
@@ -298,7 +324,7 @@ def test_mismatched_or_malformed_configs(saved):
         message = _load_error(saved)
         assert want in message, (want, message)
     (saved / "config.json").write_bytes(b"\xff\xfe{")
-    assert _load_error(saved).startswith(f"config.json in {saved}: invalid JSON")
+    assert _load_error(saved).startswith(f"cannot load codec from {saved}: config.json has invalid JSON")
     (saved / "config.json").write_text(original)
     assert load_codec(saved).family == json.loads(original)["family"]  # repaired: loads again
 
@@ -314,4 +340,4 @@ def test_cli_reports_a_broken_checkpoint_in_one_line(saved, tmp_path, capsys):
     assert main(["encode", str(wav), str(tmp_path / "a.npz"), "--codec", str(saved)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"speechtok: error: model.safetensors in {saved}: cannot read weights")
+    assert err.startswith(f"speechtok: error: cannot read weights {saved / 'model.safetensors'}: truncated")

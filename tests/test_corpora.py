@@ -61,7 +61,7 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "metadata.tsv")):
         cathy_manifest(tmp_path)
     (tmp_path / "metadata.tsv").write_text("path\tsplit\na.flac\ttest\n")
-    with pytest.raises(ValueError, match=r"metadata.tsv:2: split 'test'"):
+    with pytest.raises(ValueError, match=r"metadata.tsv: line 2: split 'test'"):
         noise_manifest(tmp_path)
     with pytest.raises(ValueError, match="missing columns"):
         librispeech_manifest(tmp_path)

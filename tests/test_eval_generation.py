@@ -234,7 +234,8 @@ def test_cli_eval_enhance_on_a_noisy_pair_manifest(speech, tmp_path, capsys):
     assert "| ≥ 10 dB | 1 | enhanced |" in capsys.readouterr().out
     (enh / "p1.wav").unlink()
     rc = G.run_eval_enhance(_parse(G.add_eval_enhance_arguments, "--data", manifest, "--enhanced", enh, "--out", out))
-    assert rc == 2 and "no enhanced audio for 1 of 2 items (e.g. p1)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot find enhanced audio in {enh}: no audio for 1 of 2 items (e.g. p1)" in err
 
 
 def test_cli_eval_tts_matches_generated_files_by_id(speech, offline, tmp_path, capsys):

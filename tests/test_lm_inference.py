@@ -77,7 +77,7 @@ def test_default_prompt_named_but_missing_is_an_error(models, tmp_path):
     (broken / "config.json").write_bytes((models / "tts-dmel-16k-gl" / "config.json").read_bytes())
     state = load_file(str(models / "tts-dmel-16k-gl" / "model.safetensors"))
     save_file({k: v for k, v in state.items() if k != "default_prompt.codes"}, str(broken / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="names a default prompt but its codes are missing"):
+    with pytest.raises(CheckpointError, match="names a default prompt but model.safetensors lacks its codes"):
         load_lm(broken)
 
 
@@ -215,7 +215,7 @@ def test_cli_tts_manifest_gives_each_row_its_id_and_voice(models, tmp_path):
         )
     )
     assert rc == 1 and sorted(p.name for p in out.glob("*.wav")) == ["a1.wav", "a2.wav", "c1.wav"]
-    assert "b1\tbroken.wav" in (out / "failed.tsv").read_text().replace(str(tmp_path) + "/", "")
+    assert "b1\tcannot read audio broken.wav: " in (out / "failed.tsv").read_text().replace(str(tmp_path) + "/", "")
     write_manifest(tmp_path / "empty.csv", [Utterance("e", "x", 1.0, text=" ")])
     rc = lm_cli.run_tts(
         _args(

@@ -1,4 +1,4 @@
-"""recipes/data/prepare.py end to end with tiny settings, a resumed run with a stage off, an augmented corpus."""
+"""recipes/data/prepare.py end to end with tiny settings, task by task, resumed, and an augmented corpus."""
 
 import json
 import subprocess
@@ -10,32 +10,36 @@ import soundfile as sf
 from conftest import missing
 
 from speechtok.data.manifest import read_manifest
+from speechtok.data.prepare import load_splits
 from speechtok.data.synth import DEFAULT_VOICES, EngineMissing, check_engines
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_prepare(shared_data, out, *extra):
+def run_prepare(shared_data, out, task, *extra):
+    tiny = {"manifests": [], "synth": ["--hours", "0.002", "--synth_block_size", "1"], "noisy": ["--hours", "0.002"]}
+    where = ["--output_folder", str(out)] + (["--shared_data", str(shared_data)] if task != "noisy" else [])
     cmd = [
         sys.executable,
         str(REPO / "recipes/data/prepare.py"),
-        str(REPO / "recipes/data/hparams/prepare.yaml"),
-        "--hours",
-        "0.002",
-        "--synth_block_size",
-        "1",
+        str(REPO / f"recipes/data/hparams/{task}.yaml"),
+        *tiny[task],
         "--workers",
         "1",
         "--noprogressbar",
-        "--shared_data",
-        str(shared_data),
-        "--output_folder",
-        str(out),
+        *where,
         *extra,
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return r.stdout, json.loads((out / "summary.json").read_text())
+    return r.stdout, json.loads((out / f"summary_{task}.json").read_text())
+
+
+def test_noisy_pairs_need_their_clean_manifests_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no 'synth' manifests yet; prepare them first \(.*synth\.yaml\)"):
+        load_splits(tmp_path, "synth")
+    with pytest.raises(FileNotFoundError, match=r"hparams/manifests\.yaml"):
+        load_splits(tmp_path, "real_speech")
 
 
 @pytest.mark.slow
@@ -45,16 +49,18 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
     except EngineMissing as exc:
         missing(str(exc))
     out = tmp_path / "data"
-    stdout, summary = run_prepare(shared_data, out)
-    m = summary["manifests"]
+    m = run_prepare(shared_data, out, "manifests")[1]["manifests"]
     assert m["cathy_dev"]["files"] == 131 and m["librispeech_dev"]["speakers"] == 25
     assert m["real_speech_train"]["files"] == m["cathy_train"]["files"] + m["librispeech_train"]["files"]
-    assert m["noise_dev"]["files"] == 1
-    assert 0.0018 <= m["synth_train"]["hours"] + m["synth_dev"]["hours"] < 0.01
+    assert m["noise_dev"]["files"] == 1 and not any(k.startswith(("synth", "noisy")) for k in m)
+    stdout, summary = run_prepare(shared_data, out, "synth")
+    m = summary["manifests"]
+    assert 0.0018 <= m["synth_train"]["hours"] + m["synth_dev"]["hours"] < 0.01 and "cathy_train" not in m
     voices = summary["synth"]["voices"]
     assert voices["train"] and voices["dev"] and not set(voices["train"]) & set(voices["dev"])
-    assert m["noisy_train"]["files"] > 0 and m["noisy_dev"]["files"] > 0
     assert "synth voices" in stdout and "wall time" in stdout
+    m = run_prepare(shared_data, out, "noisy")[1]["manifests"]
+    assert m["noisy_train"]["files"] > 0 and m["noisy_dev"]["files"] > 0 and "synth_train" not in m
 
     manifests = out / "manifests"
     synth = read_manifest(manifests / "synth_train.csv")
@@ -62,21 +68,17 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
     for u in read_manifest(manifests / "noisy_dev.csv"):
         assert u.split == "dev" and Path(u.extra["clean_path"]).is_file() and -5 <= float(u.extra["snr_db"]) <= 20
 
-    # Second run: real-speech stage off (its manifests are reused), synthetic audio resumed.
-    _, again = run_prepare(shared_data, out, "--real_speech_stage", "False")
-    assert "cathy_train" not in again["manifests"] and "real_speech" not in again["wall_s"]
+    # Second runs: synthetic audio resumed, the same pairs again.
+    again = run_prepare(shared_data, out, "synth")[1]
     assert again["synth"]["synthesized_now"] == 0 and again["synth"]["voices"] == voices
-    assert again["manifests"]["noisy_train"] == m["noisy_train"]
+    assert run_prepare(shared_data, out, "noisy")[1]["manifests"]["noisy_train"] == m["noisy_train"]
 
     # Third run: an augmented corpus (other seed, speed perturbation, shaped noise) beside the first.
     before = (manifests / "noisy_train.csv").read_bytes()
     _, aug = run_prepare(
         shared_data,
         out,
-        "--real_speech_stage",
-        "False",
-        "--synth_stage",
-        "False",
+        "noisy",
         "--noisy_name",
         "noisy_aug",
         "--seed",

@@ -145,5 +145,5 @@ def test_float_codes_are_refused(codec, tmp_path):
     items = {"a": make(codec)}
     items["a"].codes = items["a"].codes.astype(np.float32)
     path = save_shard(tmp_path / "shard.npz", items)
-    with pytest.raises(TokenFileError, match=f"{path}: codes are float32, not integers"):
+    with pytest.raises(TokenFileError, match=f"cannot read token file {path}: codes are float32, not integers"):
         read_shard(path)

@@ -27,8 +27,8 @@ say() { echo "[$((SECONDS - start)) s] $*" | tee -a "$OUT/timings.txt"; }
     || { tail -20 "$OUT/prepare.txt"; exit 1; }
 say "pack decoded"
 pairs() {
-    "$PY" recipes/data/prepare.py recipes/data/hparams/prepare.yaml --output_folder "$WORK/data" \
-        --workers "$(nproc)" --real_speech_stage False --synth_stage False "$@" >> "$OUT/prepare.txt" 2>&1 \
+    "$PY" recipes/data/prepare.py recipes/data/hparams/noisy.yaml --output_folder "$WORK/data" \
+        --workers "$(nproc)" "$@" >> "$OUT/prepare.txt" 2>&1 \
         || { tail -20 "$OUT/prepare.txt"; exit 1; }
 }
 aug=(--noisy_train_hours "$HOURS" --noisy_dev_hours 0 --speed_range "[0.9, 1.1]" --noise_speed_range "[0.7, 1.4]")

@@ -5,7 +5,7 @@
 # and checks that the checkout plus both stay within the 64 MiB that may travel. To make room it
 # first offloads the bundled models the enhancer's run does not read (offload.sh): after the
 # device calls, `bash recipes/device/offload.sh --restore`.
-# Needs ./setup.sh and `recipes/data/prepare.py recipes/data/hparams/prepare.yaml --hours 1`.
+# Needs ./setup.sh and the data of recipes/data/hparams/{manifests,synth}.yaml (recipes/data/prepare.py, `--hours 1`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}

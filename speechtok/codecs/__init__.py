@@ -9,6 +9,7 @@ import torch
 from speechtok.codecs.base import Codec, CodecError, declared_family, read_config
 from speechtok.codecs.dmel import DMelCodec
 from speechtok.codecs.rvq import RVQCodec
+from speechtok.errors import cannot
 
 FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec, RVQCodec)}
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -34,10 +35,19 @@ def load_codec(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
         path = bundled
     family = read_config(path)["family"]
     if family not in FAMILIES:
-        raise CodecError(f"config.json in {path}: unknown codec family '{family}' (known: {', '.join(FAMILIES)})")
+        problem = f"config.json names an unknown codec family '{family}' (known: {', '.join(FAMILIES)})"
+        raise CodecError(cannot("load codec from", path, problem))
     codec = FAMILIES[family].from_pretrained(path, device=device)
     codec.name = path.name
     return codec
 
 
-__all__ = ["Codec", "CodecError", "DMelCodec", "FAMILIES", "RVQCodec", "available_codecs", "load_codec"]
+__all__ = [
+    "Codec",
+    "CodecError",
+    "DMelCodec",
+    "FAMILIES",
+    "RVQCodec",
+    "available_codecs",
+    "load_codec",
+]

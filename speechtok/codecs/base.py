@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from speechtok.errors import cannot
+
 FORMAT_VERSION = 1
 
 
@@ -263,18 +265,19 @@ class Codec(nn.Module, ABC):
         naming the file: never random weights, never a traceback."""
         directory = Path(directory)
         meta = read_config(directory)
-        where = f"config.json in {directory}"
+        action = f"load {cls.family} codec from"
         if meta["family"] != cls.family:
-            raise CodecError(f"{where}: checkpoint is a '{meta['family']}' codec, not '{cls.family}'")
+            problem = f"config.json declares a '{meta['family']}' codec, not '{cls.family}'"
+            raise CodecError(cannot(action, directory, problem))
         try:
             codec = cls(**meta["config"])
         except Exception as exc:  # unknown or ill-typed keys, values the constructor refuses
-            raise CodecError(f"{where}: invalid {cls.family} config ({_one_line(exc)})") from exc
+            problem = f"config.json has an invalid {cls.family} config ({_one_line(exc)})"
+            raise CodecError(cannot(action, directory, problem)) from exc
         weights = directory / "model.safetensors"
         if codec.state_dict() and not weights.is_file():
-            raise CodecError(
-                f"model.safetensors in {directory}: file is missing (this {cls.family} config needs trained weights)"
-            )
+            problem = f"model.safetensors is missing (this {cls.family} config needs trained weights)"
+            raise CodecError(cannot(action, directory, problem))
         if weights.exists():
             load_weights(codec, read_weights(weights, CodecError), weights, CodecError)
         codec.name = directory.name
@@ -297,38 +300,38 @@ def declared_family(folder: Path) -> str | None:
 
 def read_json_config(directory: Path, required: tuple[str, ...], what: str, error: type[Exception]) -> dict:
     """config.json of a saved model folder, a JSON object with the `required` keys and an integer
-    `format_version` if it has one; otherwise an `error` naming the file and the problem."""
-    path, where = Path(directory) / "config.json", f"config.json in {directory}"
+    `format_version` if it has one; otherwise an `error` naming the folder and the problem. `what`
+    names the model ('codec', 'token LM')."""
+    path, action = Path(directory) / "config.json", f"load {what} from"
     if not path.is_file():
-        raise error(f"no config.json in {directory}: not {what} folder")
+        raise error(cannot(action, directory, f"no config.json (not a {what} folder)"))
     try:
         meta = json.loads(path.read_text())
     except ValueError as exc:  # invalid JSON or not UTF-8
-        raise error(f"{where}: invalid JSON ({_one_line(exc)})") from exc
+        raise error(cannot(action, directory, f"config.json has invalid JSON ({_one_line(exc)})")) from exc
     if not isinstance(meta, dict):
-        raise error(f"{where}: expected a JSON object, got a {type(meta).__name__}")
+        raise error(cannot(action, directory, f"config.json holds a {type(meta).__name__}, not a JSON object"))
     missing = [k for k in required if k not in meta]
     if missing:
-        raise error(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+        raise error(cannot(action, directory, f"config.json lacks {', '.join(repr(k) for k in missing)}"))
     version = meta.get("format_version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-        raise error(f"{where}: format_version must be an integer, got {version!r}")
+        raise error(cannot(action, directory, f"config.json's format_version must be an integer, got {version!r}"))
     return meta
 
 
 def read_weights(path: Path, error: type[Exception]) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file (never unpickled), all finite; a missing, unreadable
     (truncated, empty, not safetensors) or NaN/inf one is an `error` naming the file."""
-    where = f"{path.name} in {path.parent}"
     if not path.is_file():
-        raise error(f"{where}: file is missing")
+        raise error(cannot("read weights", path, "file is missing"))
     try:
         state = load_file(str(path))
     except Exception as exc:  # truncated, empty, random bytes, a pickle under this name, ...
-        raise error(f"{where}: cannot read weights, truncated or not safetensors ({_one_line(exc)})") from exc
+        raise error(cannot("read weights", path, f"truncated or not safetensors ({_one_line(exc)})")) from exc
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
-        raise error(f"{where}: NaN/inf values in {len(bad)} tensor(s), first {bad[0]!r}")
+        raise error(cannot("read weights", path, f"NaN/inf values in {len(bad)} tensor(s), first {bad[0]!r}"))
     return state
 
 
@@ -346,21 +349,24 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, 
     if shapes:
         diff[-1] += f" {tuple(state[shapes[0]].shape)}, config.json makes {tuple(own[shapes[0]].shape)}"
     if diff:
-        raise error(f"{path.name} in {path.parent}: weights do not match config.json ({'; '.join(diff)})")
+        raise error(cannot("load weights", path, f"they do not match config.json ({'; '.join(diff)})"))
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
 def read_config(directory: Path) -> dict[str, Any]:
     """A codec folder's config.json, checked: a family name, a supported format, a config object."""
-    meta = read_json_config(directory, ("family", "format_version", "config"), "a codec", CodecError)
-    where = f"config.json in {directory}"
+    meta = read_json_config(directory, ("family", "format_version", "config"), "codec", CodecError)
     if not isinstance(meta["family"], str):
-        raise CodecError(f"{where}: family must be a string, got {meta['family']!r}")
-    if not isinstance(meta["config"], dict):
-        raise CodecError(f"{where}: config must be a JSON object, got a {type(meta['config']).__name__}")
-    if meta["format_version"] > FORMAT_VERSION:
         raise CodecError(
-            f"{where}: format version {meta['format_version']} is newer than this speechtok "
+            cannot("load codec from", directory, f"config.json's family must be a string, got {meta['family']!r}")
+        )
+    if not isinstance(meta["config"], dict):
+        problem = f"config.json's config must be a JSON object, got a {type(meta['config']).__name__}"
+        raise CodecError(cannot("load codec from", directory, problem))
+    if meta["format_version"] > FORMAT_VERSION:
+        problem = (
+            f"config.json has format version {meta['format_version']}, newer than this speechtok "
             f"supports ({FORMAT_VERSION}); upgrade speechtok"
         )
+        raise CodecError(cannot("load codec from", directory, problem))
     return meta

@@ -2,11 +2,11 @@
 
 Encoding is parameter-free: 80 log-mel channels, each rounded to one of 16 values spaced
 uniformly over a fixed log range (clamped), so a frame is 80 codebooks x 16 values.
-Decoding turns bin values back into log-mel and then into a waveform, either with a
-trained Vocos-style vocoder (trained on quantised mels, so it learns decode(encode(x)))
-or with Griffin-Lim when no vocoder weights are present. Where the signal the levels were
-predicted from is at hand (enhancement), `speechtok.enhance.BandGainFilter` renders them as
-per-band gains on it.
+Decoding turns bin values back into log-mel and then into a waveform with a renderer
+(`speechtok.codecs.renderers`): the trained Vocos-style vocoder (trained on quantised mels, so it
+learns decode(encode(x))) when the config has one, else Griffin-Lim; `set_renderer` swaps it.
+Where the signal the levels were predicted from is at hand (enhancement),
+`speechtok.enhance.BandGainFilter` renders them as per-band gains on it.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 import librosa
-import numpy as np
 import torch
 from torch import nn
 
 from speechtok.codecs.base import Codec, CodecError
+from speechtok.codecs.renderers import GriffinLim, Renderer, SwitchableRenderer
+from speechtok.codecs.vocoder import Vocoder
 
 
-class DMelCodec(Codec):
+class DMelCodec(Codec, SwitchableRenderer):
     family = "dmel"
 
     def __init__(
@@ -52,12 +53,8 @@ class DMelCodec(Codec):
         left = (n_fft - win_length) // 2
         self.register_buffer("window", nn.functional.pad(window, (left, n_fft - win_length - left)), persistent=False)
         self.vocoder_config = vocoder
-        self.vocoder = None
-        if vocoder is not None:
-            from speechtok.codecs.vocoder import Vocoder
-
-            self.vocoder = Vocoder(n_mels=n_mels, hop_length=self.hop_length, **vocoder)
-        self.decoder = "vocoder" if self.vocoder is not None else "griffinlim"
+        self.vocoder = None if vocoder is None else Vocoder(n_mels=n_mels, hop_length=self.hop_length, **vocoder)
+        self.set_renderer("griffinlim" if self.vocoder is None else self.vocoder)
 
     @property
     def max_codebooks(self) -> int:
@@ -125,51 +122,46 @@ class DMelCodec(Codec):
             raise CodecError(f"dmel levels must be finite [B, {self.n_mels}, F], got {tuple(levels.shape)}")
         return self.render(self.dequantize(levels.float().clamp(0, self.codebook_size - 1).to(self.mel_fb.device)))
 
-    gl_context_frames = 25  # Griffin-Lim chunks: context each side (0.5 s), then a crossfade of
-    gl_crossfade_frames = 10  # 0.2 s between chunks (GL is not frame-local: close to, not equal to, whole)
+    # --- the renderer ---------------------------------------------------------------
+    @property
+    def renderer(self) -> Renderer:
+        return self._renderer
+
+    def renderer_choices(self) -> tuple[str, ...]:
+        return ("griffinlim",) if self.vocoder is None else ("vocoder", "griffinlim")
+
+    def set_renderer(self, renderer: str | Renderer) -> DMelCodec:
+        """Decode through `renderer`: 'vocoder' (the trained one, if this codec has it), 'griffinlim'
+        (defaults: 32 fast iterations) or a `Renderer` module, e.g. `GriffinLim(..., n_iter=64)`.
+        A renderer with weights must be this codec's own `vocoder`: the weights are the codec's."""
+        label = self.name or self.family
+        if renderer == "vocoder" and self.vocoder is None:
+            raise CodecError(f"codec '{label}' has no trained vocoder (Griffin-Lim only); use griffinlim")
+        if renderer == "vocoder":
+            renderer = self.vocoder
+        elif renderer == "griffinlim":
+            renderer = GriffinLim(self.mel_fb, self.window, self.hop_length)
+        if not isinstance(renderer, Renderer):
+            raise CodecError(
+                f"codec '{label}' has no renderer {renderer!r} (known: {', '.join(self.renderer_choices())})"
+            )
+        if renderer is not self.vocoder and next(renderer.parameters(), None) is not None:
+            raise CodecError(f"codec '{label}': a renderer with weights must be its own vocoder")
+        # Not registered as a submodule: it is `self.vocoder` (registered, its weights saved as
+        # `vocoder.*`) or weight-free, so the state dict and saved folders stay the same.
+        object.__setattr__(self, "_renderer", renderer)
+        return self
 
     @property
     def decode_context_frames(self) -> int:
-        """Chunked decoding's context: the vocoder's receptive field (exact), or for Griffin-Lim
-        `gl_context_frames` (approximate, with a crossfade)."""
-        if self.decoder == "vocoder":
-            return self.vocoder.receptive_frames if self.vocoder is not None else 0
-        return self.gl_context_frames
+        """Chunked decoding's context: the renderer's (exact for the vocoder, approximate for
+        Griffin-Lim, which also crossfades)."""
+        return self.renderer.decode_context_frames
 
     @property
     def decode_crossfade_frames(self) -> int:
-        return 0 if self.decoder == "vocoder" else self.gl_crossfade_frames
+        return self.renderer.decode_crossfade_frames
 
     def render(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """Waveform [B, 1, F*hop] for log-mel [B, n_mels, F], by the chosen `decoder`."""
-        if self.decoder == "vocoder":
-            if self.vocoder is None:
-                raise CodecError("this dmel codec has no vocoder; use decoder='griffinlim'")
-            return self.vocoder(log_mel)
-        return self.griffin_lim(log_mel)
-
-    def griffin_lim(self, log_mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99) -> torch.Tensor:
-        """Zero-training fallback: pseudo-inverse of the mel filterbank, then Griffin-Lim; `momentum`
-        0.99 is the fast Griffin-Lim of Perraudin et al. (librosa's default), 0 the original."""
-        mel = log_mel.exp().double().cpu().numpy()
-        basis = self.mel_fb.T.double().cpu().numpy()
-        mag = np.maximum(np.linalg.pinv(basis) @ mel, 0.0)  # [B, n_fft/2+1, F]
-        mag = np.concatenate([mag, mag[..., -1:]], axis=-1)  # librosa frames a length-F*hop signal as F+1
-        n = log_mel.shape[-1] * self.hop_length
-        win = self.window.double().cpu().numpy()
-        wav = [
-            librosa.griffinlim(
-                m,
-                n_iter=n_iter,
-                hop_length=self.hop_length,
-                win_length=self.n_fft,
-                n_fft=self.n_fft,
-                window=win,
-                center=True,
-                length=n,
-                momentum=momentum,
-                random_state=0,
-            )
-            for m in mag
-        ]
-        return torch.from_numpy(np.stack(wav)).float().unsqueeze(1).to(log_mel.device)
+        """Waveform [B, 1, F*hop] for log-mel [B, n_mels, F], by the current renderer."""
+        return self.renderer(log_mel)

@@ -24,10 +24,11 @@ from vector_quantize_pytorch import ResidualVQ
 
 from speechtok.codecs.base import Codec, CodecError
 from speechtok.codecs.dmel import DMelCodec
+from speechtok.codecs.renderers import Renderer, SwitchableRenderer
 from speechtok.modules.vocos import ConvNeXtBackbone
 
 
-class RVQCodec(Codec):
+class RVQCodec(Codec, SwitchableRenderer):
     """log-mel -> encoder -> residual VQ (codes) -> mel decoder -> dMel vocoder. Any first K of
     the codebooks encode and decode (a lower bitrate; quantiser dropout trains for it): pass
     `n_codebooks=K` to `encode`, or decode a prefix of the codes."""
@@ -87,13 +88,17 @@ class RVQCodec(Codec):
         return self.quantizer.num_quantizers
 
     @property
-    def decoder(self) -> str:
-        """'vocoder' or 'griffinlim': how the decoded log-mel becomes a waveform (dMel's choice)."""
-        return self.frontend.decoder
+    def renderer(self) -> Renderer:
+        """How the decoded log-mel becomes a waveform: the dMel front end's renderer."""
+        return self.frontend.renderer
 
-    @decoder.setter
-    def decoder(self, name: str) -> None:
-        self.frontend.decoder = name
+    def renderer_choices(self) -> tuple[str, ...]:
+        return self.frontend.renderer_choices()
+
+    def set_renderer(self, renderer: str | Renderer) -> RVQCodec:
+        self.frontend.name = self.name
+        self.frontend.set_renderer(renderer)
+        return self
 
     @property
     def vocoder(self):
@@ -111,7 +116,7 @@ class RVQCodec(Codec):
         return self.frontend.log_mel(wav)
 
     def render(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """Waveform [B, 1, F*hop] for a log-mel [B, n_mels, F], by the chosen decoder."""
+        """Waveform [B, 1, F*hop] for a log-mel [B, n_mels, F], by the current renderer."""
         return self.frontend.render(log_mel)
 
     @property

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
+from speechtok.codecs.renderers import Renderer
 from speechtok.modules.vocos import ConvNeXtBackbone, ISTFTHead
 
 
-class Vocoder(nn.Module):
-    """ConvNeXt backbone at frame rate + iSTFT head; output length is F * hop_length."""
+class Vocoder(Renderer):
+    """ConvNeXt backbone at frame rate + iSTFT head; output length is F * hop_length. Frame-local:
+    chunked decoding with `decode_context_frames` of context equals whole decoding."""
+
+    name = "vocoder"
 
     def __init__(
         self,
@@ -32,6 +35,10 @@ class Vocoder(nn.Module):
         (the embedding and one per block; everything else is per frame), plus the frames whose
         n_fft-sample iSTFT windows overlap-add into it (at most ceil(n_fft / hop) on either side)."""
         return 3 * (len(self.backbone.blocks) + 1) + math.ceil(self.head.n_fft / self.head.hop_length)
+
+    @property
+    def decode_context_frames(self) -> int:
+        return self.receptive_frames
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(log_mel))

@@ -16,6 +16,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from speechtok.errors import cannot
+
 
 class AudioError(ValueError):
     """Bad audio input; the message always names the file."""
@@ -27,13 +29,16 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     return AF.resample(wav, orig_sr, target_sr)
 
 
-def check_waveform(wav: torch.Tensor, name: str = "<tensor>") -> torch.Tensor:
-    """Raise AudioError for empty or non-finite audio."""
+def check_waveform(wav: torch.Tensor, name: str = "<tensor>", action: str | None = None) -> torch.Tensor:
+    """Raise AudioError for empty or non-finite audio. `name` says which audio; with `action` it is a
+    file, and the message is 'cannot {action} {name}: ...'."""
+    problem = None
     if wav.numel() == 0 or wav.shape[-1] == 0:
-        raise AudioError(f"{name}: audio is empty (0 samples)")
-    if not torch.isfinite(wav).all():
-        bad = int((~torch.isfinite(wav)).sum())
-        raise AudioError(f"{name}: audio contains {bad} NaN/inf samples")
+        problem = "audio is empty (0 samples)"
+    elif not torch.isfinite(wav).all():
+        problem = f"audio contains {int((~torch.isfinite(wav)).sum())} NaN/inf samples"
+    if problem:
+        raise AudioError(cannot(action, name, problem) if action else f"{name}: {problem}")
     return wav
 
 
@@ -65,13 +70,15 @@ def load_audio_with_sr(path: str | Path, sample_rate: int | None = None, mono: b
     path = Path(path)
     problem = file_problem(path)
     if problem:
-        raise AudioError(f"{path}: {problem}")
+        raise AudioError(cannot("read audio", path, problem))
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-        raise AudioError(f"{path}: cannot read audio ({type(exc).__name__}: {exc})") from exc
+        raise AudioError(
+            cannot("read audio", path, f"not a readable audio file ({type(exc).__name__}: {exc})")
+        ) from exc
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [C, T]
-    check_waveform(wav, str(path))
+    check_waveform(wav, str(path), "read audio")
     if mono and wav.shape[0] > 1:
         wav = wav.mean(dim=0, keepdim=True)
     if sample_rate is not None and sr != sample_rate:
@@ -87,10 +94,10 @@ def save_audio(path: str | Path, wav: torch.Tensor, sample_rate: int, subtype: s
     if wav.dim() == 1:
         wav = wav.unsqueeze(0)
     if wav.dim() != 2:
-        raise AudioError(f"{path}: expected [T] or [C, T] audio, got shape {tuple(wav.shape)}")
-    check_waveform(wav, str(path))
+        raise AudioError(cannot("write audio", path, f"expected [T] or [C, T] audio, got shape {tuple(wav.shape)}"))
+    check_waveform(wav, str(path), "write audio")
     if sample_rate <= 0:
-        raise AudioError(f"{path}: invalid sample rate {sample_rate}")
+        raise AudioError(cannot("write audio", path, f"invalid sample rate {sample_rate}"))
     fmt_subtype = subtype
     if fmt_subtype is None and path.suffix.lower() in {".wav", ".flac"}:
         fmt_subtype = "PCM_16"
@@ -114,7 +121,7 @@ def save_audio_stream(
     `save_audio`; on any error the partial file is removed."""
     path = Path(path)
     if sample_rate <= 0:
-        raise AudioError(f"{path}: invalid sample rate {sample_rate}")
+        raise AudioError(cannot("write audio", path, f"invalid sample rate {sample_rate}"))
     if subtype is None and path.suffix.lower() in {".wav", ".flac"}:
         subtype = "PCM_16"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,12 +131,14 @@ def save_audio_stream(
             wav = wav.detach().float().cpu()
             wav = wav.unsqueeze(0) if wav.dim() == 1 else wav
             if wav.dim() != 2:
-                raise AudioError(f"{path}: expected [T] or [C, T] audio, got shape {tuple(wav.shape)}")
+                raise AudioError(
+                    cannot("write audio", path, f"expected [T] or [C, T] audio, got shape {tuple(wav.shape)}")
+                )
             if n_samples is not None:
                 wav = wav[:, : max(n_samples - written, 0)]
             if not wav.shape[-1]:
                 continue
-            check_waveform(wav, str(path))
+            check_waveform(wav, str(path), "write audio")
             if subtype and subtype.startswith("PCM"):
                 wav = wav.clamp(-1.0, 1.0)
             if out is None:
@@ -137,7 +146,7 @@ def save_audio_stream(
             out.write(wav.numpy().T)
             written += wav.shape[-1]
         if not written:
-            raise AudioError(f"{path}: audio is empty (0 samples)")
+            raise AudioError(cannot("write audio", path, "audio is empty (0 samples)"))
     except BaseException:
         if out is not None:
             out.close()
@@ -171,5 +180,5 @@ def duration_seconds(path: str | Path) -> float:
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        raise AudioError(f"{path}: {file_problem(path) or f'cannot read audio header ({exc})'}") from exc
+        raise AudioError(cannot("read audio", path, file_problem(path) or f"unreadable header ({exc})")) from exc
     return info.frames / info.samplerate if info.samplerate else math.nan

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from speechtok.data.audio import AudioError, duration_seconds
 from speechtok.data.manifest import Utterance
+from speechtok.errors import cannot
 
 SPLITS = ("train", "dev")
 
@@ -20,16 +21,21 @@ def read_metadata(root: str | Path, required: tuple[str, ...]) -> list[dict]:
     """Rows of `root/metadata.tsv`; text may contain quotes, so no CSV quoting is applied."""
     path = Path(root) / "metadata.tsv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: metadata file not found (is the shared data at {Path(root).parent}?)")
+        problem = f"file not found (is the shared data at {Path(root).parent}?)"
+        raise FileNotFoundError(cannot("read corpus metadata", path, problem))
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing columns {missing} (has {reader.fieldnames})")
+            raise ValueError(
+                cannot("read corpus metadata", path, f"missing columns {missing} (has {reader.fieldnames})")
+            )
         rows = list(reader)
     for i, row in enumerate(rows, start=2):
         if row["split"] not in SPLITS:
-            raise ValueError(f"{path}:{i}: split {row['split']!r} is not one of {SPLITS}")
+            raise ValueError(
+                cannot("read corpus metadata", path, f"line {i}: split {row['split']!r} is not one of {SPLITS}")
+            )
     return rows
 
 
@@ -38,11 +44,11 @@ def _utterance(root: Path, row: dict, prefix: str, speaker: str, text: str = "",
     (one malformed clip should not stop a corpus of thousands). A listed file that is missing is an error."""
     path = (root / row["path"]).resolve()
     if not path.is_file():
-        raise AudioError(f"{path}: listed in {root / 'metadata.tsv'} but missing")
+        raise AudioError(cannot("read audio", path, f"listed in {root / 'metadata.tsv'} but missing"))
     try:
         duration = duration_seconds(path)
     except AudioError as exc:
-        print(f"skipped: {exc}", file=sys.stderr)
+        print(f"{exc}; skipped", file=sys.stderr)
         return None
     return Utterance(
         ID=f"{prefix}_{path.stem}",

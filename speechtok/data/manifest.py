@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from speechtok.errors import cannot
+
 COLUMNS = ["ID", "path", "duration", "speaker", "text", "phonemes", "split"]
 
 
@@ -41,7 +43,7 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> Path:
     ids = [u.ID for u in utts]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ValueError(f"{path}: duplicate utterance IDs {dup}")
+        raise ValueError(cannot("write manifest", path, f"duplicate utterance IDs {dup}"))
     extra_cols = sorted({k for u in utts for k in u.extra})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,13 +60,13 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance]) -> Path:
 def read_manifest(path: str | Path) -> list[Utterance]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: manifest does not exist")
+        raise FileNotFoundError(cannot("read manifest", path, "file does not exist"))
     known = {f.name for f in fields(Utterance)} - {"extra"}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("ID", "path", "duration") if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: manifest lacks required columns {missing}")
+            raise ValueError(cannot("read manifest", path, f"required columns {missing} are missing"))
         out = []
         for row in reader:
             extra = {k: v for k, v in row.items() if k not in known}

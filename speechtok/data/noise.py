@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from speechtok.data.audio import duration_seconds, load_audio, loudness_normalize, save_audio
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
+from speechtok.errors import cannot
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "real", "shaped")
 COLOR_ALPHA = {"white": 0.0, "pink": 1.0, "brown": 2.0}
@@ -176,11 +177,11 @@ def read_noise_list(path: str | Path) -> list[Utterance]:
     if path.suffix != ".tsv":
         return read_manifest(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: noise list does not exist")
+        raise FileNotFoundError(cannot("read noise list", path, "file does not exist"))
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if rows and "path" not in rows[0]:
-        raise ValueError(f"{path}: noise list lacks a 'path' column")
+        raise ValueError(cannot("read noise list", path, "no 'path' column"))
     out = []
     for row in rows:
         p = (path.parent / row["path"]).resolve()

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from speechtok.data.audio import load_audio_with_sr, peak_normalize, resample, save_audio
 from speechtok.data.manifest import Utterance
+from speechtok.errors import cannot
 from speechtok.tts.text import TextError, phonemize_many
 
 REPO = Path(__file__).resolve().parents[2]
@@ -318,7 +319,7 @@ def load_sentences(text_dir: str | Path = DEFAULT_TEXT_DIR) -> list[Sentence]:
     lj, arctic = text_dir / "ljspeech_sentences.tsv", text_dir / "cmuarctic.data"
     for p in (lj, arctic):
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: sentence file not found")
+            raise FileNotFoundError(cannot("read sentences from", p, "file not found"))
     out = []
     for line in lj.read_text(encoding="utf-8").splitlines()[1:]:
         sid, _, text = line.partition("\t")

@@ -313,13 +313,12 @@ def error_text(exc: BaseException, paths: tuple = ()) -> str:
     for p in paths:
         if p:
             msg = msg.replace(str(p), Path(p).name)
-    inference = _inference()
-    lm_errors = tuple(
-        getattr(inference, n)
-        for n in ("LMInputError", "CheckpointError", "TextError", "TokenFileError")
-        if hasattr(inference, n)
-    )
-    if isinstance(exc, USER_ERRORS + lm_errors):
+    from speechtok.lm.checkpoint import CheckpointError
+    from speechtok.lm.runner import LMInputError
+    from speechtok.tokens import TokenFileError
+    from speechtok.tts.text import TextError
+
+    if isinstance(exc, USER_ERRORS + (LMInputError, CheckpointError, TextError, TokenFileError)):
         return f"**Error:** {msg}"
     log.exception("demo handler failed")
     return f"**Error:** unexpected {type(exc).__name__}: {msg} (details are in the server log)"

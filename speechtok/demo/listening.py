@@ -38,7 +38,9 @@ import yaml
 from matplotlib.figure import Figure
 
 from speechtok.codecs import PRETRAINED_DIR, Codec, CodecError, load_codec
+from speechtok.codecs.renderers import SwitchableRenderer
 from speechtok.data.audio import AudioError, check_waveform, loudness_normalize, resample, save_audio
+from speechtok.errors import cannot
 from speechtok.tokens import codec_hash
 
 REFERENCE, ANCHOR = "reference", "anchor35"
@@ -93,11 +95,11 @@ def get_codec(name: str, decoder: str | None = None) -> Codec:
         if key not in _codecs:
             codec = load_codec(name)
             if decoder is not None:
-                if decoder not in ("vocoder", "griffinlim") or not hasattr(codec, "decoder"):
+                if decoder not in ("vocoder", "griffinlim") or not isinstance(codec, SwitchableRenderer):
                     raise CodecError(f"codec '{name}' has no decoder '{decoder}'")
-                if decoder == "vocoder" and getattr(codec, "vocoder", None) is None:
+                if decoder not in codec.renderer_choices():
                     raise CodecError(f"codec '{name}' has no trained vocoder; use decoder: griffinlim")
-                codec.decoder = decoder
+                codec.set_renderer(decoder)
             _codecs[key] = codec
         return _codecs[key]
 
@@ -179,7 +181,7 @@ def load_test(path: str | Path) -> TestSpec:
     path = Path(path)
 
     def fail(msg: str) -> ListeningTestError:
-        return ListeningTestError(f"{path}: {msg}")
+        return ListeningTestError(cannot("load listening test", path, msg))
 
     try:
         raw = yaml.safe_load(path.read_text())

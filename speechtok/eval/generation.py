@@ -25,6 +25,7 @@ from speechtok.codecs import Codec, load_codec
 from speechtok.data.audio import load_audio_with_sr, resample
 from speechtok.data.manifest import Utterance
 from speechtok.enhance.ceiling import has_mixture_ceiling, mixture_ceiling
+from speechtok.errors import cannot
 from speechtok.eval import judges as J
 from speechtok.eval import metrics as M
 from speechtok.eval.harness import EvalError, _fmt, _json_safe, _signal_metrics, load_items, report_command
@@ -325,10 +326,11 @@ def _match(wanted: Sequence[Utterance], source: str | Path, what: str) -> list[U
     found = [index.get(u.ID) or index.get(Path(u.path).stem) for u in wanted]
     missing = [u.ID for u, f in zip(wanted, found) if f is None]
     if missing:
-        raise EvalError(
-            f"{source}: no {what} audio for {len(missing)} of {len(wanted)} items "
-            f"(e.g. {', '.join(missing[:3])}); name files <ID>.wav after the manifest IDs"
+        problem = (
+            f"no audio for {len(missing)} of {len(wanted)} items (e.g. {', '.join(missing[:3])}); "
+            "name files <ID>.wav after the manifest IDs"
         )
+        raise EvalError(cannot(f"find {what} audio in", source, problem))
     return found
 
 
@@ -373,9 +375,8 @@ def _tts_inputs(args) -> dict:
         if args.texts:
             texts = [t.strip() for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()]
             if len(texts) != len(gen):
-                raise EvalError(
-                    f"{args.texts}: {len(texts)} sentences but {len(gen)} generated files in {args.generated}"
-                )
+                problem = f"{len(texts)} sentences but {len(gen)} generated files in {args.generated}"
+                raise EvalError(cannot("read sentences from", args.texts, problem))
             gen, texts = gen[: args.limit], texts[: args.limit]
         else:
             texts = [u.text for u in gen]
@@ -449,10 +450,8 @@ def _eval_enhance(args: argparse.Namespace) -> dict[str, Path]:
     data = load_items(args.data, args.split, args.limit)
     bad = [u.ID for u in data if not u.extra.get("clean_path") or not u.extra.get("snr_db")]
     if bad:
-        raise EvalError(
-            f"{args.data}: rows without clean_path/snr_db columns (e.g. {', '.join(bad[:3])}); "
-            "expected a noisy-pair manifest"
-        )
+        problem = f"rows without clean_path/snr_db columns (e.g. {', '.join(bad[:3])}); expected a noisy-pair manifest"
+        raise EvalError(cannot("evaluate enhancement on", args.data, problem))
     enhanced = _match(data, args.enhanced, "enhanced")
     texts = None if args.no_wer else [u.text or None for u in data]
     codec = load_codec(args.codec, args.device) if args.codec else None

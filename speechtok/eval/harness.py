@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from speechtok.codecs import Codec, CodecError, load_codec
+from speechtok.codecs.renderers import SwitchableRenderer, decoder_name
 from speechtok.data.audio import duration_seconds, load_audio, resample
 from speechtok.data.manifest import Utterance, read_manifest
 from speechtok.eval import metrics as M
@@ -125,11 +126,11 @@ def set_decoder(codec: Codec, decoder: str) -> None:
     label = codec.name or codec.family
     if decoder not in ("vocoder", "griffinlim"):
         raise EvalError(f"unknown decoder '{decoder}' (vocoder | griffinlim)")
-    if not hasattr(codec, "decoder"):
+    if not isinstance(codec, SwitchableRenderer):
         raise EvalError(f"codec '{label}' has a single built-in decoder; drop --decoder")
-    if decoder == "vocoder" and getattr(codec, "vocoder", None) is None:
+    if decoder not in codec.renderer_choices():
         raise EvalError(f"codec '{label}' has no trained vocoder (Griffin-Lim only); use --decoder griffinlim")
-    codec.decoder = decoder
+    codec.set_renderer(decoder)
 
 
 def _signal_metrics(ref: np.ndarray, est: np.ndarray, sr: int, label: str) -> dict[str, float]:
@@ -176,7 +177,7 @@ def evaluate_codec(
         n_books = codec.check_n_codebooks(n_codebooks)
     except CodecError as exc:
         raise EvalError(f"{exc} (drop --n-codebooks)") from None
-    label = f"{codec.name or codec.family} ({getattr(codec, 'decoder', 'native')}, K={n_books})"
+    label = f"{codec.name or codec.family} ({decoder_name(codec)}, K={n_books})"
     _warm_up(codec, n_books)
     hist, rows, enc_total, dec_total = 0, [], 0.0, 0.0
     for utt in tqdm(items, desc=label, disable=not progress, file=sys.stderr):
@@ -216,7 +217,7 @@ def evaluate_codec(
     return {
         "codec": codec.name or codec.family,
         "family": codec.family,
-        "decoder": getattr(codec, "decoder", "native"),
+        "decoder": decoder_name(codec),
         "n_codebooks": n_books,
         "codebook_size": codec.codebook_size,
         "sample_rate": sr,
@@ -349,6 +350,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most N utterances")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--extras", default="", help="optional metrics: dnsmos,visqol (need their pip packages)")
+    from speechtok.eval.token_metrics import add_token_metric_arguments
+
+    add_token_metric_arguments(parser)
     return parser
 
 
@@ -375,6 +379,10 @@ def _eval_codecs(args: argparse.Namespace) -> dict[str, Path]:
         raise EvalError(f"--limit must be >= 1, got {args.limit}")
     extras = parse_extras(args.extras)
     items = load_items(args.data, args.split, args.limit)
+    if getattr(args, "token_metrics", False):
+        from speechtok.eval.token_metrics import run_token_metrics
+
+        return run_token_metrics(args, items)
     runs = []
     for name in args.codec:
         codec = load_codec(name, args.device)

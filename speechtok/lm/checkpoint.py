@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from speechtok.codecs import base as folders
 from speechtok.codecs.base import declared_family, read_json_config
+from speechtok.errors import cannot
 from speechtok.lm.model import LMConfig, TokenLM
 from speechtok.tokens import codec_hash
 
@@ -82,16 +83,18 @@ def save_lm(
 ) -> Path:
     """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...}."""
     if task not in TASKS:
-        raise CheckpointError(f"{directory}: task must be one of {TASKS}, got {task!r}")
+        raise CheckpointError(cannot("save token LM to", directory, f"task must be one of {TASKS}, got {task!r}"))
     if (task == "tts") != (text is not None):
-        raise CheckpointError(f"{directory}: a tts model needs its text vocabulary (and only tts has one)")
+        problem = "a tts model needs its text vocabulary (and only tts has one)"
+        raise CheckpointError(cannot("save token LM to", directory, problem))
     sampling, render = split_render(sampling, render)
     cfg = lm.cfg
     if (cfg.n_codebooks, cfg.codebook_size) != (codec.n_codebooks, codec.codebook_size):
-        raise CheckpointError(
-            f"{directory}: model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
+        problem = (
+            f"model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
             f"'{codec.name}' makes {codec.n_codebooks} x {codec.codebook_size}"
         )
+        raise CheckpointError(cannot("save token LM to", directory, problem))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {
@@ -101,9 +104,8 @@ def save_lm(
     if default_prompt is not None:
         codes = torch.as_tensor(default_prompt["codes"])
         if codes.dim() != 2 or codes.shape[0] != codec.n_codebooks:
-            raise CheckpointError(
-                f"{directory}: default prompt codes must be [K={codec.n_codebooks}, P], got {tuple(codes.shape)}"
-            )
+            problem = f"default prompt codes must be [K={codec.n_codebooks}, P], got {tuple(codes.shape)}"
+            raise CheckpointError(cannot("save token LM to", directory, problem))
         state[PROMPT_KEY] = codes.to(torch.int32).contiguous()
         prompt_meta = {k: v for k, v in default_prompt.items() if k != "codes"}
     meta = {
@@ -130,25 +132,28 @@ def is_lm_folder(path: str | Path) -> bool:
 
 def read_lm_config(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
-    path = directory / "config.json"
-    meta = read_json_config(directory, (), "an LM", CheckpointError)
+    meta = read_json_config(directory, (), "token LM", CheckpointError)
+
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(cannot("load token LM from", directory, f"config.json {problem}"))
+
     if meta.get("family") != FAMILY:
-        raise CheckpointError(f"{path}: not a token LM (family {meta.get('family')!r}, expected {FAMILY!r})")
+        raise refuse(f"is not a token LM's (family {meta.get('family')!r}, expected {FAMILY!r})")
     missing = [k for k in ("format_version", "task", "codec", "config", "pattern") if k not in meta]
     if missing:
-        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+        raise refuse(f"lacks {', '.join(missing)}")
     if meta["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format version {meta['format_version']} is newer than this speechtok "
+        raise refuse(
+            f"has format version {meta['format_version']}, newer than this speechtok "
             f"supports ({FORMAT_VERSION}); upgrade speechtok"
         )
     if meta["task"] not in TASKS:
-        raise CheckpointError(f"{path}: unknown task {meta['task']!r}")
+        raise refuse(f"names an unknown task {meta['task']!r}")
     if meta["config"].get("pattern") != meta["pattern"]:
-        raise CheckpointError(f"{path}: pattern {meta['pattern']!r} disagrees with the model config")
+        raise refuse(f"has a pattern {meta['pattern']!r} that disagrees with the model config")
     for block in ("sampling", "render"):
         if not isinstance(meta.get(block) or {}, dict):
-            raise CheckpointError(f"{path}: {block} must be a mapping, got {meta[block]!r}")
+            raise refuse(f"{block} must be a mapping, got {meta[block]!r}")
     meta["sampling"], meta["render"] = split_render(meta.get("sampling"), meta.get("render"))
     return meta
 
@@ -157,10 +162,11 @@ def check_codec(meta: dict, codec, where: str | Path) -> None:
     """Raise unless `codec` makes the codes the model was trained on."""
     want = meta["codec"]
     if codec_hash(codec) != want["hash"]:
-        raise CheckpointError(
-            f"{where}: model was trained on codec '{want['name']}' (hash {want['hash']}), but codec "
+        problem = (
+            f"model was trained on codec '{want['name']}' (hash {want['hash']}), but codec "
             f"'{codec.name}' makes different codes (hash {codec_hash(codec)}); use a model for that codec"
         )
+        raise CheckpointError(cannot("use token LM", where, problem))
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -186,11 +192,14 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
     try:
         lm = TokenLM(LMConfig(**meta["config"]))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{directory}/config.json: invalid model config ({exc})") from exc
+        raise CheckpointError(
+            cannot("load token LM from", directory, f"config.json has an invalid model config ({exc})")
+        ) from exc
     load_weights(lm, state, weights)
     if meta.get("default_prompt") is not None:
         if prompt is None:
-            raise CheckpointError(f"{weights}: config.json names a default prompt but its codes are missing")
+            problem = "config.json names a default prompt but model.safetensors lacks its codes"
+            raise CheckpointError(cannot("load token LM from", directory, problem))
         meta["default_prompt"]["codes"] = prompt.long()
     return lm.to(device).eval(), meta
 

@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import soundfile as sf
+
 from speechtok.cli import _error_reason, _report, find_audio
 from speechtok.codecs import CodecError
-from speechtok.data.audio import AudioError, file_problem, save_audio
+from speechtok.data.audio import AudioError, file_problem, save_audio, save_audio_stream
 from speechtok.data.manifest import read_manifest
 from speechtok.enhance import Enhancer, load_enhancer
+from speechtok.errors import cannot
 from speechtok.lm.checkpoint import CheckpointError
 from speechtok.lm.runner import LMInputError
 from speechtok.tokens import TokenFileError
@@ -122,13 +125,15 @@ def _tts_jobs(text_file: Path, prompt: str | None) -> list[tuple[str, str, str, 
         jobs = [(u.ID, u.ID, u.text.strip(), u.extra.get("prompt_path") or prompt) for u in rows]
         missing = [u.ID for u in rows if not u.text.strip()]
         if missing:
-            raise TextError(f"{text_file}: no text for {len(missing)} rows (e.g. {', '.join(missing[:3])})")
+            problem = f"no text for {len(missing)} rows (e.g. {', '.join(missing[:3])})"
+            raise TextError(cannot("read sentences from", text_file, problem))
     else:
         lines = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines()]
         width = max(4, len(str(len(lines))))
         jobs = [(f"{i:0{width}d}", f"line {i}", line, prompt) for i, line in enumerate(lines, 1) if line]
     if not jobs:
-        raise TextError(f"{text_file}: no sentences (one a line, or a manifest with a text column)")
+        problem = "no sentences (one a line, or a manifest with a text column)"
+        raise TextError(cannot("read sentences from", text_file, problem))
     return jobs
 
 
@@ -208,17 +213,16 @@ def run_enhance(args: argparse.Namespace) -> int:
         )
         if inp.is_file():
             target = out if out.suffix.lower() == ".wav" else out / f"{inp.stem}.wav"
-            t0 = time.perf_counter()
-            wav = enhancer.enhance(inp, **kw)
-            save_audio(target, wav, enhancer.sample_rate)
-            _speed(wav.shape[-1] / enhancer.sample_rate, time.perf_counter() - t0, target)
+            t0 = time.perf_counter()  # written piece by piece: a long file is never whole in memory
+            save_audio_stream(target, enhancer.enhance_stream(inp, **kw), enhancer.sample_rate)
+            _speed(sf.info(str(target)).frames / enhancer.sample_rate, time.perf_counter() - t0, target)
             return 0
         if not inp.is_dir():
-            return _fail(f"{inp}: no such file or folder")
+            return _fail(cannot("enhance", inp, "no such file or folder"))
         files = find_audio(inp, exclude=out if out.resolve().is_relative_to(inp.resolve()) else None)
         files += sorted(p for p in inp.rglob("*.npz") if not p.name.startswith("."))
         if not files:
-            return _fail(f"{inp}: no audio or token files found")
+            return _fail(cannot("enhance", inp, "no audio or token files found"))
     except ERRORS as exc:
         return _fail(exc)
     failed, seconds, t0 = [], 0.0, time.perf_counter()
@@ -227,14 +231,13 @@ def run_enhance(args: argparse.Namespace) -> int:
         if problem:
             failed.append((str(f), problem))
             continue
+        target = out / f.relative_to(inp).with_suffix(".wav")
         try:
-            wav = enhancer.enhance(f, **kw)
+            save_audio_stream(target, enhancer.enhance_stream(f, **kw), enhancer.sample_rate)
         except (AudioError, TokenFileError, LMInputError, OSError) as exc:
             failed.append((str(f), _error_reason(exc, f)))
             continue
-        rel = f.relative_to(inp)
-        save_audio(out / rel.with_suffix(".wav"), wav, enhancer.sample_rate)
-        seconds += wav.shape[-1] / enhancer.sample_rate
+        seconds += sf.info(str(target)).frames / enhancer.sample_rate
     _speed(seconds, time.perf_counter() - t0, out)
     return _report(failed, out, "enhance")
 

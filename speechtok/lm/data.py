@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from speechtok.data.audio import load_audio_with_sr, resample
 from speechtok.data.manifest import read_manifest
+from speechtok.errors import cannot
 from speechtok.tokens import TokenFile, TokenFileError, codec_hash, load_tokens, save_tokens
 
 
@@ -137,10 +138,12 @@ def load_codes(path: Path, want_hash: str) -> torch.Tensor | None:
     try:
         tf = load_tokens(path)
     except TokenFileError as exc:
-        print(f"warning: skipping {exc}", file=sys.stderr)
+        print(f"warning: {exc}; skipped", file=sys.stderr)
         return None
     if tf.codec_hash != want_hash:
-        raise TokenFileError(f"{path}: made by another codec ('{tf.codec}'); clear the token cache")
+        raise TokenFileError(
+            cannot("use token file", path, f"made by another codec ('{tf.codec}'); clear the token cache")
+        )
     return torch.from_numpy(tf.codes.astype(np.int16))
 
 

@@ -27,9 +27,9 @@ With `aligned_source` the input that predicts target frame f also carries the so
 that frame, summed in through its own embedding table: for enhancement (source and target
 frames share one clock) noisy frame f, for TTS with durations the phoneme frame f renders. The
 source still stands in front as context; the aligned token is simply handed to the step that
-renders it instead of being looked up by attention, which a small model does imprecisely (it
-lost words even on near-clean input). The table starts at zero, so a model fine-tuned from one
-without it starts out unchanged.
+renders it instead of being looked up by attention, which a small model does imprecisely
+(recipes/lm/README.md). The table starts at zero, so a model fine-tuned from one without it
+starts out unchanged.
 
 Batches are right-padded with explicit lengths. `generate` packs each row as
 [source, separator, prompt] right-padded, prefills the KV cache, then decodes all rows in

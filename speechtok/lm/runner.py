@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
-from speechtok.codecs import PRETRAINED_DIR, load_codec
+from speechtok.codecs import PRETRAINED_DIR, DMelCodec, load_codec
 from speechtok.data.audio import check_waveform, load_audio
+from speechtok.errors import cannot
 from speechtok.lm.checkpoint import CheckpointError, is_lm_folder, load_lm, read_lm_config, split_render
 from speechtok.lm.sampling import SamplingConfig
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
@@ -74,7 +75,7 @@ def load_runner_parts(task: str, name_or_path, codec, device, folder):
     path, codec = _resolve(task, name_or_path, codec, Path(folder))
     meta = read_lm_config(path)
     if meta["task"] != task:
-        raise CheckpointError(f"{path}: is a {meta['task']} model, not {task}")
+        raise CheckpointError(cannot(f"load {task} model from", path, f"it is a {meta['task']} model"))
     if codec is None:
         codec = load_codec(meta["codec"]["name"], device=device)
     elif isinstance(codec, (str, Path)):
@@ -124,7 +125,7 @@ class Runner:
     def _use_levels(self, mean_levels: bool | None) -> bool:
         """Whether to decode mean levels (the caller's choice, else the model's default)."""
         mean_levels = self.mean_levels if mean_levels is None else mean_levels
-        if mean_levels and not hasattr(self.codec, "decode_levels"):
+        if mean_levels and not isinstance(self.codec, DMelCodec):
             raise LMInputError(
                 f"mean_levels: codec '{self.codec.name}' has no ordinal levels to average "
                 "(only dMel codecs do); decode the codes themselves (mean_levels=False)"
@@ -160,11 +161,12 @@ class Runner:
     def _codes_from_file(self, path: Path, what: str) -> torch.Tensor:
         tf = load_tokens(path)
         if tf.codec_hash != codec_hash(self.codec):
-            raise TokenFileError(
-                f"{path}: {what} tokens were made by codec '{tf.codec}' (hash {tf.codec_hash}), "
-                f"whose codes differ from those of '{self.codec.name}' that this model uses; "
-                f"encode the audio again with --codec {self.codec.name}, or pass the audio file"
+            problem = (
+                f"made by codec '{tf.codec}' (hash {tf.codec_hash}), whose codes differ from those of "
+                f"'{self.codec.name}' that this model uses; encode the audio again with --codec "
+                f"{self.codec.name}, or pass the audio file"
             )
+            raise TokenFileError(cannot(f"use {what} token file", path, problem))
         return torch.from_numpy(tf.codes.astype("int64"))
 
     def _read(self, audio: Audio, sr: int | None, what: str) -> tuple[torch.Tensor, int, torch.Tensor | None]:

@@ -53,6 +53,8 @@ class WarmupCosineLR:
     the epoch in progress ends there, is validated and checkpointed, so a run fits a command
     limit (the GPU machine's 10 minutes) whatever its step rate. Dev passes count towards it."""
 
+    train_clock: TrainClock | None = None  # set when fitting starts
+
     def budget_seconds(self) -> float | None:
         minutes = getattr(self.hparams, "train_minutes", None)
         return None if minutes is None else 60.0 * float(minutes)
@@ -73,7 +75,7 @@ class WarmupCosineLR:
     def _optimizer_step_limit_exceeded(self) -> bool:
         """SpeechBrain checks this after every batch and epoch: the time budget ends the run there."""
         budget = self.budget_seconds()
-        if budget is not None and hasattr(self, "train_clock") and self.train_clock.seconds() >= budget:
+        if budget is not None and self.train_clock is not None and self.train_clock.seconds() >= budget:
             return True
         return super()._optimizer_step_limit_exceeded
 

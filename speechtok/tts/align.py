@@ -34,8 +34,7 @@ class Aligner(nn.Module):
         self.code_emb = nn.Embedding(n_codebooks * codebook_size, code_dim)  # small: K of them per frame
         self.register_buffer("offset", torch.arange(n_codebooks)[:, None] * codebook_size, persistent=False)
         self.text = nn.Sequential(_conv(dim, 2 * dim, 3), nn.ReLU(), _conv(2 * dim, dim, 1))
-        # frame by frame: context blurs the boundaries the search must find (on a toy corpus a
-        # frame encoder with one 3-wide conv finds 25% of the utterances' durations exactly, this one all)
+        # frame by frame: context blurs the boundaries the search must find (recipes/lm/README.md, Durations)
         self.frames = nn.Sequential(
             _conv(n_codebooks * code_dim, dim, 1), nn.ReLU(), _conv(dim, 2 * dim, 1), nn.ReLU(), _conv(2 * dim, dim, 1)
         )

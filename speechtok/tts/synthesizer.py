@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from speechtok.codecs import PRETRAINED_DIR
+from speechtok.errors import cannot
 from speechtok.lm.checkpoint import CheckpointError
 from speechtok.lm.runner import Audio, LMInputError, Runner, load_runner_parts
 from speechtok.tts.text import TextFrontend, split_text
@@ -42,7 +43,7 @@ class Synthesizer(Runner):
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         super().__init__(lm, codec, meta, path)
         if meta.get("text") is None:
-            raise CheckpointError(f"{path}: TTS checkpoint has no text vocabulary")
+            raise CheckpointError(cannot("load TTS model from", path, "it has no text vocabulary"))
         self.frontend = TextFrontend.from_config(meta["text"])
         self.default_prompt = meta.get("default_prompt")
 

@@ -22,6 +22,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import DMelCodec, load_codec
+from speechtok.codecs.renderers import GriffinLim
 from speechtok.data.segments import dev_items, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 
@@ -31,7 +32,8 @@ def round_trip(spec: str, frontend: DMelCodec):
     match = re.fullmatch(r"(f?)gl(\d+)", spec)
     if match:
         momentum, n_iter = (0.99 if match.group(1) else 0.0), int(match.group(2))
-        return lambda wav: frontend.griffin_lim(frontend.dequantize(frontend.encode(wav)), n_iter, momentum)
+        render = GriffinLim(frontend.mel_fb, frontend.window, frontend.hop_length, n_iter, momentum)
+        return lambda wav: render(frontend.dequantize(frontend.encode(wav)))
     name, _, k = spec.partition("@")
     codec = load_codec(name)
     return lambda wav: codec.decode(codec.encode(wav, n_codebooks=int(k) if k else None))

@@ -6,7 +6,7 @@ over the noisy input (goal +0.4 and +0.05), on each of four draws of pairs and p
 
 The first draw is the dev pairs (`noisy_dev.csv`, used to choose the test-time settings); the
 other three are the same held-out speech and noise drawn again with other seeds (211 pairs
-each), made here with prepare.py when missing. Enhanced files are kept under --out, by a hash
+each), made here with recipes/data/hparams/noisy.yaml when missing. Enhanced files are kept under --out, by a hash
 of the model's weights and config and of each noisy file (a rerun only scores them), each model
 with its shipped test-time settings, file by file as `speechtok enhance` runs them. Prints one
 table and writes scores.json beside the audio.
@@ -24,6 +24,7 @@ from pathlib import Path
 from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.enhance import load_enhancer
+from speechtok.errors import cannot
 from speechtok.eval.generation import evaluate_enhancement, load_pair
 
 REPO = Path(__file__).resolve().parents[3]
@@ -34,18 +35,14 @@ def draw_rows(manifests: Path, name: str, seed: int | None, band: tuple[float, f
     path = manifests / f"{name}_dev.csv"
     if not path.exists():
         if seed is None:
-            raise SystemExit(f"{path}: missing; make the dev pairs first (recipes/lm/README.md)")
+            raise SystemExit(cannot("read dev pairs", path, "file is missing; make them first (recipes/lm/README.md)"))
         subprocess.run(
             [
                 sys.executable,
                 str(REPO / "recipes/data/prepare.py"),
-                str(REPO / "recipes/data/hparams/prepare.yaml"),
+                str(REPO / "recipes/data/hparams/noisy.yaml"),
                 "--output_folder",
                 str(manifests.parent),
-                "--real_speech_stage",
-                "False",
-                "--synth_stage",
-                "False",
                 "--seed",
                 str(seed),
                 "--noisy_name",
