@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 
 APT_PKGS=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox chromium)
 PYTHON=${PYTHON:-python3.11}
-EXTRAS=${SPEECHTOK_EXTRAS:-test,eval,demo}
+EXTRAS=${SPEECHTOK_EXTRAS:-test,eval,demo,semantic}
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from speechtok import __version__
 from speechtok.codecs import PRETRAINED_DIR, CodecError, available_codecs, load_codec, read_config
-from speechtok.data.audio import AudioError, load_audio_with_sr, resample, save_audio_stream
+from speechtok.data.audio import AudioError, load_audio, load_audio_with_sr, resample, save_audio_stream
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.errors import cannot, problem_of
 from speechtok.tokens import (
@@ -432,6 +432,11 @@ def decode_command(p: argparse.ArgumentParser) -> Runner:
         type=_at_least(1),
         help="decode the first K codebooks of each file only (codecs with a variable bitrate)",
     )
+    p.add_argument(
+        "--prompt",
+        type=Path,
+        help="voice prompt, about 3 s of the voice to speak with (codecs that decode with one: semantic)",
+    )
     return run_decode
 
 
@@ -473,8 +478,14 @@ def _decode_one(tf: TokenFile, path: Path, out: Path, cache: dict, args) -> None
     try:
         codec = _codec_for(tf, path, cache, args.codec, _device(args.device))
         tmp = out.with_name(f".{out.stem}.part{out.suffix}")
+        prompt, key = None, ("prompt", codec.sample_rate)
+        if args.prompt is not None:  # read once per sample rate, for every file
+            if key not in cache:
+                cache[key] = load_audio(args.prompt, codec.sample_rate)[None]
+            prompt = cache[key]
+        codes = _codes_to_decode(tf, path, codec, args.n_codebooks)
         # chunk by chunk into the file (`Codec.decode_stream`): memory does not grow with the length
-        pieces = (wav[0] for wav in codec.decode_stream(_codes_to_decode(tf, path, codec, args.n_codebooks)))
+        pieces = (wav[0] for wav in codec.decode_stream(codes, prompt))
         save_audio_stream(tmp, pieces, codec.sample_rate, n_samples=tf.n_samples)
     except CodecError as exc:
         raise CodecError(cannot("decode", path, str(exc))) from exc

@@ -16,15 +16,17 @@ def export_best(
     directory: str | Path,
     recoverables: dict[str, nn.Module],
     keep: tuple[str, ...],
+    min_key: str | None = None,
     **provenance,
 ) -> Path:
-    """Load a recipe's best checkpoint (by dev PESQ-wb) into `recoverables`, parts of `codec` under
-    their checkpoint names, and save the codec to `directory`. Its `training.json` holds the
+    """Load a recipe's best checkpoint (by dev PESQ-wb, or the lowest `min_key`) into `recoverables`,
+    parts of `codec` under their checkpoint names, and save the codec to `directory`. Its `training.json` holds the
     checkpoint's `keep` metrics and `provenance` (e.g. which dev sets the figures come from).
     Reads the checkpoints only, so it is safe while training runs."""
     from speechbrain.utils.checkpoints import Checkpointer
 
-    best = Checkpointer(save_folder, recoverables).recover_if_possible(max_key="pesq_wb")
+    best_by = {"min_key": min_key} if min_key else {"max_key": "pesq_wb"}
+    best = Checkpointer(save_folder, recoverables).recover_if_possible(**best_by)
     if best is None:
         raise SystemExit(f"no checkpoint in {save_folder} to export")
     out = codec.eval().save_pretrained(directory)

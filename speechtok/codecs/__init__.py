@@ -9,9 +9,10 @@ import torch
 from speechtok.codecs.base import Codec, CodecError, declared_family, read_config
 from speechtok.codecs.dmel import DMelCodec
 from speechtok.codecs.rvq import RVQCodec
+from speechtok.codecs.semantic import SemanticCodec, WhisperTeacher
 from speechtok.errors import cannot
 
-FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec, RVQCodec)}
+FAMILIES: dict[str, type[Codec]] = {cls.family: cls for cls in (DMelCodec, RVQCodec, SemanticCodec)}
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
@@ -48,6 +49,8 @@ __all__ = [
     "DMelCodec",
     "FAMILIES",
     "RVQCodec",
+    "SemanticCodec",
+    "WhisperTeacher",
     "available_codecs",
     "load_codec",
 ]

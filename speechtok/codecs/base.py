@@ -11,7 +11,7 @@ import json
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +48,7 @@ class Codec(nn.Module, ABC):
 
     family: ClassVar[str]
     variable_bitrate: ClassVar[bool] = False  # any first K codebooks encode and decode
+    takes_prompt: ClassVar[bool] = False  # decoding needs a voice prompt: decode(codes, prompt=wav)
     sample_rate: int
     hop_length: int  # samples per frame
     codebook_size: int
@@ -117,20 +118,31 @@ class Codec(nn.Module, ABC):
         """Waveform [B, 1, F*hop] for codes [B, K, F] that passed `check_codes` (long, on this device)."""
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """Waveform [B, 1, F*hop] for integer codes [B, K, F]: all codebooks, or with `variable_bitrate`
-        the first K. Long inputs are decoded chunk by chunk (`decode_stream`)."""
-        pieces = list(self.decode_stream(codes))
+        the first K. Codecs that `takes_prompt` need a voice `prompt` [1, 1, T]; the others refuse
+        one. Long inputs are decoded chunk by chunk (`decode_stream`)."""
+        pieces = list(self.decode_stream(codes, prompt))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
-    def decode_stream(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
-        """`decode(codes)` as consecutive waveform pieces [B, 1, n*hop] of at most `chunk_frames`
+    def decode_stream(self, codes: torch.Tensor, prompt: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """`decode(codes, prompt)` as consecutive waveform pieces [B, 1, n*hop] of at most `chunk_frames`
         frames each, computed one at a time: memory is bounded by the chunk, not by F (writing
         them out as they come keeps a whole file's decode out of memory). Codes are checked first."""
-        return self._decode_chunked(self.check_codes(codes))
+        codes = self.check_codes(codes)
+        return self._decode_chunked(codes, self._decoder_for(prompt))
+
+    def _decoder_for(self, prompt: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The function that decodes one chunk of codes: `_decode`. Codecs that `takes_prompt`
+        override this to condition it on the prompt (prepared once, not per chunk)."""
+        if prompt is not None:
+            raise CodecError(f"codec '{self.name or self.family}' takes no voice prompt: decode(codes) without one")
+        return self._decode
 
     @torch.inference_mode()  # on a generator: active while it runs, not while the caller holds a piece
-    def _decode_chunked(self, codes: torch.Tensor) -> Iterator[torch.Tensor]:
+    def _decode_chunked(
+        self, codes: torch.Tensor, decode_chunk: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Iterator[torch.Tensor]:
         """Decode `chunk_frames` at a time with `decode_context_frames` of real codes on each side
         (none past the ends, which stay the decoder's own edges), keeping the chunk's own samples:
         equal to whole decoding up to float rounding when the decoder's receptive field is within
@@ -140,14 +152,14 @@ class Codec(nn.Module, ABC):
         n, hop, step = codes.shape[-1], self.hop_length, max(int(self.chunk_frames), 1)
         ctx, fade = int(self.decode_context_frames), int(self.decode_crossfade_frames)
         if n <= step:
-            yield self._decode(codes)
+            yield decode_chunk(codes)
             return
         tail = None
         for start in range(0, n, step):
             end = min(start + step, n)
             keep_end = min(end + fade, n)
             lo, hi = max(start - ctx, 0), min(keep_end + ctx, n)
-            wav = self._decode(codes[..., lo:hi])[..., (start - lo) * hop : (keep_end - lo) * hop]
+            wav = decode_chunk(codes[..., lo:hi])[..., (start - lo) * hop : (keep_end - lo) * hop]
             if tail is not None and tail.shape[-1]:
                 k = tail.shape[-1]
                 ramp = (torch.arange(k, device=wav.device, dtype=wav.dtype) + 0.5) * (torch.pi / (2 * k))

@@ -165,3 +165,54 @@ class DMelCodec(Codec, SwitchableRenderer):
     def render(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Waveform [B, 1, F*hop] for log-mel [B, n_mels, F], by the current renderer."""
         return self.renderer(log_mel)
+
+
+class OnDMelFrontend(SwitchableRenderer):
+    """Mixin for learned codecs that read dMel's log-mel and decode through its renderer: RVQ
+    and semantic codecs. They hold a parameter-free `DMelCodec` as `frontend`, whose vocoder (a
+    frozen copy of a trained one) or Griffin-Lim turns their decoded log-mel into a waveform."""
+
+    frontend: DMelCodec
+    name: str | None
+
+    @property
+    def renderer(self) -> Renderer:
+        """How the decoded log-mel becomes a waveform: the dMel front end's renderer."""
+        return self.frontend.renderer
+
+    def renderer_choices(self) -> tuple[str, ...]:
+        return self.frontend.renderer_choices()
+
+    def set_renderer(self, renderer: str | Renderer):
+        self.frontend.name = self.name
+        self.frontend.set_renderer(renderer)
+        return self
+
+    @property
+    def vocoder(self) -> Vocoder | None:
+        return self.frontend.vocoder
+
+    def use_vocoder_of(self, dmel: DMelCodec) -> None:
+        """Decode through a copy of `dmel`'s trained vocoder, frozen: training then never runs at sample rate."""
+        if dmel.vocoder is None:
+            raise CodecError(f"codec '{dmel.name or dmel.family}' has no trained vocoder to decode with")
+        self.frontend.vocoder.load_state_dict(dmel.vocoder.state_dict())
+        self.frontend.vocoder.requires_grad_(False)
+
+    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """The log-mel [B, n_mels, F] the codec reads, for wav [B, 1, F*hop]."""
+        return self.frontend.log_mel(wav)
+
+    def render(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Waveform [B, 1, F*hop] for a log-mel [B, n_mels, F], by the current renderer."""
+        return self.frontend.render(log_mel)
+
+    def normalise(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """dMel's clamped log range mapped to [-1, 1]."""
+        lo, hi = self.frontend.log_min, self.frontend.log_max
+        return (log_mel.clamp(lo, hi) - lo) / (hi - lo) * 2 - 1
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalise` (for x in [-1, 1])."""
+        lo, hi = self.frontend.log_min, self.frontend.log_max
+        return lo + (hi - lo) * (x + 1) / 2

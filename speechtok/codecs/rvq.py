@@ -22,13 +22,12 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from speechtok.codecs.base import Codec, CodecError
-from speechtok.codecs.dmel import DMelCodec
-from speechtok.codecs.renderers import Renderer, SwitchableRenderer
+from speechtok.codecs.base import Codec
+from speechtok.codecs.dmel import DMelCodec, OnDMelFrontend
 from speechtok.modules.vocos import ConvNeXtBackbone
 
 
-class RVQCodec(Codec, SwitchableRenderer):
+class RVQCodec(Codec, OnDMelFrontend):
     """log-mel -> encoder -> residual VQ (codes) -> mel decoder -> dMel vocoder. Any first K of
     the codebooks encode and decode (a lower bitrate; quantiser dropout trains for it): pass
     `n_codebooks=K` to `encode`, or decode a prefix of the codes."""
@@ -88,38 +87,6 @@ class RVQCodec(Codec, SwitchableRenderer):
         return self.quantizer.num_quantizers
 
     @property
-    def renderer(self) -> Renderer:
-        """How the decoded log-mel becomes a waveform: the dMel front end's renderer."""
-        return self.frontend.renderer
-
-    def renderer_choices(self) -> tuple[str, ...]:
-        return self.frontend.renderer_choices()
-
-    def set_renderer(self, renderer: str | Renderer) -> RVQCodec:
-        self.frontend.name = self.name
-        self.frontend.set_renderer(renderer)
-        return self
-
-    @property
-    def vocoder(self):
-        return self.frontend.vocoder
-
-    def use_vocoder_of(self, dmel: DMelCodec) -> None:
-        """Decode through a copy of `dmel`'s trained vocoder, frozen: training then never runs at sample rate."""
-        if dmel.vocoder is None:
-            raise CodecError(f"codec '{dmel.name or dmel.family}' has no trained vocoder to decode with")
-        self.frontend.vocoder.load_state_dict(dmel.vocoder.state_dict())
-        self.frontend.vocoder.requires_grad_(False)
-
-    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
-        """The log-mel [B, n_mels, F] the encoder reads, for wav [B, 1, F*hop]."""
-        return self.frontend.log_mel(wav)
-
-    def render(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """Waveform [B, 1, F*hop] for a log-mel [B, n_mels, F], by the current renderer."""
-        return self.frontend.render(log_mel)
-
-    @property
     def decode_context_frames(self) -> int:
         """The mel decoder's receptive field (3 frames per kernel-7 conv) plus the renderer's."""
         return 3 * (self.dims["decoder_layers"] + 1) + self.frontend.decode_context_frames
@@ -164,20 +131,13 @@ class RVQCodec(Codec, SwitchableRenderer):
         return self._digest[1]
 
     # --- the learned part -----------------------------------------------------------
-    def normalise(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """dMel's clamped log range mapped to [-1, 1]."""
-        lo, hi = self.frontend.log_min, self.frontend.log_max
-        return (log_mel.clamp(lo, hi) - lo) / (hi - lo) * 2 - 1
-
     def latent(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Encoder output [B, F, dim] for log-mel [B, n_mels, F]."""
         return self.encoder(self.normalise(log_mel))
 
     def mel_from_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, n_mels, F] for a (quantised) latent [B, F, dim]."""
-        lo, hi = self.frontend.log_min, self.frontend.log_max
-        x = self.to_mel(self.mel_decoder(z.transpose(1, 2))).transpose(1, 2)
-        return lo + (hi - lo) * (torch.tanh(x) + 1) / 2
+        return self.denormalise(torch.tanh(self.to_mel(self.mel_decoder(z.transpose(1, 2))).transpose(1, 2)))
 
     def forward(self, log_mel: torch.Tensor):
         """Training pass: (reconstructed log-mel, codes [B, K, F], commitment loss)."""

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Fit the semantic tokenizer `semantic-16k-25` and train its prompted token-to-mel decoder.
+
+    python recipes/codec/semantic/train.py recipes/codec/semantic/hparams/semantic-16k-25.yaml
+    python recipes/codec/semantic/train.py recipes/codec/semantic/hparams/semantic-16k-25.yaml --train_decoder False
+
+1. Whisper tiny.en's pooled encoder states of every train and dev utterance are cached once
+   (`state_cache`, one .npz per manifest).
+2. k-means over `kmeans_frames` of them, drawn by source share and speaker, gives the centroids:
+   the tokenizer (`tokenizer_folder`), which encodes but cannot decode.
+3. The decoder learns log-mel from tokens given a prompt: crops of `crop_seconds`, the first
+   `prompt_seconds` (random) given as log-mel and tokens, the rest predicted (L1 on normalised
+   log-mel). The checkpoint with the lowest dev mel L1 on unseen voices is exported with the
+   centroids as a codec that decodes with a voice prompt. Re-running resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from speechtok.codecs import SemanticCodec, WhisperTeacher, load_codec
+from speechtok.data.manifest import read_manifest
+from speechtok.data.segments import ItemList, balanced_weights
+from speechtok.data.states import StateCache
+from speechtok.data.token_crops import PromptedCrops, dev_crops
+from speechtok.modules.schedule import WarmupCosineLR
+from speechtok.training import export_best
+
+
+class DecoderBrain(WarmupCosineLR, sb.Brain):
+    def compute_forward(self, batch, stage):
+        codec = self.modules.codec
+        codes, wav, prompt_codes = batch["codes"], batch["wav"].to(self.device), batch["prompt_codes"]
+        with torch.no_grad():
+            mel = codec.normalise(codec.log_mel(wav))[..., : codes.shape[1] * codec.pool]
+        p = prompt_codes * codec.pool
+        pred = codec.mel_decoder(codes[:, prompt_codes:], codes[:, :prompt_codes], mel[..., :p])
+        return pred, mel[..., p:]
+
+    def compute_objectives(self, predictions, batch, stage):
+        pred, target = predictions
+        return (pred - target).abs().mean()
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_set.set_epoch(epoch or 0)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        stats = {"mel_l1": stage_loss}
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
+            train_stats={"loss": self.train_loss},
+            valid_stats=stats,
+        )
+        print(f"epoch {epoch} step {self.optimizer_step} dev mel_l1 {stage_loss:.4f}", flush=True)
+        self.checkpointer.save_and_keep_only(
+            meta={**stats, "step": self.optimizer_step}, min_keys=["mel_l1"], num_to_keep=2
+        )
+
+
+def build_codec(hparams: dict, decoder: bool) -> SemanticCodec:
+    """The config's codec, its teacher resolved and its renderer copied (frozen) from `vocoder_from`."""
+    dmel = load_codec(hparams["vocoder_from"])
+    teacher = WhisperTeacher(hparams["teacher"])
+    mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
+    codec = SemanticCodec(
+        **hparams["codec"],
+        teacher=str(hparams["teacher"] or "tiny.en"),
+        teacher_digest=teacher.digest(),
+        teacher_dim=teacher.dim,
+        decoder=hparams["decoder"] if decoder else None,
+        mel=mel,
+        vocoder=dmel.vocoder_config,
+    )
+    codec.set_teacher(teacher)
+    codec.use_vocoder_of(dmel)
+    return codec
+
+
+def state_caches(hparams: dict, codec: SemanticCodec) -> dict[str, StateCache]:
+    """Teacher states of every manifest the recipe reads, by manifest path (computed once)."""
+    paths = [*hparams["train_manifests"], *hparams["dev_sets"].values(), *hparams["seen_dev_sets"].values()]
+    folder = Path(hparams["state_cache"]) / f"{codec.teacher_digest}_{int(codec.frame_rate)}hz"
+    return {str(p): StateCache.build(codec, p, folder / f"{Path(p).stem}.npz") for p in paths}
+
+
+def fit_tokenizer(hparams: dict, caches: dict[str, StateCache]) -> SemanticCodec:
+    """k-means over states drawn by source share and speaker; saved to `tokenizer_folder`."""
+    out = Path(hparams["tokenizer_folder"])
+    if (out / "model.safetensors").exists():
+        return load_codec(out)
+    codec = build_codec(hparams, decoder=False)
+    sources = [[u for u in read_manifest(p) if u.ID in caches[str(p)].index] for p in hparams["train_manifests"]]
+    weights = balanced_weights(sources, hparams["source_shares"])
+    rows = [(caches[str(p)], u.ID) for p, utts in zip(hparams["train_manifests"], sources) for u in utts]
+    lengths = np.array([len(cache[uid]) for cache, uid in rows])
+    rng = np.random.default_rng(hparams["seed"])
+    picks = rng.choice(len(rows), size=hparams["kmeans_frames"], p=weights)  # utterance of each frame
+    states = np.stack([rows[k][0][rows[k][1]][rng.integers(lengths[k])] for k in picks]).astype(np.float32)
+    inertia = codec.fit_quantizer(states, seed=hparams["seed"])
+    codec.save_pretrained(out)
+    record = {"kmeans_frames": len(states), "inertia_per_frame": inertia, "train_manifests": hparams["train_manifests"]}
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"tokenizer: {len(states)} frames, inertia {inertia:.2f} per frame -> {out}", flush=True)
+    return load_codec(out)
+
+
+def export(hparams: dict) -> Path:
+    """The best decoder checkpoint (dev mel L1) with the tokenizer's centroids, as one codec folder."""
+    codec = build_codec(hparams, decoder=True)
+    tokenizer = load_codec(hparams["tokenizer_folder"])
+    for name in ("mean", "std", "centroids"):
+        getattr(codec, name).copy_(getattr(tokenizer, name))
+    return export_best(
+        codec,
+        hparams["save_folder"],
+        hparams["export_folder"],
+        {"decoder": codec.mel_decoder},
+        keep=("step", "mel_l1"),
+        min_key="mel_l1",
+        dev_sets=hparams["dev_sets"],
+    )
+
+
+def main(argv: list[str]) -> None:
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    if hparams["export_only"]:
+        print(f"exported {export(hparams)}")
+        return
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    caches = state_caches(hparams, build_codec(hparams, decoder=False))
+    tokenizer = fit_tokenizer(hparams, caches)
+    if not hparams["train_decoder"]:
+        return
+    codec = build_codec(hparams, decoder=True)
+    codec.centroids.copy_(tokenizer.centroids), codec.mean.copy_(tokenizer.mean), codec.std.copy_(tokenizer.std)
+    train_set = PromptedCrops(
+        codec,
+        [read_manifest(p) for p in hparams["train_manifests"]],
+        [caches[str(p)] for p in hparams["train_manifests"]],
+        hparams,
+    )
+    dev_items = dev_crops(codec, [(read_manifest(p), caches[str(p)]) for p in hparams["dev_sets"].values()], hparams)
+    hparams["checkpointer"].add_recoverable("decoder", codec.mel_decoder)
+    brain = DecoderBrain(
+        modules={"codec": codec},
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.train_set = train_set
+    brain.fit(
+        hparams["epoch_counter"],
+        train_set,
+        ItemList(dev_items),
+        train_loader_kwargs={"batch_size": None, "num_workers": hparams["num_workers"]},
+        valid_loader_kwargs={"batch_size": None},
+    )
+    if sb.utils.distributed.if_main_process():
+        print(f"exported {export(hparams)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

