@@ -613,6 +613,13 @@ for _name, _help, _module, _add, _run in [
         "run_eval_enhance",
     ),
     (
+        "transcribe",
+        "print the text of audio files (or a folder), read by a CTC head from a codec's tokens",
+        "speechtok.asr.cli",
+        "add_transcribe_arguments",
+        "run_transcribe",
+    ),
+    (
         "tts",
         "speak text with a bundled or trained token-LM (optionally in the voice of a prompt)",
         "speechtok.lm.cli",

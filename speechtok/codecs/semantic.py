@@ -29,7 +29,7 @@ from torch import nn
 
 from speechtok.codecs.base import Codec, CodecError
 from speechtok.codecs.dmel import DMelCodec, OnDMelFrontend
-from speechtok.modules.vocos import ConvNeXtBlock
+from speechtok.modules.encoder import ConvTransformer
 
 MISSING_EXTRA = (
     "semantic codecs need Whisper's encoder: pip install 'speechtok[semantic]' (faster-whisper, ctranslate2)"
@@ -109,13 +109,12 @@ class WhisperTeacher:
         return np.asarray(out)[0, :n]
 
 
-class PromptedMelDecoder(nn.Module):
+class PromptedMelDecoder(ConvTransformer):
     """Log-mel for semantic tokens in the context of a voice prompt (non-autoregressive).
 
     One sequence at the mel frame rate: the prompt's frames (its tokens plus its log-mel) then the
-    target's (its tokens plus a learned "to fill" vector). ConvNeXt blocks give local order,
-    Transformer layers let every target frame attend to the prompt's voice; the output is the
-    target's log-mel, normalised to [-1, 1]."""
+    target's (its tokens plus a learned "to fill" vector). The Transformer layers let every target
+    frame attend to the prompt's voice; the output is the target's log-mel, normalised to [-1, 1]."""
 
     def __init__(
         self,
@@ -127,16 +126,12 @@ class PromptedMelDecoder(nn.Module):
         layers: int = 4,
         conv_layers: int = 2,
     ) -> None:
-        super().__init__()
+        super().__init__(dim, heads, layers, conv_layers)
         self.upsample = upsample
         self.token = nn.Embedding(codebook_size, dim)
         self.mel_in = nn.Linear(n_mels, dim)
         self.fill = nn.Parameter(torch.zeros(dim))
         self.part = nn.Embedding(2, dim)  # 0: prompt, 1: target
-        self.convs = nn.ModuleList(ConvNeXtBlock(dim, 3 * dim, 1 / conv_layers) for _ in range(conv_layers))
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, n_mels)
 
     def forward(self, codes: torch.Tensor, prompt_codes: torch.Tensor, prompt_mel: torch.Tensor) -> torch.Tensor:
@@ -149,11 +144,8 @@ class PromptedMelDecoder(nn.Module):
             [self.mel_in(prompt_mel.transpose(1, 2)), self.fill.expand(codes.shape[0], t_frames, -1)], dim=1
         )
         part = torch.cat([codes.new_zeros(p_frames), codes.new_ones(t_frames)])
-        x = (tokens + mel + self.part(part)).transpose(1, 2)
-        for block in self.convs:
-            x = block(x)
-        x = self.transformer(x.transpose(1, 2))
-        return torch.tanh(self.out(self.norm(x[:, p_frames:]))).transpose(1, 2)
+        x = self.encode(tokens + mel + self.part(part))
+        return torch.tanh(self.out(x[:, p_frames:])).transpose(1, 2)
 
 
 class SemanticCodec(Codec, OnDMelFrontend):

@@ -60,3 +60,10 @@ class StateCache:
         np.savez(tmp, ids=np.asarray(ids), offsets=offsets, states=np.concatenate(chunks))
         tmp.replace(path)
         return StateCache(path)
+
+
+def cached_states(codec, manifests, root: str | Path) -> dict[str, StateCache]:
+    """`StateCache` of each manifest, by its path as given, under `root/<teacher digest>_<rate>hz/`:
+    every recipe reading the same teacher at the same frame rate shares one cache."""
+    folder = Path(root) / f"{codec.teacher_digest}_{int(codec.frame_rate)}hz"
+    return {str(p): StateCache.build(codec, p, folder / f"{Path(p).stem}.npz") for p in manifests}

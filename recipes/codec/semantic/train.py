@@ -28,7 +28,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechtok.codecs import SemanticCodec, WhisperTeacher, load_codec
 from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import ItemList, balanced_weights
-from speechtok.data.states import StateCache
+from speechtok.data.states import StateCache, cached_states
 from speechtok.data.token_crops import PromptedCrops, dev_crops
 from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.training import export_best
@@ -90,8 +90,7 @@ def build_codec(hparams: dict, decoder: bool) -> SemanticCodec:
 def state_caches(hparams: dict, codec: SemanticCodec) -> dict[str, StateCache]:
     """Teacher states of every manifest the recipe reads, by manifest path (computed once)."""
     paths = [*hparams["train_manifests"], *hparams["dev_sets"].values(), *hparams["seen_dev_sets"].values()]
-    folder = Path(hparams["state_cache"]) / f"{codec.teacher_digest}_{int(codec.frame_rate)}hz"
-    return {str(p): StateCache.build(codec, p, folder / f"{Path(p).stem}.npz") for p in paths}
+    return cached_states(codec, paths, hparams["state_cache"])
 
 
 def fit_tokenizer(hparams: dict, caches: dict[str, StateCache]) -> SemanticCodec:
