@@ -87,10 +87,11 @@ def measure(args) -> list[dict]:
             row(name, "encode", best_time(lambda: codec.encode(x), args.repeats))
             decoder = decoder_name(codec)
             reps = 1 if decoder == "griffinlim" else args.repeats
+            prompt = speech_like(3.0, codec.sample_rate, 1) if codec.takes_prompt else None  # a 3 s voice
             row(
                 name,
-                f"decode ({decoder})",
-                best_time(lambda: codec.decode(codes), reps),
+                f"decode ({decoder}{', 3 s prompt' if prompt is not None else ''})",
+                best_time(lambda: codec.decode(codes, prompt), reps),
                 params_m=sum(p.numel() for p in codec.parameters()) / 1e6,
             )
     return rows

@@ -138,3 +138,9 @@ def test_cli_encodes_and_decodes_with_a_prompt(tiny, tmp_path, capsys):
     out = tmp_path / "a_out.wav"
     assert main([*decode, str(out), "--prompt", str(tmp_path / "voice.wav")]) == 0
     assert sf.info(out).frames == 32000
+
+
+def test_a_model_name_that_cannot_be_fetched_offline_is_a_clear_error(offline):
+    with pytest.raises(CodecError, match="cannot fetch Whisper model 'base.en'"):
+        WhisperTeacher("base.en")
+    assert WhisperTeacher.resolve("tiny.en") == WhisperTeacher.resolve(None)  # the wheel's files, no network
