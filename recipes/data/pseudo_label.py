@@ -24,7 +24,7 @@ from speechtok.data.manifest import read_manifest, write_manifest
 from speechtok.eval.judges import whisper_judge
 
 
-def pseudo_label(manifest: Path, save_every: int = 100) -> Path:
+def pseudo_label(manifest: Path, save_every: int = 20) -> Path:
     out = manifest.with_name(manifest.stem + "_pl.csv")
     done = {u.ID: u for u in read_manifest(out)} if out.exists() else {}
     asr, utts, failed = whisper_judge(), read_manifest(manifest), []

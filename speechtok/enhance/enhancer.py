@@ -1,14 +1,15 @@
 """Speech enhancement with a token LM (`Enhancer`): encode the noisy waveform, generate clean codes of
 the same length (long inputs in chunks that fit the model) and decode them, or apply them to the
 noisy input as per-band gains (`render="mixture"`, `speechtok.enhance.filter`), optionally through
-the model's gain refiner (`speechtok.enhance.refiner`).
+the model's gain refiner (`speechtok.enhance.refiner`). Long inputs go a block of chunks at a time,
+each rendered with its context (`Enhancer.enhance_stream`), so memory does not grow with the length.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -26,10 +27,8 @@ class Enhancer(Runner):
     With `mean_levels` (the model's `render.mean_levels`, for codecs whose codes are ordinal
     levels and that offer `decode_levels`, i.e. dMel) the generated codes are decoded not as they
     are but as the model's expected level per channel, scored in one more parallel pass: a finer
-    estimate than the 16-level codes (for the stage-4 enhancer on the 0-10 dB dev pairs: STOI
-    +0.013, PESQ-wb +0.02; recipes/lm/README.md). `render.level_passes` / `level_blank` average
-    that pass over several with frame dropout (`TokenLM.expected_codes`; stage 7, 0-10 dB: 4
-    passes at 0.5 gave PESQ-wb +0.018, STOI +0.006). `render.input_gains_db` enhances each
+    estimate than the 16-level codes. `render.level_passes` / `level_blank` average that pass
+    over several with frame dropout (`TokenLM.expected_codes`). `render.input_gains_db` enhances each
     waveform also at other gains, a fraction of a level apart, and averages the outputs, each
     scaled back: the source codes quantise the input coarsely (dMel: 0.9 nat, 7.8 dB a level),
     and each gain rounds it differently, so the average sees it more finely than one set of codes
@@ -37,18 +36,21 @@ class Enhancer(Runner):
 
     `render` (the model's `render.mode`) says how the clean tokens become audio: "codec"
     decodes them; "mixture" (dMel codecs, `BandGainFilter`) applies them as per-band
-    gains to the noisy input itself, which keeps its phase and fine structure (stage-6 enhancer,
-    0-10 dB: PESQ-wb 1.35 -> 1.54, STOI 0.807 -> 0.860). A token-file input has no waveform:
+    gains to the noisy input itself, which keeps its phase and fine structure. A token-file input has no waveform:
     it is decoded by the codec, with a warning unless "mixture" was asked for explicitly (an
     error then).
 
     A model folder may also hold a `GainRefiner` (`speechtok.enhance.refiner`): with "mixture" and mean
     levels, it turns the rows' levels at all input gains, beside the fine noisy log-mel, into the
     band gains at once, instead of averaging each row's filtered waveform (`refine=False` does
-    that). Shipped stage 9, four draws of 0-10 dB pairs: PESQ-wb +0.402 -> +0.430 over the noisy
-    input (recipes/lm/README.md)."""
+    that). What each of these gains is measured in recipes/lm/README.md."""
 
     RENDERS = ("codec", "mixture")
+    batch_rows = 8
+    """Rows (LM chunks x input gains) generated at once: what bounds a long input's memory
+    (`enhance_stream`); all of an input's gains for a chunk always go together. Each row costs
+    about 35 MB while generating (its source's 80 codebook embeddings, [80, L, dim], before they
+    are summed): 8 rows keep a long file under 2 GB peak RSS, 32 rows took 2.5 GB."""
 
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
         super().__init__(lm, codec, meta, path)
@@ -117,13 +119,40 @@ class Enhancer(Runner):
         **overrides,
     ) -> list[torch.Tensor]:
         """Enhanced waveforms [1, T] (same length as each input, at `sample_rate`); `mean_levels`,
-        `render` and `refine` override the model's defaults (see the class docstring)."""
+        `render` and `refine` override the model's defaults (see the class docstring). Each input is
+        enhanced on its own, as `enhance_stream` does it, and its pieces joined."""
+        streams = self._streams(wavs, sr, seed, mean_levels, render, refine, overrides)
+        return [torch.cat(list(pieces), -1) for pieces in streams]
+
+    def enhance_stream(
+        self,
+        wav: Audio,
+        sr: int | None = None,
+        seed: int | None = None,
+        mean_levels: bool | None = None,
+        render: str | None = None,
+        refine: bool | None = None,
+        **overrides,
+    ) -> Iterator[torch.Tensor]:
+        """`enhance(wav)` as consecutive waveform pieces [1, n] (together the input's length),
+        computed one at a time so that memory is bounded by a block, not by the input: at most
+        `batch_rows` rows (LM chunks x input gains) are generated at once, and each block is
+        rendered (band gains, refiner or codec) with `render_margin` frames of real context on each
+        side, cropped. The rendering is frame-local, so the pieces equal whole-file enhancement up
+        to float rounding (a codec that decodes with a crossfade, Griffin-Lim, only approximately).
+        The input is checked and read now; `speechtok.data.audio.save_audio_stream` writes the
+        pieces as they come."""
+        (pieces,) = self._streams([wav], sr, seed, mean_levels, render, refine, overrides)
+        return pieces
+
+    def _streams(self, wavs, sr, seed, mean_levels, render, refine, overrides) -> list[Iterator[torch.Tensor]]:
+        """Each input checked and read (waveform, or a token file's codes), with the generator of its pieces."""
         mean_levels, chosen = self._use_levels(mean_levels), self._use_render(render)
         refine = self._use_refiner(refine) and chosen == "mixture" and mean_levels
         items = [
-            self._read(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w)) for i, w in enumerate(wavs)
+            self._input(w, sr, f"input {i}" if not isinstance(w, (str, Path)) else str(w)) for i, w in enumerate(wavs)
         ]
-        for w, (_, _, mixture) in zip(wavs, items):
+        for w, (_, _, _, mixture) in zip(wavs, items):
             if chosen == "mixture" and mixture is None:
                 if render == "mixture":
                     raise LMInputError(
@@ -132,16 +161,20 @@ class Enhancer(Runner):
                     )
                 warnings.warn(
                     f"{w}: a token file has no waveform to filter; decoding its clean tokens with the codec instead",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-        results = []
-        for item, runs in zip(items, self._generate_rows(items, seed, overrides, mean_levels)):
-            if refine and item[2] is not None:
-                results.append(self._refined(item, [self._targets(out, scale) for _, scale, out in runs]))
-            else:  # each row rendered, scaled back, averaged
-                wavs_back = [self._render(out, row, chosen, mean_levels) / scale for row, scale, out in runs]
-                results.append(sum(wavs_back) / len(wavs_back))
-        return results
+        return [self._stream(item, seed, overrides, mean_levels, chosen, refine) for item in items]
+
+    def _input(
+        self, audio: Audio, sr: int | None, what: str
+    ) -> tuple[torch.Tensor | None, int, int, torch.Tensor | None]:
+        """(codes [K, F] of a token file or None, frames F, samples, waveform [1, T] or None): a
+        waveform is encoded block by block as it is enhanced, not here."""
+        if isinstance(audio, (str, Path)) and Path(audio).suffix == ".npz":
+            codes = self._codes_from_file(Path(audio), what)
+            return codes, codes.shape[-1], codes.shape[-1] * self.codec.hop_length, None
+        wav = self._audio(audio, sr, what)
+        return None, self.codec.n_frames(wav.shape[-1]), wav.shape[-1], wav
 
     @torch.inference_mode()
     def refiner_inputs(
@@ -151,39 +184,134 @@ class Enhancer(Runner):
         targets [R, M, F] of its rows at the R input gains, each in the unscaled input's terms
         (`recipes/lm/enhance/train_refiner.py` collects them)."""
         self._use_levels(True)
-        item = self._read(wav, sr, str(wav) if isinstance(wav, (str, Path)) else "input")
-        if item[2] is None:
+        codes, n, _, mixture = self._input(wav, sr, str(wav) if isinstance(wav, (str, Path)) else "input")
+        if mixture is None:
             raise LMInputError(f"{wav}: the refiner reads the noisy waveform, and a token file has none")
-        (runs,) = self._generate_rows([item], seed, {}, mean_levels=True)
-        targets = torch.stack([self._targets(out, scale) for _, scale, out in runs])
-        return self._noisy_log_mel(item[2], targets.shape[-1])[0], targets
+        scales = self._scales(mixture)
+        blocks = [rows for _, _, rows in self._blocks(codes, n, mixture, scales, seed, {}, mean_levels=True)]
+        rows = [torch.cat([b[r] for b in blocks], -1) for r in range(len(scales))]
+        targets = torch.stack([self._targets(row, scale) for row, scale in zip(rows, scales)])
+        return self._noisy_log_mel(mixture, n)[0], targets
 
-    def _generate_rows(self, items: list, seed, overrides: dict, mean_levels: bool) -> list[list]:
-        """Each input at each of the input gains as a row (token files once), all generated as one
-        batch; per input its rows as (row, scale, codes or mean levels [K, F])."""
-        rows, scales, origin = [], [], []
-        for j, (codes, n, mix) in enumerate(items):
-            for db in self.input_gains_db if mix is not None else [0.0]:
-                scale = 10.0 ** (db / 20)
-                louder = None if mix is None else mix * scale
-                scaled = codes if scale == 1.0 else self.codec.encode(louder[None].to(self.codec.device))[0]
-                rows.append((scaled.long().cpu(), n, louder))
-                scales.append(scale)
-                origin.append(j)
-        src, src_len, owner = self._chunks([codes for codes, _, _ in rows])
-        out, lengths = self._generate(src, src_len, None, None, seed, overrides, min_len=int(src_len.min()))
-        out = out[..., : int(src_len.max())].cpu()
-        out = F.pad(out, (0, int(src_len.max()) - out.shape[-1]))
-        for i, (n, got) in enumerate(zip(src_len.tolist(), lengths.cpu().clamp(max=src_len).tolist())):
-            if got < n:  # the row ended early: hold its last frame to keep the input's length
-                out[i, :, got:n] = out[i, :, got - 1 : got] if got else 0
-        if mean_levels:
-            out = self._levels(src, out, src_len, src_len, seed=seed).cpu()
-        per_input = [[] for _ in items]
-        for r, (row, scale, j) in enumerate(zip(rows, scales, origin)):  # a row's chunks stitched back
-            full = torch.cat([out[i, :, : src_len[i]] for i in range(len(owner)) if owner[i] == r], -1)
-            per_input[j].append((row, scale, full))
-        return per_input
+    def _scales(self, mixture: torch.Tensor | None) -> list[float]:
+        """The input gains as factors (a token file: once, as it is)."""
+        return [10.0 ** (db / 20) for db in self.input_gains_db] if mixture is not None else [1.0]
+
+    def _chunk_size(self, n: int) -> int:
+        """Frames per LM chunk of an n-frame input: equal chunks that fit (no short tail chunk with little context)."""
+        return -(-n // -(-n // self.chunk_frames))  # ceil(n / number of chunks)
+
+    def _blocks(
+        self, codes, n: int, mixture, scales: list[float], seed, overrides: dict, mean_levels: bool
+    ) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+        """The input's clean codes or mean levels, a block of LM chunks at a time: (first frame, end
+        frame, each row's [K, end - first]), a row per input gain. A block holds as many chunks as
+        `batch_rows` allows, each at all the gains; the waveform is encoded a block at a time.
+        Generation is seeded per block (`seed` + its first chunk) and the mean levels' frame
+        dropout per chunk (`seed` + the chunk), so neither depends on how chunks are grouped; all
+        rows are generated to at least the shortest chunk's length, as when one batch held them."""
+        size = self._chunk_size(n)
+        starts = list(range(0, n, size))
+        per_block, min_len = max(1, self.batch_rows // len(scales)), n - starts[-1]
+        for b in range(0, len(starts), per_block):
+            cols = starts[b : b + per_block]
+            f0, f1 = cols[0], min(cols[-1] + size, n)
+            rows = [codes[:, f0:f1] if mixture is None else self._encode_span(mixture, f0, f1, s) for s in scales]
+            pieces = [row[:, s - f0 : s - f0 + size] for row in rows for s in cols]  # row-major, as before
+            src_len = torch.tensor([p.shape[-1] for p in pieces])
+            src = torch.zeros(len(pieces), pieces[0].shape[0], int(src_len.max()), dtype=torch.long)
+            for row, p in zip(src, pieces):
+                row[:, : p.shape[-1]] = p
+            block_seed = None if seed is None else seed + b
+            out, lengths = self._generate(src, src_len, None, None, block_seed, overrides, min_len=min_len)
+            out = out[..., : int(src_len.max())].cpu()
+            out = F.pad(out, (0, int(src_len.max()) - out.shape[-1]))
+            for i, (m, got) in enumerate(zip(src_len.tolist(), lengths.cpu().clamp(max=src_len).tolist())):
+                if got < m:  # the row ended early: hold its last frame to keep the input's length
+                    out[i, :, got:m] = out[i, :, got - 1 : got] if got else 0
+            found = [out[i, :, :m] for i, m in enumerate(src_len.tolist())]
+            if mean_levels:  # a chunk's rows at a time, its dropout seeded by the chunk
+                for c in range(len(cols)):
+                    idx = torch.arange(c, len(pieces), len(cols))
+                    m = int(src_len[idx].max())
+                    s, lens = src[idx, :, :m], src_len[idx]
+                    seed_c = (0 if seed is None else seed) + b + c
+                    levels = self._levels(s, out[idx, :, :m], lens, lens, seed=seed_c).cpu()
+                    for i, lv in zip(idx.tolist(), levels):
+                        found[i] = lv[:, : src_len[i]]
+            c = len(cols)
+            yield f0, f1, [torch.cat(found[r * c : (r + 1) * c], -1) for r in range(len(scales))]
+
+    def _span(self, mixture: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """Samples [1, (b - a) * hop] of frames a..b of a waveform [1, T], zeros outside it."""
+        hop = self.codec.hop_length
+        lo, hi = a * hop, b * hop
+        piece = mixture[:, max(lo, 0) : max(min(hi, mixture.shape[-1]), 0)]
+        return F.pad(piece, (max(-lo, 0), hi - lo - piece.shape[-1] - max(-lo, 0)))
+
+    def _encode_span(self, mixture: torch.Tensor, f0: int, f1: int, scale: float) -> torch.Tensor:
+        """Codes [K, f1 - f0] of frames f0..f1 of the waveform at `scale`, as encoding it whole gives
+        them (encoding is frame-local within `context_frames`)."""
+        codec, ctx = self.codec, self.codec.context_frames
+        piece = self._span(mixture, f0 - ctx, f1 + ctx) * scale
+        return codec.encode(piece[None].to(codec.device))[0, :, ctx : ctx + f1 - f0].long().cpu()
+
+    @property
+    def render_margin(self) -> int:
+        """Frames of context each side of a rendered block: the band-gain filter's STFT frames reach
+        `context_frames` each way, and its gains read frames as far again (their mixture log-mel),
+        the refiner's two convolutions `kernel // 2` frames each, a codec decoder its own
+        `decode_context_frames`."""
+        refiner = 0 if self.refiner is None else 2 * (self.refiner.kernel // 2)
+        ctx = self.codec.context_frames
+        return 2 * ctx + 1 + refiner + int(self.codec.decode_context_frames)
+
+    @torch.inference_mode()  # on a generator: active while it runs, not while the caller holds a piece
+    def _stream(
+        self, item, seed, overrides: dict, mean_levels: bool, chosen: str, refine: bool
+    ) -> Iterator[torch.Tensor]:
+        """One input's enhanced pieces [1, n]: each block of clean rows is rendered as soon as the
+        next one has come (`render_margin` frames of it are the right-hand context); only the frames
+        a render still needs are kept. A codec that decodes with a crossfade
+        (`decode_crossfade_frames`) gets it between blocks, as `Codec.decode_stream` does."""
+        codes, n, n_samples, mixture = item
+        hop, margin, scales = self.codec.hop_length, self.render_margin, self._scales(mixture)
+        filtered = chosen == "mixture" and mixture is not None
+        fade = 0 if filtered else int(self.codec.decode_crossfade_frames)
+        kept, start, done, tail = None, 0, 0, None
+        for _, f1, rows in self._blocks(codes, n, mixture, scales, seed, overrides, mean_levels):
+            kept = rows if kept is None else [torch.cat([k, r], -1) for k, r in zip(kept, rows)]
+            end = n if f1 == n else f1 - margin - fade
+            if end <= done:
+                continue
+            upto = n if f1 == n else end + fade
+            lo, hi = max(done - margin, 0), min(upto + margin, n)
+            part = [k[:, lo - start : hi - start] for k in kept]
+            wav = self._render_span(part, scales, mixture, lo, hi, n_samples, chosen, mean_levels, refine)
+            wav = wav[:, (done - lo) * hop : (upto - lo) * hop]
+            if tail is not None and tail.shape[-1]:  # equal-power crossfade, as Codec._decode_chunked
+                k = tail.shape[-1]
+                ramp = (torch.arange(k, dtype=wav.dtype) + 0.5) * (torch.pi / (2 * k))
+                wav = torch.cat([tail * ramp.cos() + wav[:, :k] * ramp.sin(), wav[:, k:]], -1)
+            body = min(end * hop, n_samples) - done * hop
+            tail = wav[:, body:]
+            yield wav[:, :body]
+            done, cut = end, max(end - margin, 0)
+            kept, start = [k[:, cut - start :] for k in kept], cut
+
+    def _render_span(self, rows, scales, mixture, lo: int, hi: int, n_samples: int, chosen, mean_levels, refine):
+        """The waveform [1, T'] of frames lo..hi (the input's own samples there) from each row's codes or
+        levels [K, hi - lo]: refined, or each row rendered, scaled back and averaged."""
+        hop = self.codec.hop_length
+        length = min(hi * hop, n_samples) - lo * hop
+        local = None if mixture is None else self._span(mixture, lo, hi)[:, :length]
+        if refine and local is not None:
+            return self._refined((None, length, local), [self._targets(r, s) for r, s in zip(rows, scales)])
+        wavs = [
+            self._render(r, (None, length, None if local is None else local * s), chosen, mean_levels) / s
+            for r, s in zip(rows, scales)
+        ]
+        return sum(wavs) / len(wavs)
 
     def _targets(self, levels: torch.Tensor, scale: float) -> torch.Tensor:
         """Mean levels [M, F] of a row as clean log-mel in the unscaled input's terms."""
@@ -201,22 +329,6 @@ class Enhancer(Runner):
         log_gain = self.refiner(self._noisy_log_mel(mixture, stacked.shape[-1]), stacked)
         wav = self.band_filter.apply(mixture[None].to(self.codec.device), log_gain.exp().to(self.codec.device))
         return wav[0].float().cpu()[:, :n_samples]
-
-    def _chunks(self, sources: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Every input cut into equal chunks that fit (no short tail chunk with little context), as
-        one batch [N, K, F] with lengths [N] and each chunk's input index."""
-        pieces, owner = [], []
-        for j, codes in enumerate(sources):
-            n = codes.shape[-1]
-            size = -(-n // -(-n // self.chunk_frames))  # ceil(n / number of chunks)
-            for s in range(0, n, size):
-                pieces.append(codes[:, s : s + size])
-                owner.append(j)
-        src_len = torch.tensor([p.shape[-1] for p in pieces])
-        src = torch.zeros(len(pieces), pieces[0].shape[0], int(src_len.max()), dtype=torch.long)
-        for row, p in zip(src, pieces):
-            row[:, : p.shape[-1]] = p
-        return src, src_len, owner
 
     def _render(self, full: torch.Tensor, item, chosen: str, mean_levels: bool) -> torch.Tensor:
         """A row's waveform [1, T] (item: its codes, length, waveform) from its codes or levels [K, F]."""
