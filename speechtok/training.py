@@ -49,3 +49,22 @@ def fit_codec_brain(brain, hparams: dict, train_set, dev_set) -> None:
         },
         valid_loader_kwargs={"batch_size": 1},
     )
+
+
+def start_recipe(argv: list[str], export) -> tuple[dict, dict] | None:
+    """A recipe's command line: its HyperPyYAML loaded with the overrides. With `--export_only True`
+    `export(hparams)` runs (it returns the folder written) and this returns None; otherwise the
+    experiment folder is created and (hparams, run_opts) returned for training."""
+    import speechbrain as sb
+    from hyperpyyaml import load_hyperpyyaml
+
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    if hparams["export_only"]:
+        print(f"exported {export(hparams)}")
+        return None
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    return hparams, run_opts

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import jiwer
 import numpy as np
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.asr import TokenCTC, Transcriber, text_for_ctc
 from speechtok.asr.data import CTCBatches, pad_batch, targets, transcribed
@@ -27,6 +27,7 @@ from speechtok.codecs import load_codec
 from speechtok.data.segments import ItemList
 from speechtok.data.states import cached_states
 from speechtok.modules.schedule import WarmupCosineLR
+from speechtok.training import start_recipe
 
 
 class CTCBrain(WarmupCosineLR, sb.Brain):
@@ -99,7 +100,9 @@ def dev_batches(hparams, codes_of, known) -> list[dict]:
     return items
 
 
-def export(hparams: dict, codec) -> None:
+def export(hparams: dict) -> Path:
+    """The best checkpoint (lowest mean WER on unseen voices) as a transcriber folder."""
+    codec = load_codec(hparams["codec"])
     model = TokenCTC(codec.max_codebooks, codec.codebook_size, **hparams["model"])
     sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"model": model}).recover_if_possible(min_key="wer")
     codec.name = hparams["codec_name"]
@@ -108,20 +111,15 @@ def export(hparams: dict, codec) -> None:
     record = {k: v for k, v in best.meta.items() if not k.startswith("unixtime")}
     record["dev_sets"], record["seen_dev_sets"] = hparams["dev_sets"], hparams["seen_dev_sets"]
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"exported {out}")
+    return out
 
 
 def main(argv: list[str]) -> None:
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as f:
-        hparams = load_hyperpyyaml(f, overrides)
-    codec = load_codec(hparams["codec"])
-    if hparams["export_only"]:
-        export(hparams, codec)
+    started = start_recipe(argv, export)
+    if started is None:
         return
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
+    hparams, run_opts = started
+    codec = load_codec(hparams["codec"])
     manifests = [*hparams["train_manifests"], *hparams["dev_sets"].values(), *hparams["seen_dev_sets"].values()]
     codes_of, known = codes_reader(codec, cached_states(codec, manifests, hparams["state_cache"]))
     sources = [[u for u in transcribed(p) if u.ID in known] for p in hparams["train_manifests"]]
@@ -147,7 +145,7 @@ def main(argv: list[str]) -> None:
         valid_loader_kwargs={"batch_size": None},
     )
     if sb.utils.distributed.if_main_process():
-        export(hparams, codec)
+        print(f"exported {export(hparams)}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import load_codec
 from speechtok.codecs.dmel import DMelCodec
@@ -32,7 +31,7 @@ from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from speechtok.modules.schedule import TrainClock, WarmupCosineLR
-from speechtok.training import export_best, fit_codec_brain
+from speechtok.training import export_best, fit_codec_brain, start_recipe
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
@@ -165,15 +164,10 @@ def warm_start(codec: DMelCodec, hparams: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as f:
-        hparams = load_hyperpyyaml(f, overrides)
-    if hparams["export_only"]:
-        print(f"exported {export(hparams)}")
+    started = start_recipe(argv, export)
+    if started is None:
         return
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
+    hparams, run_opts = started
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
     warm_start(codec, hparams)
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)

@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import RVQCodec, load_codec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best, fit_codec_brain
+from speechtok.training import export_best, fit_codec_brain, start_recipe
 
 
 class RVQBrain(WarmupCosineLR, sb.Brain):
@@ -123,15 +122,10 @@ def export(hparams: dict) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as f:
-        hparams = load_hyperpyyaml(f, overrides)
-    if hparams["export_only"]:
-        print(f"exported {export(hparams)}")
+    started = start_recipe(argv, export)
+    if started is None:
         return
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
+    hparams, run_opts = started
     codec = build_codec(hparams)
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     hparams["checkpointer"].add_recoverable("codec", codec)

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import SemanticCodec, WhisperTeacher, load_codec
 from speechtok.data.manifest import read_manifest
@@ -31,7 +30,7 @@ from speechtok.data.segments import ItemList, balanced_weights
 from speechtok.data.states import StateCache, cached_states
 from speechtok.data.token_crops import PromptedCrops, dev_crops
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best
+from speechtok.training import export_best, start_recipe
 
 
 class DecoderBrain(WarmupCosineLR, sb.Brain):
@@ -132,15 +131,10 @@ def export(hparams: dict) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file) as f:
-        hparams = load_hyperpyyaml(f, overrides)
-    if hparams["export_only"]:
-        print(f"exported {export(hparams)}")
+    started = start_recipe(argv, export)
+    if started is None:
         return
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
+    hparams, run_opts = started
     caches = state_caches(hparams, build_codec(hparams, decoder=False))
     tokenizer = fit_tokenizer(hparams, caches)
     if not hparams["train_decoder"]:
