@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from speechtok import __version__
-from speechtok.codecs import PRETRAINED_DIR, CodecError, available_codecs, load_codec, read_config
+from speechtok.codecs import EXTERNAL, PRETRAINED_DIR, CodecError, available_codecs, load_codec, read_config
 from speechtok.data.audio import AudioError, load_audio, load_audio_with_sr, resample, save_audio_stream
 from speechtok.data.manifest import Utterance, write_manifest
 from speechtok.errors import cannot, problem_of
@@ -555,7 +555,7 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("codecs", "list the bundled codecs")
+@command("codecs", "list the bundled codecs, and the wrapped pretrained ones whose weights are here")
 def codecs_command(p: argparse.ArgumentParser) -> Runner:
     return run_codecs
 
@@ -564,7 +564,12 @@ def run_codecs(args: argparse.Namespace) -> int:
     header = ("name", "family", "sample_rate", "frame_rate", "K", "codebook_size", "bitrate")
     rows = []
     for name in available_codecs():
-        m = read_config(PRETRAINED_DIR / name)
+        if name in EXTERNAL:  # no config.json: the wrapper's own architecture says it
+            c = EXTERNAL[name][0]()
+            m = {"family": c.family, "sample_rate": c.sample_rate, "frame_rate": c.frame_rate}
+            m.update(n_codebooks=c.max_codebooks, codebook_size=c.codebook_size)
+        else:
+            m = read_config(PRETRAINED_DIR / name)
         k, size, fr = m["n_codebooks"], m["codebook_size"], m["frame_rate"]
         rows.append((name, m["family"], m["sample_rate"], f"{fr:g}", k, size, f"{k * math.log2(size) * fr:.0f}"))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
