@@ -60,6 +60,9 @@ class Codec(nn.Module, ABC):
     def __init__(self) -> None:
         super().__init__()
         self.name: str | None = None
+        # State-dict prefixes of weights borrowed from another saved model (a shared vocoder):
+        # rebuilt from the config when loading, so neither saved nor expected in model.safetensors.
+        self.borrowed_weights: tuple[str, ...] = ()
 
     # --- properties ---------------------------------------------------------------
     @property
@@ -265,6 +268,7 @@ class Codec(nn.Module, ABC):
         state = {
             k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
             for k, v in self.state_dict().items()
+            if not k.startswith(self.borrowed_weights)
         }
         if state:
             save_file(state, str(directory / "model.safetensors"), metadata={"family": self.family})
@@ -287,11 +291,12 @@ class Codec(nn.Module, ABC):
             problem = f"config.json has an invalid {cls.family} config ({_one_line(exc)})"
             raise CodecError(cannot(action, directory, problem)) from exc
         weights = directory / "model.safetensors"
-        if codec.state_dict() and not weights.is_file():
+        own = [k for k in codec.state_dict() if not k.startswith(codec.borrowed_weights)]
+        if own and not weights.is_file():
             problem = f"model.safetensors is missing (this {cls.family} config needs trained weights)"
             raise CodecError(cannot(action, directory, problem))
         if weights.exists():
-            load_weights(codec, read_weights(weights, CodecError), weights, CodecError)
+            load_weights(codec, read_weights(weights, CodecError), weights, CodecError, codec.borrowed_weights)
         codec.name = directory.name
         return codec.to(device).eval()
 
@@ -347,10 +352,17 @@ def read_weights(path: Path, error: type[Exception]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, error: type[Exception]) -> None:
+def load_weights(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    error: type[Exception],
+    borrowed: tuple[str, ...] = (),
+) -> None:
     """Load `state` (read from `path`) into `module`, in its dtypes, if the names and shapes match
-    exactly (config.json describes another model otherwise); else an `error` saying what differs."""
-    own = module.state_dict()
+    exactly (config.json describes another model otherwise); else an `error` saying what differs.
+    Weights under the `borrowed` prefixes are the module's own (loaded from elsewhere), not in `state`."""
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(borrowed)}
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
     diff = [
@@ -362,7 +374,7 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], path: Path, 
         diff[-1] += f" {tuple(state[shapes[0]].shape)}, config.json makes {tuple(own[shapes[0]].shape)}"
     if diff:
         raise error(cannot("load weights", path, f"they do not match config.json ({'; '.join(diff)})"))
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=not borrowed)
 
 
 def read_config(directory: Path) -> dict[str, Any]:

@@ -174,6 +174,49 @@ class OnDMelFrontend(SwitchableRenderer):
 
     frontend: DMelCodec
     name: str | None
+    borrowed_weights: tuple[str, ...]
+
+    def build_frontend(
+        self,
+        sample_rate: int,
+        frame_rate: int,
+        mel: dict[str, Any] | None,
+        vocoder: dict[str, Any] | None,
+        vocoder_from: str | None,
+    ) -> None:
+        """The dMel front end. Its vocoder is either this codec's own (`vocoder`: an architecture,
+        weights saved with the codec) or, with `vocoder_from` (a bundled dMel codec's name or folder),
+        that codec's trained vocoder, loaded from there whenever this codec is built and never saved
+        with it: one vocoder shared by every codec that names it, improving with it."""
+        self.mel_config, self.vocoder_from = dict(mel or {}), vocoder_from
+        source = None if vocoder_from is None else self._vocoder_source(vocoder_from, sample_rate, frame_rate)
+        self.vocoder_config = vocoder if source is None else source.vocoder_config
+        self.frontend = DMelCodec(sample_rate, frame_rate, vocoder=self.vocoder_config, **self.mel_config)
+        if source is not None:
+            self.use_vocoder_of(source)
+            self.borrowed_weights = ("frontend.vocoder.",)
+
+    def vocoder_fields(self) -> dict[str, Any]:
+        """The config's vocoder entry: the name it borrows from, or its own architecture."""
+        if self.vocoder_from is not None:
+            return {"vocoder_from": self.vocoder_from}
+        return {"vocoder": self.vocoder_config}
+
+    def _vocoder_source(self, vocoder_from: str, sample_rate: int, frame_rate: int) -> DMelCodec:
+        from speechtok.codecs import load_codec  # the registry imports this module
+
+        what = f"{self.family} codec renders with the vocoder of '{vocoder_from}'"
+        try:
+            dmel = load_codec(vocoder_from)
+        except CodecError as exc:
+            raise CodecError(f"{what}, which does not load: {exc}") from exc
+        if not isinstance(dmel, DMelCodec) or dmel.vocoder is None:
+            raise CodecError(f"{what}, which has no trained vocoder")
+        wanted = {"sample_rate": sample_rate, "frame_rate": frame_rate, **self.mel_config}
+        differs = sorted(k for k, v in wanted.items() if dmel.config().get(k) != v)
+        if differs:
+            raise CodecError(f"{what}, whose log-mel differs from this codec's ({', '.join(differs)})")
+        return dmel
 
     @property
     def renderer(self) -> Renderer:

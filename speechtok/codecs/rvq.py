@@ -23,7 +23,7 @@ from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
 from speechtok.codecs.base import Codec
-from speechtok.codecs.dmel import DMelCodec, OnDMelFrontend
+from speechtok.codecs.dmel import OnDMelFrontend
 from speechtok.modules.vocos import ConvNeXtBackbone
 
 
@@ -49,10 +49,10 @@ class RVQCodec(Codec, OnDMelFrontend):
         quantizer_dropout: bool = True,
         mel: dict[str, Any] | None = None,
         vocoder: dict[str, Any] | None = None,
+        vocoder_from: str | None = None,
     ) -> None:
         super().__init__()
-        self.mel_config, self.vocoder_config = dict(mel or {}), vocoder
-        self.frontend = DMelCodec(sample_rate=sample_rate, frame_rate=frame_rate, vocoder=vocoder, **self.mel_config)
+        self.build_frontend(sample_rate, frame_rate, mel, vocoder, vocoder_from)
         self.sample_rate, self.hop_length, self.codebook_size = sample_rate, self.frontend.hop_length, codebook_size
         self.dims = dict(
             codebook_dim=codebook_dim,
@@ -103,7 +103,7 @@ class RVQCodec(Codec, OnDMelFrontend):
             codebook_size=self.codebook_size,
             quantizer_dropout=self.quantizer_dropout,
             mel=self.mel_config,
-            vocoder=self.vocoder_config,
+            **self.vocoder_fields(),
             **self.dims,
         )
 
@@ -111,7 +111,7 @@ class RVQCodec(Codec, OnDMelFrontend):
         """Learned codes are defined by the weights too: a digest of the encoder and codebooks. The
         first K codebooks' codes are a prefix of the full codes, so K is not part of it (a token
         file's K is its codes' shape)."""
-        cfg = {k: v for k, v in self.config().items() if k not in ("vocoder", "decoder_layers")}
+        cfg = {k: v for k, v in self.config().items() if k not in ("vocoder", "vocoder_from", "decoder_layers")}
         return {**cfg, "weights": self._weights_digest()}
 
     def _weights_digest(self) -> str:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from speechtok.codecs.base import Codec, CodecError
-from speechtok.codecs.dmel import DMelCodec, OnDMelFrontend
+from speechtok.codecs.dmel import OnDMelFrontend
 from speechtok.modules.encoder import ConvTransformer
 
 MISSING_EXTRA = (
@@ -171,6 +171,7 @@ class SemanticCodec(Codec, OnDMelFrontend):
         decoder: dict[str, Any] | None = None,
         mel: dict[str, Any] | None = None,
         vocoder: dict[str, Any] | None = None,
+        vocoder_from: str | None = None,
     ) -> None:
         super().__init__()
         if sample_rate != 16000 or 50 % frame_rate:
@@ -182,8 +183,8 @@ class SemanticCodec(Codec, OnDMelFrontend):
         self.register_buffer("mean", torch.zeros(teacher_dim))
         self.register_buffer("std", torch.ones(teacher_dim))
         self.register_buffer("centroids", torch.zeros(codebook_size, teacher_dim))
-        self.mel_config, self.vocoder_config, self.decoder_config = dict(mel or {}), vocoder, decoder
-        self.frontend = DMelCodec(sample_rate=sample_rate, frame_rate=50, vocoder=vocoder, **self.mel_config)
+        self.decoder_config = decoder
+        self.build_frontend(sample_rate, 50, mel, vocoder, vocoder_from)
         self.mel_decoder = (
             PromptedMelDecoder(codebook_size, self.frontend.n_mels, self.pool, **decoder)
             if decoder is not None
@@ -317,7 +318,7 @@ class SemanticCodec(Codec, OnDMelFrontend):
             teacher_dim=self.teacher_dim,
             decoder=self.decoder_config,
             mel=self.mel_config,
-            vocoder=self.vocoder_config,
+            **self.vocoder_fields(),
         )
 
     def token_config(self) -> dict[str, Any]:

@@ -91,20 +91,17 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
 
 
 def build_codec(hparams: dict) -> RVQCodec:
-    """The codec of the config, its vocoder copied (and frozen) from the bundled dMel codec."""
+    """The codec of the config on `vocoder_from`'s log-mel, rendering with its vocoder (frozen,
+    borrowed: the exported codec names it rather than carrying a copy)."""
     dmel = load_codec(hparams["vocoder_from"])
-    if dmel.vocoder is None:
-        raise SystemExit(f"vocoder_from {hparams['vocoder_from']}: that codec has no trained vocoder")
     mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
-    codec = RVQCodec(
+    return RVQCodec(
         **hparams["codec"],
         sample_rate=dmel.sample_rate,
         frame_rate=int(dmel.frame_rate),
         mel=mel,
-        vocoder=dmel.vocoder_config,
+        vocoder_from=hparams["vocoder_from"],
     )
-    codec.use_vocoder_of(dmel)
-    return codec
 
 
 def export(hparams: dict) -> Path:

@@ -68,7 +68,7 @@ class DecoderBrain(WarmupCosineLR, sb.Brain):
 
 
 def build_codec(hparams: dict, decoder: bool) -> SemanticCodec:
-    """The config's codec, its teacher resolved and its renderer copied (frozen) from `vocoder_from`."""
+    """The config's codec, its teacher resolved, rendering with `vocoder_from`'s vocoder (borrowed, frozen)."""
     dmel = load_codec(hparams["vocoder_from"])
     teacher = WhisperTeacher(hparams["teacher"])
     mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
@@ -79,10 +79,9 @@ def build_codec(hparams: dict, decoder: bool) -> SemanticCodec:
         teacher_dim=teacher.dim,
         decoder=hparams["decoder"] if decoder else None,
         mel=mel,
-        vocoder=dmel.vocoder_config,
+        vocoder_from=hparams["vocoder_from"],
     )
     codec.set_teacher(teacher)
-    codec.use_vocoder_of(dmel)
     return codec
 
 
