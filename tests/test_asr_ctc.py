@@ -106,3 +106,12 @@ def test_cli_transcribes_a_folder_and_reports_bad_files(transcriber, tmp_path, c
     assert "broken.wav" in failed and "broken.wav" in capsys.readouterr().err
     assert main(["transcribe", str(clips / "one.wav"), "--model", str(folder)]) == 0
     assert capsys.readouterr().out.startswith("one\t")
+
+
+def test_code_noise_replaces_about_its_share():
+    from speechtok.asr.data import corrupt_codes
+
+    codes = torch.zeros(4, 1, 5000, dtype=torch.long)
+    noisy = corrupt_codes(codes, 0.1, 1024)
+    assert noisy.dtype == codes.dtype and 0.08 < (noisy != 0).float().mean() < 0.12  # 1/1024 draw 0 again
+    assert torch.equal(corrupt_codes(codes, 0.0, 1024), codes)

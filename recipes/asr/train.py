@@ -22,7 +22,7 @@ import speechbrain as sb
 import torch
 
 from speechtok.asr import TokenCTC, Transcriber, text_for_ctc
-from speechtok.asr.data import CTCBatches, pad_batch, targets, transcribed
+from speechtok.asr.data import CTCBatches, corrupt_codes, pad_batch, targets, transcribed
 from speechtok.codecs import load_codec
 from speechtok.data.segments import ItemList
 from speechtok.data.states import cached_states
@@ -32,7 +32,10 @@ from speechtok.training import start_recipe
 
 class CTCBrain(WarmupCosineLR, sb.Brain):
     def compute_forward(self, batch, stage):
-        return self.modules.model(batch["codes"].to(self.device), batch["code_lengths"].to(self.device))
+        codes = batch["codes"].to(self.device)
+        if stage == sb.Stage.TRAIN:
+            codes = corrupt_codes(codes, self.hparams.code_noise, self.modules.model.config["codebook_size"])
+        return self.modules.model(codes, batch["code_lengths"].to(self.device))
 
     def compute_objectives(self, log_probs, batch, stage):
         loss = torch.nn.functional.ctc_loss(

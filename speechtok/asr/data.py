@@ -70,3 +70,13 @@ class CTCBatches(EpochSeeded):
     def __getitem__(self, i: int) -> dict:
         picks = self.rng(i).choice(len(self.rows), size=self.batch_size, p=self.weights)
         return pad_batch([self.rows[k] for k in picks])
+
+
+def corrupt_codes(codes: torch.Tensor, p: float, codebook_size: int) -> torch.Tensor:
+    """`codes` with a share `p` of them replaced by uniformly random codes: token noise that keeps a
+    small CTC head from memorising its few hours of transcribed speech (SpecAugment's role for codes)."""
+    if p <= 0:
+        return codes
+    noise = torch.randint_like(codes, codebook_size)
+    return torch.where(torch.rand(codes.shape, device=codes.device) < p, noise, codes)
+
