@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from speechtok.codecs.base import CodecError
+from speechtok.codecs.dmel import DMelCodec
 
 GAIN_FLOOR = 0.05
 """The lowest band gain (-26 dB): bounds the suppression, against musical noise (shipped enhancer,
@@ -23,10 +24,10 @@ class BandGainFilter:
     """Per-band gains on a waveform, with the STFT and mel bands of `codec` (a dMel codec: one with
     ordinal levels, `dequantize`, and a mel filterbank `mel_fb` over an STFT of `n_fft` bins)."""
 
-    def __init__(self, codec) -> None:
+    def __init__(self, codec: DMelCodec) -> None:
         if not self.supports(codec):
             raise CodecError(
-                f"codec '{getattr(codec, 'name', codec)}' cannot apply band gains to a waveform (only dMel codecs can)"
+                f"codec '{codec.name or codec.family}' cannot apply band gains to a waveform (only dMel codecs can)"
             )
         self.codec = codec
         self.n_mels = codec.n_mels
@@ -35,7 +36,7 @@ class BandGainFilter:
     @staticmethod
     def supports(codec) -> bool:
         """Whether `codec` has the ordinal levels and mel STFT that band gains need (dMel codecs)."""
-        return all(hasattr(codec, a) for a in ("mel_fb", "window", "n_fft", "n_mels", "dequantize", "log_mel"))
+        return isinstance(codec, DMelCodec)
 
     @torch.inference_mode()
     def filter_mixture(self, mixture: torch.Tensor, levels: torch.Tensor, floor: float = GAIN_FLOOR) -> torch.Tensor:

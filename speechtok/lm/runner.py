@@ -95,14 +95,14 @@ class Runner:
         sampling, self.render_defaults = split_render(meta.get("sampling"), meta.get("render"))
         self.sampling = SamplingConfig.from_dict({"rep_window": 0, **sampling})
         self.mean_levels = bool(self.render_defaults.get("mean_levels", False))
-        render = self.render_defaults
-        self.set_level_dropout(render.get("level_passes", 1), render.get("level_blank", 0.0))
+        self.level_passes, self.level_blank = 1, 0.0
+        self.set_level_dropout(self.render_defaults.get("level_passes"), self.render_defaults.get("level_blank"))
 
     def set_level_dropout(self, passes: int | None = None, blank: float | None = None) -> None:
         """Mean levels as the average over `passes` passes that each blank a `blank` share of the
         frames (`TokenLM.expected_codes`); None keeps the current value."""
-        passes = getattr(self, "level_passes", 1) if passes is None else int(passes)
-        blank = getattr(self, "level_blank", 0.0) if blank is None else float(blank)
+        passes = self.level_passes if passes is None else int(passes)
+        blank = self.level_blank if blank is None else float(blank)
         if passes < 1 or not 0.0 <= blank < 1.0:
             raise LMInputError(f"level dropout needs passes >= 1 and a blank share in [0, 1), got {passes} and {blank}")
         self.level_passes, self.level_blank = passes, blank
