@@ -79,4 +79,3 @@ def corrupt_codes(codes: torch.Tensor, p: float, codebook_size: int) -> torch.Te
         return codes
     noise = torch.randint_like(codes, codebook_size)
     return torch.where(torch.rand(codes.shape, device=codes.device) < p, noise, codes)
-
