@@ -144,3 +144,27 @@ def test_a_model_name_that_cannot_be_fetched_offline_is_a_clear_error(offline):
     with pytest.raises(CodecError, match="cannot fetch Whisper model 'base.en'"):
         WhisperTeacher("base.en")
     assert WhisperTeacher.resolve("tiny.en") == WhisperTeacher.resolve(None)  # the wheel's files, no network
+
+
+def test_level_decoder_outputs_expected_levels_and_learns():
+    """`levels` > 0: per-channel level logits; the output is their expectation on dMel's grid."""
+    from speechtok.codecs.semantic import PromptedMelDecoder
+
+    torch.manual_seed(0)
+    dec = PromptedMelDecoder(32, n_mels=8, dim=32, heads=2, layers=1, conv_layers=1, levels=16)
+    codes, prompt_codes = torch.randint(0, 32, (2, 10)), torch.randint(0, 32, (2, 5))
+    prompt_mel = torch.rand(2, 8, 10) * 2 - 1
+    logits = dec.level_logits(codes, prompt_codes, prompt_mel)
+    assert logits.shape == (2, 16, 8, 20)
+    mel = dec(codes, prompt_codes, prompt_mel)
+    assert mel.shape == (2, 8, 20) and mel.abs().max() <= 1
+    target = torch.randint(0, 16, (2, 8, 20))  # any fixed levels
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(dec.level_logits(codes, prompt_codes, prompt_mel), target)
+        opt.zero_grad(), loss.backward(), opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    grid = torch.linspace(-1, 1, 16)
+    assert (dec(codes, prompt_codes, prompt_mel) - grid[target]).abs().mean() < 0.25  # expectation near the levels

@@ -114,7 +114,9 @@ class PromptedMelDecoder(ConvTransformer):
 
     One sequence at the mel frame rate: the prompt's frames (its tokens plus its log-mel) then the
     target's (its tokens plus a learned "to fill" vector). The Transformer layers let every target
-    frame attend to the prompt's voice; the output is the target's log-mel, normalised to [-1, 1]."""
+    frame attend to the prompt's voice; the output is the target's log-mel, normalised to [-1, 1]:
+    regressed (`levels=0`, trained with L1) or, with `levels` > 0, the expectation over that many
+    uniform levels per channel (dMel's own levels; trained by classification, `level_logits`)."""
 
     def __init__(
         self,
@@ -125,18 +127,19 @@ class PromptedMelDecoder(ConvTransformer):
         heads: int = 4,
         layers: int = 4,
         conv_layers: int = 2,
+        levels: int = 0,
     ) -> None:
         super().__init__(dim, heads, layers, conv_layers)
-        self.upsample = upsample
+        self.upsample, self.n_mels, self.levels = upsample, n_mels, levels
         self.token = nn.Embedding(codebook_size, dim)
         self.mel_in = nn.Linear(n_mels, dim)
         self.fill = nn.Parameter(torch.zeros(dim))
         self.part = nn.Embedding(2, dim)  # 0: prompt, 1: target
-        self.out = nn.Linear(dim, n_mels)
+        self.out = nn.Linear(dim, n_mels * max(levels, 1))
+        if levels:
+            self.register_buffer("grid", torch.linspace(-1, 1, levels), persistent=False)
 
-    def forward(self, codes: torch.Tensor, prompt_codes: torch.Tensor, prompt_mel: torch.Tensor) -> torch.Tensor:
-        """Normalised log-mel [B, n_mels, F*upsample] for codes [B, F], given the prompt's codes
-        [B, P] and normalised log-mel [B, n_mels, P*upsample]."""
+    def _target_states(self, codes: torch.Tensor, prompt_codes: torch.Tensor, prompt_mel: torch.Tensor) -> torch.Tensor:
         up = self.upsample
         p_frames, t_frames = prompt_codes.shape[1] * up, codes.shape[1] * up
         tokens = self.token(torch.cat([prompt_codes, codes], dim=1)).repeat_interleave(up, dim=1)
@@ -144,8 +147,20 @@ class PromptedMelDecoder(ConvTransformer):
             [self.mel_in(prompt_mel.transpose(1, 2)), self.fill.expand(codes.shape[0], t_frames, -1)], dim=1
         )
         part = torch.cat([codes.new_zeros(p_frames), codes.new_ones(t_frames)])
-        x = self.encode(tokens + mel + self.part(part))
-        return torch.tanh(self.out(x[:, p_frames:])).transpose(1, 2)
+        return self.encode(tokens + mel + self.part(part))[:, p_frames:]
+
+    def level_logits(self, codes: torch.Tensor, prompt_codes: torch.Tensor, prompt_mel: torch.Tensor) -> torch.Tensor:
+        """Logits [B, levels, n_mels, F*upsample] of each channel's level (`levels` > 0)."""
+        x = self.out(self._target_states(codes, prompt_codes, prompt_mel))
+        return x.unflatten(-1, (self.n_mels, self.levels)).permute(0, 3, 2, 1)
+
+    def forward(self, codes: torch.Tensor, prompt_codes: torch.Tensor, prompt_mel: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel [B, n_mels, F*upsample] for codes [B, F], given the prompt's codes
+        [B, P] and normalised log-mel [B, n_mels, P*upsample]."""
+        if self.levels:
+            probs = self.level_logits(codes, prompt_codes, prompt_mel).softmax(dim=1)
+            return torch.einsum("blmf,l->bmf", probs, self.grid)
+        return torch.tanh(self.out(self._target_states(codes, prompt_codes, prompt_mel))).transpose(1, 2)
 
 
 class SemanticCodec(Codec, OnDMelFrontend):

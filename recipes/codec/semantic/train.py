@@ -39,12 +39,20 @@ class DecoderBrain(WarmupCosineLR, sb.Brain):
         codes, wav, prompt_codes = batch["codes"], batch["wav"].to(self.device), batch["prompt_codes"]
         with torch.no_grad():
             mel = codec.normalise(codec.log_mel(wav))[..., : codes.shape[1] * codec.pool]
-        p = prompt_codes * codec.pool
-        pred = codec.mel_decoder(codes[:, prompt_codes:], codes[:, :prompt_codes], mel[..., :p])
-        return pred, mel[..., p:]
+        p, decoder = prompt_codes * codec.pool, codec.mel_decoder
+        inputs = (codes[:, prompt_codes:], codes[:, :prompt_codes], mel[..., :p])
+        if stage == sb.Stage.TRAIN and decoder.levels:
+            return decoder.level_logits(*inputs), mel[..., p:]
+        return decoder(*inputs), mel[..., p:]
 
     def compute_objectives(self, predictions, batch, stage):
+        """Training: L1 on normalised log-mel, or cross-entropy over the levels when the decoder
+        classifies; dev: L1 of the (expected) log-mel either way, so runs compare."""
         pred, target = predictions
+        levels = self.modules.codec.mel_decoder.levels
+        if stage == sb.Stage.TRAIN and levels:
+            classes = torch.round((target + 1) / 2 * (levels - 1)).long()
+            return torch.nn.functional.cross_entropy(pred, classes)
         return (pred - target).abs().mean()
 
     def on_stage_start(self, stage, epoch=None):
