@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_prepare(shared_data, out, task, *extra):
-    tiny = {"manifests": [], "synth": ["--hours", "0.002", "--synth_block_size", "1"], "noisy": ["--hours", "0.002"]}
+    tiny = {
+        "manifests": [],
+        "synth": ["--hours", "0.002", "--synth_block_size", "1"],
+        "noisy": ["--hours", "0.002", "--simulated_rooms", "{train: 2, dev: 1}"],
+    }
     where = ["--output_folder", str(out)] + (["--shared_data", str(shared_data)] if task != "noisy" else [])
     cmd = [
         sys.executable,

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from speechtok.data.audio import duration_seconds, load_audio, loudness_normalize, save_audio
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
+from speechtok.data.rooms import load_rir, read_rir_list
 from speechtok.errors import cannot
 
 NOISE_KINDS = ("white", "pink", "brown", "babble", "real", "shaped")
@@ -213,6 +214,8 @@ class NoisyMixer(Dataset):
     `speed_range` and `noise_speed_range` draw a speed factor per item for the clean speech (the
     target changes with it) and for real noise recordings; at their default (1, 1) nothing is
     drawn, so items stay exactly what they were without these options.
+    `rirs` (measured or simulated responses, `speechtok.data.rooms`) replace the statistical
+    `synth_rir` for reverberant items; like real noise, dev items use the dev ones.
     """
 
     def __init__(
@@ -229,8 +232,11 @@ class NoisyMixer(Dataset):
         num_items: int | None = None,
         speed_range: tuple[float, float] = (1.0, 1.0),
         noise_speed_range: tuple[float, float] = (1.0, 1.0),
+        rirs: Sequence[Utterance | str | Path] = (),
     ):
         self.clean = list(clean)
+        self.rirs = [_as_utterance(r) for r in rirs]
+        self._rir_cache: dict[str, torch.Tensor] = {}
         if not self.clean:
             raise ValueError("NoisyMixer: the clean pool is empty")
         self.noise = [_as_utterance(n) for n in noise]
@@ -296,6 +302,10 @@ class NoisyMixer(Dataset):
         noise_speed = 1.0
         if kind == "real" and self.noise_speed_range != (1.0, 1.0):
             noise_speed = float(rng.uniform(*self.noise_speed_range))
+        rir = None
+        if reverb and self.rirs:
+            pool = [r for r in self.rirs if r.split == utt.split] or self.rirs
+            rir = pool[int(rng.integers(len(pool)))]
         info = {
             "id": f"{utt.ID}-mix{index:06d}",
             "clean_id": utt.ID,
@@ -303,13 +313,15 @@ class NoisyMixer(Dataset):
             "noise_kind": kind,
             "noise_id": "+".join(s.ID for s in sources) or kind,
             "reverb": reverb,
-            "rt60": rt60 if reverb else 0.0,
-            "drr_db": drr if reverb else 0.0,
+            "rt60": (float(rir.extra.get("rt60", "nan")) if rir else rt60) if reverb else 0.0,
+            "rir_id": (rir.ID if rir else "synthetic") if reverb else "",
+            "drr_db": drr if reverb and rir is None else 0.0,
             "speed": speed,
             "noise_speed": noise_speed,
             "split": utt.split,
             "_utt": utt,
             "_sources": sources,
+            "_rir": rir,
         }
         return info, rng
 
@@ -348,8 +360,13 @@ class NoisyMixer(Dataset):
                 wav = torch.nn.functional.pad(wav, (0, self.segment - wav.shape[-1]))
         noise = self._noise(info, wav.shape[-1], rng)
         info.pop("_sources")
+        rir_utt = info.pop("_rir")
         speech = wav
-        if info["reverb"]:
+        if rir_utt is not None:
+            if rir_utt.path not in self._rir_cache:
+                self._rir_cache[rir_utt.path] = load_rir(rir_utt.path, self.sample_rate)
+            speech = reverberate(wav, self._rir_cache[rir_utt.path])
+        elif info["reverb"]:
             speech = reverberate(wav, synth_rir(info["rt60"], self.sample_rate, rng, info["drr_db"]))
         try:
             noisy, _, gain = _mix(speech, noise, info["snr_db"], peak=0.99)
@@ -400,22 +417,25 @@ def make_noisy_corpus(
     noise_kinds=None,
     speed_range=(1.0, 1.0),
     noise_speed_range=(1.0, 1.0),
+    rir_manifests=(),
 ) -> Path:
     """Write `hours` of noisy/clean pairs and return the path of their manifest.
 
     Layout: out_dir/noisy/<ID>.flac, out_dir/clean/<ID>.flac, out_dir/manifest.csv, where
     manifest `path` is the noisy file and extra columns give clean_path, clean_id, snr_db,
-    noise_kind, noise_id, reverb (0/1) and rt60. Clean utterances are taken in a seeded
+    noise_kind, noise_id, reverb (0/1), rt60 and rir_id. Clean utterances are taken in a seeded
     order (cycling, with fresh noise, when `hours` exceeds the pool). Pairs whose two files
     already exist are skipped, so an interrupted run resumes; files are written to
-    out_dir/.tmp and renamed. `noise_manifest` may be a manifest CSV, a metadata.tsv or None
-    (generated noise only). `noise_kinds`, `speed_range` and `noise_speed_range` go to NoisyMixer;
-    the hours count the clean utterances before any speed change.
+    out_dir/.tmp and renamed. `noise_manifest` may be a manifest CSV, a metadata.tsv, a list of
+    them, or None (generated noise only); `rir_manifests` list measured or simulated RIRs
+    (`speechtok.data.rooms`) for the reverberant pairs. `noise_kinds`, `speed_range` and
+    `noise_speed_range` go to NoisyMixer; the hours count the clean utterances before any speed change.
     """
     clean = read_manifest(clean_manifest)
     if not clean:
         raise ValueError(f"{clean_manifest}: clean manifest has no utterances")
-    noise = read_noise_list(noise_manifest) if noise_manifest else []
+    lists = noise_manifest if isinstance(noise_manifest, (list, tuple)) else [noise_manifest] if noise_manifest else []
+    noise = [u for path in lists for u in read_noise_list(path)]
     order = np.random.Generator(np.random.PCG64([int(seed), _ORDER_STREAM])).permutation(len(clean))
     clean = [clean[j] for j in order]
     pool_seconds = sum(u.duration for u in clean)
@@ -436,6 +456,7 @@ def make_noisy_corpus(
         noise_kinds=noise_kinds,
         speed_range=speed_range,
         noise_speed_range=noise_speed_range,
+        rirs=read_rir_list(list(rir_manifests)),
     )
     out_dir = Path(out_dir).resolve()
     writer = _CorpusWriter(mixer, out_dir)
@@ -457,6 +478,7 @@ def make_noisy_corpus(
             "noise_id": p["noise_id"],
             "reverb": int(p["reverb"]),
             "rt60": f"{p['rt60']:.3f}",
+            "rir_id": p["rir_id"],
             "speed": f"{p['speed']:.3f}",
         }
         utts.append(

@@ -20,6 +20,7 @@ from pathlib import Path
 from speechtok.data.corpora import shared_manifests
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.data.noise import make_noisy_corpus
+from speechtok.data.rooms import write_simulated_rirs
 from speechtok.data.synth import build_synth_corpus
 from speechtok.errors import cannot
 
@@ -85,15 +86,20 @@ def noisy_task(hp: dict, manifests: Path, summary: dict, progress: bool) -> None
     clean = [u for name in hp["noisy_sources"] for u in load_splits(manifests, name)]
     write_splits(manifests, "clean", clean, summary)
     name = hp["noisy_name"]
-    noise_ok = all((manifests / f"noise_{s}.csv").is_file() for s in SPLITS)
+    noise = {s: [manifests / f"{n}_{s}.csv" for n in hp["noise_sources"]] for s in SPLITS}
+    noise = {s: [p for p in paths if p.is_file()] for s, paths in noise.items()}  # absent: generated noise only
+    rooms = hp["output_folder"] / "rir_sim"
     utts = []
     for split in SPLITS:
         hours = hp[f"noisy_{split}_hours"]
         if hours <= 0 or not summary["manifests"][f"clean_{split}"]["files"]:
             continue
+        rirs = [manifests / f"{n}_{split}.csv" for n in hp["rir_sources"] if (manifests / f"{n}_{split}.csv").is_file()]
+        if hp["simulated_rooms"].get(split, 0) > 0:
+            rirs.append(write_simulated_rirs(rooms, hp["simulated_rooms"][split], split, hp["seed"], hp["sample_rate"]))
         path = make_noisy_corpus(
             manifests / f"clean_{split}.csv",
-            manifests / f"noise_{split}.csv" if noise_ok else None,
+            noise[split] or None,
             hp["output_folder"] / name / split,
             hours=hours,
             snr_range=tuple(hp["snr_range"]),
@@ -104,6 +110,7 @@ def noisy_task(hp: dict, manifests: Path, summary: dict, progress: bool) -> None
             noise_kinds=hp["noise_kinds"],
             speed_range=tuple(hp["speed_range"]),
             noise_speed_range=tuple(hp["noise_speed_range"]),
+            rir_manifests=rirs,
         )
         utts += [u for u in read_manifest(path) if u.split == split]
     write_splits(manifests, name, utts, summary)
