@@ -1,6 +1,8 @@
 """Room impulse responses: simulated shoebox rooms and measured files in one convention
 (direct path at lag 0, peak 1), and reverberant pairs that use them by split."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -40,14 +42,16 @@ def test_measured_file_is_aligned(tmp_path):
 
 
 def test_pool_is_written_once_and_extended(tmp_path, monkeypatch):
-    first = read_manifest(write_simulated_rirs(tmp_path, 2, "dev", seed=1))
+    monkeypatch.chdir(tmp_path)  # a relative folder, as the recipes pass it
+    first = read_manifest(write_simulated_rirs("rooms", 2, "dev", seed=1))
+    assert all(Path(u.path).is_file() for u in first)
     assert [u.ID for u in first] == ["sim_dev_0000", "sim_dev_0001"] and float(first[0].extra["rt60"]) > 0
     calls = []
     import speechtok.data.rooms as rooms
 
     real = rooms.simulate_rir
     monkeypatch.setattr(rooms, "simulate_rir", lambda rng, sr: calls.append(1) or real(rng, sr))
-    more = read_manifest(write_simulated_rirs(tmp_path, 3, "dev", seed=1))
+    more = read_manifest(write_simulated_rirs("rooms", 3, "dev", seed=1))
     assert len(more) == 3 and len(calls) == 1 and more[:2] == first  # only the new room is simulated
 
 

@@ -60,9 +60,10 @@ def write_simulated_rirs(out_dir: str | Path, count: int, split: str, seed: int,
     """`count` simulated rooms as `out_dir/<split>/room_<i>.flac` plus `out_dir/<split>.csv` (a
     manifest with rt60, room size and distance). Room i is drawn from (seed, split, i), so a larger
     count extends a pool, and rooms already in the manifest with their file are not simulated again."""
-    out = Path(out_dir) / split
+    out_dir = Path(out_dir).resolve()
+    out = out_dir / split
     out.mkdir(parents=True, exist_ok=True)
-    manifest = Path(out_dir) / f"{split}.csv"
+    manifest = out_dir / f"{split}.csv"
     done = {u.ID: u for u in read_manifest(manifest)} if manifest.is_file() else {}
     rows = []
     for i in range(count):
