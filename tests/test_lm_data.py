@@ -11,7 +11,7 @@ import torch
 from speechtok.cli import main as cli_main
 from speechtok.codecs import load_codec
 from speechtok.data.manifest import Utterance, write_manifest
-from speechtok.enhance.data import PairBatches, crop_rows, enhance_items
+from speechtok.enhance.data import MixedPairBatches, PairBatches, crop_rows, enhance_items, mixed_pairs
 from speechtok.lm.data import audio_groups, collate, encode_folders, fixed_batches, load_codes, token_names, token_paths
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 from speechtok.tts.data import (
@@ -183,3 +183,39 @@ def test_collate_pads_ids_and_codec_sources():
         [{"src": torch.ones(2, 5), "codes": torch.ones(2, 5)}, {"src": torch.ones(2, 3), "codes": torch.ones(2, 3)}]
     )
     assert pairs["src"].shape == (2, 2, 5) and pairs["src"].dtype == torch.long and pairs["src_len"].tolist() == [5, 3]
+
+
+def test_mixed_pair_batches_are_fresh_deterministic_and_tokenised(codec, tmp_path):
+    """On-the-fly pairs: the same (seed, epoch, i) gives the same batch, another epoch other pairs;
+    the sources are weighted as asked; src is the noisy crop's codes, codes the clean crop's."""
+    t = np.arange(SR * 2) / SR
+    sources = []
+    for s, f0 in enumerate((110.0, 220.0)):
+        utts = []
+        for i in range(3):
+            wav = (0.3 * np.sin(2 * np.pi * (f0 + 7 * i) * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+            sf.write(tmp_path / f"s{s}_{i}.flac", wav, SR)
+            utts.append(
+                Utterance(f"s{s}_{i}", str(tmp_path / f"s{s}_{i}.flac"), 2.0, speaker=f"spk{s}{i % 2}", split="train")
+            )
+        sources.append(utts)
+    sf.write(tmp_path / "noise.flac", np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1, SR)
+    noise = [Utterance("n", str(tmp_path / "noise.flac"), 1.0, split="train")]
+    mixer, weights = mixed_pairs(
+        sources, [1.0, 0.0], noise, [], codec, 25, snr_range=(0, 5), noise_kinds={"real": 1}, seed=3
+    )
+    assert weights[3:].sum() == 0 and abs(weights.sum() - 1) < 1e-9
+    batches = MixedPairBatches(mixer, weights, codec, n_batches=2, batch_size=3, seed=1)
+    b = batches[1]
+    assert b["src"].shape == (3, codec.n_codebooks, 25) == b["codes"].shape
+    assert torch.equal(batches[1]["src"], b["src"]) and not torch.equal(b["src"], b["codes"])
+    batches.set_epoch(1)
+    assert not torch.equal(batches[1]["src"], b["src"])
+    # the pair behind row 0, rendered again, tokenises to that row
+    batches.set_epoch(0)
+    noisy, clean = batches.pair(0, batches.rng(0))
+    assert torch.equal(
+        codec.encode(torch.stack([noisy, clean])), torch.stack([batches[0]["src"][0], batches[0]["codes"][0]])
+    )
+    with pytest.raises(ValueError, match="weights"):
+        MixedPairBatches(mixer, weights[:2], codec, 2, 3, 1)

@@ -138,6 +138,8 @@ def noisy_pairs(tmp_path) -> list[str]:
     write_manifest(tmp_path / "train.csv", utts[:4])
     write_manifest(tmp_path / "dev.csv", utts[4:])
     return [
+        "--mix",
+        "null",
         "--manifest_folder",
         str(tmp_path),
         "--train_manifests",

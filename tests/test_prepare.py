@@ -21,8 +21,10 @@ def run_prepare(shared_data, out, task, *extra):
         "manifests": [],
         "synth": ["--hours", "0.002", "--synth_block_size", "1"],
         "noisy": ["--hours", "0.002", "--simulated_rooms", "{train: 2, dev: 1}"],
+        "noisy_unseen": ["--hours", "0.002", "--simulated_rooms", "1"],
     }
-    where = ["--output_folder", str(out)] + (["--shared_data", str(shared_data)] if task != "noisy" else [])
+    reads_shared = task in ("manifests", "synth")
+    where = ["--output_folder", str(out)] + (["--shared_data", str(shared_data)] if reads_shared else [])
     cmd = [
         sys.executable,
         str(REPO / "recipes/data/prepare.py"),
@@ -71,6 +73,19 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
     assert all(u.text and u.phonemes and sf.info(u.path).samplerate == 16000 for u in synth)
     for u in read_manifest(manifests / "noisy_dev.csv"):
         assert u.split == "dev" and Path(u.extra["clean_path"]).is_file() and -5 <= float(u.extra["snr_db"]) <= 20
+
+    # Choosing enhancers: unseen voices in unseen noise, in the dev rooms only.
+    m = run_prepare(shared_data, out, "noisy_unseen")[1]["manifests"]
+    pairs = read_manifest(manifests / "noisy_unseen_dev.csv")
+    assert m["noisy_unseen_dev"]["files"] == len(pairs) > 0
+    unseen = {u.ID for n in ("librispeech_dev", "crowd_dev") for u in read_manifest(manifests / f"{n}.csv")}
+    ambient_dev = {u.ID for u in read_manifest(manifests / "noise_ambient_dev.csv")}
+    dev_rooms = {u.ID for u in read_manifest(manifests / "rir_dev.csv")} | {"sim_dev_0000"}
+    for u in pairs:
+        assert (
+            u.extra["clean_id"] in unseen and u.extra["noise_id"] in ambient_dev and 0 <= float(u.extra["snr_db"]) <= 10
+        )
+        assert u.extra["reverb"] == "0" or u.extra["rir_id"] in dev_rooms
 
     # Second runs: synthetic audio resumed, the same pairs again.
     again = run_prepare(shared_data, out, "synth")[1]

@@ -36,9 +36,10 @@ from hyperpyyaml import load_hyperpyyaml
 from speechtok.codecs import load_codec
 from speechtok.data.audio import save_audio
 from speechtok.data.manifest import read_manifest
+from speechtok.data.rooms import read_rir_list, write_simulated_rirs
 from speechtok.data.segments import ItemList, fixed_subset
 from speechtok.enhance import Enhancer
-from speechtok.enhance.data import PairBatches, crop_rows, enhance_items
+from speechtok.enhance.data import MixedPairBatches, PairBatches, crop_rows, enhance_items, mixed_pairs
 from speechtok.lm import TokenLM, count_parameters
 from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.data import audio_groups, encode_folders, fixed_batches
@@ -163,8 +164,48 @@ def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
         print(f"init_from {folder}: new in this run: {', '.join(new)}", flush=True)
 
 
-def manifest_paths(hp, key) -> list[Path]:
-    return [Path(hp["manifest_folder"]) / m for m in hp[key]]  # absolute entries stay absolute
+def manifest_paths(hp, key, block=None) -> list[Path]:
+    return [Path(hp["manifest_folder"]) / m for m in (block or hp)[key]]  # absolute entries stay absolute
+
+
+def mixed_train_set(hp, codec) -> tuple[MixedPairBatches, dict]:
+    """Enhancement pairs mixed on the fly (the YAML's `mix` block) and what they are drawn from."""
+    mix = hp["mix"]
+    clean = [read_manifest(p) for p in manifest_paths(hp, "clean", mix)]
+    noise = [u for p in manifest_paths(hp, "noise", mix) for u in read_manifest(p)]
+    rooms = write_simulated_rirs(
+        mix["rooms_folder"], mix["simulated_rooms"], "train", mix["room_seed"], codec.sample_rate
+    )
+    rirs = read_rir_list([*manifest_paths(hp, "rirs", mix), rooms])
+    mixer, weights = mixed_pairs(
+        clean,
+        mix["shares"],
+        noise,
+        rirs,
+        codec,
+        hp["crop_frames"],
+        snr_range=tuple(mix["snr_range"]),
+        reverb_prob=mix["reverb_prob"],
+        noise_kinds=dict(mix["noise_kinds"]),
+        seed=hp["seed"],
+    )
+    n_batches = hp["steps_per_epoch"] * hp["grad_accumulation_factor"]
+    batches = MixedPairBatches(mixer, weights, codec, n_batches, hp["batch_size"], hp["seed"], mix["gain_db"])
+    stats = {
+        "train_items": "mixed on the fly",
+        "clean_hours": round(sum(u.duration for u in mixer.clean) / 3600, 3),
+        "clean_speakers": len({u.speaker for u in mixer.clean if u.speaker}),
+        "noise_hours": round(sum(u.duration for u in noise) / 3600, 3),
+        "rooms": len(rirs),
+    }
+    return batches, stats
+
+
+def item_stats(items: list[dict], codec) -> dict:
+    return {
+        "train_items": len(items),
+        "train_hours": round(sum(r["codes"].shape[-1] for r in items) / codec.frame_rate / 3600, 3),
+    }
 
 
 def prepare(hp, codec):
@@ -203,7 +244,7 @@ def prepare(hp, codec):
             hp["prompt_frames"],
             hp["seed"],
         )
-        extra = {"frontend": frontend, "train": train, "dev": dev}
+        extra = {"frontend": frontend, "train": train, "dev": dev, "train_stats": item_stats(train, codec)}
     elif hp["task"] == "enhance":
         lm = build_model(hp, codec, codec.codebook_size, codec.n_codebooks)
         train = enhance_items(train_m, codec, Path(hp["token_cache"]), hp["codec"])
@@ -211,10 +252,15 @@ def prepare(hp, codec):
         dev = [dev[j] for j in fixed_subset(len(dev), hp["n_dev"], hp["seed"])]
         crop = hp["crop_frames"]
         dev_batches = fixed_batches(crop_rows(dev, crop), "dev", hp["max_batch_frames"])
-        train_set = PairBatches(
-            train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["batch_size"], crop, hp["seed"]
-        )
-        extra = {"train": train, "dev": dev}
+        if hp.get("mix"):
+            train_set, stats = mixed_train_set(hp, codec)
+            train = train_set.mixer.clean
+        else:
+            train_set = PairBatches(
+                train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["batch_size"], crop, hp["seed"]
+            )
+            stats = item_stats(train, codec)
+        extra = {"train": train, "dev": dev, "train_stats": stats}
     else:
         raise ValueError(f"task must be 'tts' or 'enhance', got {hp['task']!r}")
     if not train or not dev_batches:
@@ -239,8 +285,7 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
         "step": ckpt.meta["step"],
         **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss") or k == "duration_mse"},
         "parameters": count_parameters(lm),
-        "train_items": len(extra["train"]),
-        "train_hours": round(sum(r["codes"].shape[-1] for r in extra["train"]) / codec.frame_rate / 3600, 3),
+        **extra["train_stats"],
     }
     out = Path(hp["export_folder"])
     samples = Path(hp["output_folder"]) / "samples"
@@ -297,7 +342,8 @@ def main(argv: list[str]) -> None:
         warm_start(lm, hp["init_from"], hp["task"], codec)
     if sb.utils.distributed.if_main_process():
         print(
-            f"{hp['task']}: {count_parameters(lm) / 1e6:.2f} M parameters, {len(extra['train'])} training items, "
+            f"{hp['task']}: {count_parameters(lm) / 1e6:.2f} M parameters, {len(extra['train'])} training items"
+            f"{' (clean speech, mixed on the fly)' if hp.get('mix') else ''}, "
             f"{len(dev_batches)} dev batches",
             flush=True,
         )

@@ -7,7 +7,8 @@ resumes: finished audio files are kept and skipped.
   `real_speech` and noise, from the shared data, in their own splits;
 - `synth` (TTS): a multi-speaker synthetic corpus with a voice-disjoint dev split;
 - `noisy` (enhancement): noisy/clean pairs mixed from the clean manifests named in `noisy_sources`,
-  which earlier `manifests` / `synth` runs wrote.
+  which earlier `manifests` / `synth` runs wrote;
+- `noisy_unseen` (choosing enhancers): dev pairs of unseen voices in unseen noise and rooms.
 """
 
 from __future__ import annotations
@@ -116,10 +117,41 @@ def noisy_task(hp: dict, manifests: Path, summary: dict, progress: bool) -> None
     write_splits(manifests, name, utts, summary)
 
 
+def noisy_unseen_task(hp: dict, manifests: Path, summary: dict, progress: bool) -> None:
+    """Dev pairs of material no training sees: the unseen voices (`voices`, dev manifests; their
+    pseudo-labelled copies where they exist) in unseen real noise (`noise`, dev recordings) at
+    `snr_range`, a share `reverb_prob` in dev rooms (measured `rir` dev + simulated dev rooms)."""
+    voices = []
+    for name in hp["voices"]:
+        labelled = manifests / f"{name}_pl.csv"
+        voices += read_manifest(labelled if labelled.exists() else manifests / f"{name}.csv")
+    clean = write_manifest(manifests / "unseen_voices_dev.csv", [u for u in voices if u.duration >= hp["min_seconds"]])
+    rooms = write_simulated_rirs(
+        hp["output_folder"] / "rir_sim", hp["simulated_rooms"], "dev", hp["room_seed"], hp["sample_rate"]
+    )
+    path = make_noisy_corpus(
+        clean,
+        [manifests / f"{n}.csv" for n in hp["noise"]],
+        hp["output_folder"] / hp["noisy_name"] / "dev",
+        hours=hp["hours"],
+        snr_range=tuple(hp["snr_range"]),
+        seed=hp["seed"],
+        reverb_prob=hp["reverb_prob"],
+        workers=hp["workers"],
+        sample_rate=hp["sample_rate"],
+        noise_kinds={"real": 1.0},
+        rir_manifests=[*(manifests / f"{n}.csv" for n in hp["rirs"]), rooms],
+    )
+    utts = read_manifest(path)
+    write_manifest(manifests / f"{hp['noisy_name']}_dev.csv", utts)
+    summary["manifests"][f"{hp['noisy_name']}_dev"] = stats(utts)
+
+
 TASKS: dict[str, Callable[[dict, Path, dict, bool], None]] = {
     "manifests": manifests_task,
     "synth": synth_task,
     "noisy": noisy_task,
+    "noisy_unseen": noisy_unseen_task,
 }
 
 

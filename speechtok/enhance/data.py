@@ -1,13 +1,17 @@
 """Enhancement training data: noisy/clean pairs read from the token cache as items
 (`enhance_items`: id, speaker, noisy [K, T], codes [K, T] (clean)) and batches of aligned random
-crops (`PairBatches`)."""
+crops (`PairBatches`), or pairs mixed on the fly and tokenised per batch (`MixedPairBatches`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from speechtok.data.manifest import read_manifest
-from speechtok.data.segments import EpochSeeded
+import numpy as np
+import torch
+
+from speechtok.data.manifest import Utterance, read_manifest
+from speechtok.data.noise import NoisyMixer
+from speechtok.data.segments import EpochSeeded, balanced_weights
 from speechtok.lm.data import audio_groups, collate, load_codes, token_paths
 from speechtok.tokens import codec_hash
 
@@ -54,4 +58,62 @@ class PairBatches(EpochSeeded):
         return collate(rows)
 
 
-__all__ = ["PairBatches", "crop_rows", "enhance_items"]
+class MixedPairBatches(EpochSeeded):
+    """Item i is a batch of noisy/clean pairs mixed on the fly by `mixer` and tokenised by `codec`,
+    so training never sees the same pair twice. Pair j of batch i in an epoch takes clean
+    utterance c with probability `weights[c]` (`balanced_weights`: by source and speaker) and the
+    mixer's item `k * len(pool) + c`, k counting pairs over epochs, which draws its own noise,
+    SNR, room and crop. A random gain in `gain_db` scales both sides, so the enhancer meets
+    inputs at many levels (dMel's levels are absolute). A pair the mixer cannot make (a silent
+    crop) is replaced by the next draw."""
+
+    def __init__(self, mixer: NoisyMixer, weights, codec, n_batches: int, batch_size: int, seed: int, gain_db=(-10, 0)):
+        super().__init__(n_batches, seed)
+        if mixer.segment is None:
+            raise ValueError("MixedPairBatches: the mixer needs segment_seconds (fixed-length crops)")
+        self.mixer, self.codec, self.batch_size, self.gain_db = mixer, codec, batch_size, tuple(gain_db)
+        self.weights = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+        if len(self.weights) != len(mixer.clean):
+            raise ValueError(f"MixedPairBatches: {len(self.weights)} weights for {len(mixer.clean)} clean utterances")
+
+    def pair(self, k: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.mixer.clean)
+        for attempt in range(8):
+            c = int(rng.choice(n, p=self.weights))
+            try:
+                item = self.mixer[(k * 8 + attempt) * n + c]
+            except ValueError:
+                continue
+            gain = 10.0 ** (rng.uniform(*self.gain_db) / 20.0)
+            return item["noisy"] * gain, item["clean"] * gain
+        raise RuntimeError(f"MixedPairBatches: no usable pair in 8 draws for pair {k}")
+
+    def __getitem__(self, i: int) -> dict:
+        rng = self.rng(i)
+        first = (self.epoch * self.n_items + i) * self.batch_size
+        noisy, clean = zip(*(self.pair(first + j, rng) for j in range(self.batch_size)))
+        codes = self.codec.encode(torch.stack(noisy + clean))
+        b = self.batch_size
+        return collate([{"src": codes[j], "codes": codes[b + j]} for j in range(b)])
+
+
+def mixed_pairs(
+    clean: list[list[Utterance]], shares, noise: list[Utterance], rirs: list[Utterance], codec, crop_frames: int, **mix
+) -> tuple[NoisyMixer, np.ndarray]:
+    """A NoisyMixer over the clean `sources` (crops of `crop_frames` codec frames) and their
+    sampling weights (`shares` per source, balanced by speaker); `mix` are NoisyMixer options
+    (snr_range, reverb_prob, noise_kinds, seed)."""
+    pool = [u for source in clean for u in source]
+    mixer = NoisyMixer(
+        pool,
+        noise,
+        rirs=rirs,
+        sample_rate=codec.sample_rate,
+        segment_seconds=crop_frames * codec.hop_length / codec.sample_rate,
+        num_items=2**62,
+        **mix,
+    )
+    return mixer, balanced_weights(clean, shares)
+
+
+__all__ = ["MixedPairBatches", "PairBatches", "crop_rows", "enhance_items", "mixed_pairs"]

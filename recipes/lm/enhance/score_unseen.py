@@ -3,11 +3,12 @@
 
     python recipes/lm/enhance/score_unseen.py --models enhance-dmel-16k --hours 0.1
 
-Pairs (made once, seeded, under work_data/noisy_unseen): speech of the LibriSpeech dev and crowd dev
-speakers (texts: Whisper pseudo-labels where LibriSpeech has none, crowd's command words), mixed at
-0-10 dB SNR with the `noise_ambient` dev recordings (never heard in training); half of them
-reverberated by a dev room (the measured `rir/` dev responses and 30 simulated dev rooms), the
-target staying dry. For each model: the noisy input, the codec ceilings (the clean speech's tokens
+Pairs (recipes/data/hparams/noisy_unseen.yaml; made once, seeded, under work_data/noisy_unseen):
+speech of the LibriSpeech dev and crowd dev speakers (texts: Whisper pseudo-labels where
+LibriSpeech has none, crowd's command words), mixed at 0-10 dB SNR with the `noise_ambient` dev
+recordings (never heard in training); half of them reverberated by a dev room (the measured `rir/`
+dev responses and 30 simulated dev rooms), the target staying dry. The enhancer recipe's dev loss
+reads the same pairs. For each model: the noisy input, the codec ceilings (the clean speech's tokens
 decoded, and rendered through the noisy input: what the enhancer's tokens could do at best) and
 the enhanced output, with PESQ-wb, STOI and
 Whisper tiny.en WER, per SNR band, per noise kind and with and without reverberation. This is the
@@ -22,38 +23,24 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from score_draws import enhanced_files
+from hyperpyyaml import load_hyperpyyaml
+from score_draws import REPO, enhanced_files
 
-from speechtok.data.manifest import read_manifest, write_manifest
-from speechtok.data.noise import make_noisy_corpus
-from speechtok.data.rooms import write_simulated_rirs
+from speechtok.data.manifest import read_manifest
+from speechtok.data.prepare import prepare
 from speechtok.enhance import load_enhancer
 from speechtok.eval.generation import evaluate_enhancement, load_pair, summarize
 
 SYSTEMS = ("noisy", "codec_ceiling", "mixture_ceiling", "enhanced")
 
 
-def unseen_pairs(manifests: Path, hours: float, seed: int) -> list:
-    """The dev pairs described above (made on the first call; a rerun reads them)."""
-    voices = []
-    for name in ("librispeech_dev", "crowd_dev"):
-        labelled = manifests / f"{name}_pl.csv"
-        voices += read_manifest(labelled if labelled.exists() else manifests / f"{name}.csv")
-    clean = write_manifest(manifests / "unseen_voices_dev.csv", [u for u in voices if u.duration >= 0.8])
-    rooms = write_simulated_rirs(manifests.parent / "rir_sim", 30, "dev", seed)
-    path = make_noisy_corpus(
-        clean,
-        manifests / "noise_ambient_dev.csv",
-        manifests.parent / "noisy_unseen" / "dev",
-        hours=hours,
-        snr_range=(0.0, 10.0),
-        seed=seed,
-        reverb_prob=0.5,
-        workers=1,
-        noise_kinds={"real": 1.0},
-        rir_manifests=[manifests / "rir_dev.csv", rooms],
-    )
-    return read_manifest(path)
+def unseen_pairs(output_folder: Path, hours: float, seed: int) -> list:
+    """The dev pairs of recipes/data/hparams/noisy_unseen.yaml (made on the first call; a rerun reads them)."""
+    with open(REPO / "recipes/data/hparams/noisy_unseen.yaml", encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f, {"hours": hours, "seed": seed})
+    hp["output_folder"] = output_folder.resolve()
+    prepare(hp, progress=False)
+    return read_manifest(output_folder / "manifests" / f"{hp['noisy_name']}_dev.csv")
 
 
 def breakdown(items: list, rows: list, categories: dict[str, str]) -> dict[str, dict[str, dict]]:
@@ -95,7 +82,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--out", type=Path, default=Path("results/lm/unseen"))
     args = p.parse_args()
-    rows = unseen_pairs(args.manifests, args.hours, args.seed)
+    rows = unseen_pairs(args.manifests.parent, args.hours, args.seed)
     categories = {u.ID: u.extra.get("category", "") for u in read_manifest(args.manifests / "noise_ambient_dev.csv")}
     noisy, clean = [load_pair(u.path) for u in rows], [load_pair(u.extra["clean_path"]) for u in rows]
     texts = [u.text or None for u in rows]
