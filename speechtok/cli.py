@@ -520,6 +520,71 @@ def run_decode(args: argparse.Namespace) -> int:
     return _report(failed, out, "decode")
 
 
+# --- compress / decompress -------------------------------------------------------------
+def _coding_command(p: argparse.ArgumentParser, what: str, src: str, dst: str) -> None:
+    p.add_argument("input", type=Path, help=f"{src} file or folder of them")
+    p.add_argument("output", type=Path, help=f"output folder (or a {dst} file for one input)")
+    p.add_argument("--prior", help=f"prior name or folder (default: the bundled prior-<codec> {what})")
+
+
+@command("compress", "entropy-code token files (.npz -> .stz, lossless) with a codec's prior")
+def compress_command(p: argparse.ArgumentParser) -> Runner:
+    _coding_command(p, "of the file's codec", ".npz", ".stz")
+    return run_compress
+
+
+@command("decompress", "decode .stz files back to the token files they were made from")
+def decompress_command(p: argparse.ArgumentParser) -> Runner:
+    _coding_command(p, "named in the file", ".stz", ".npz")
+    return run_decompress
+
+
+def _coding_jobs(inp: Path, out: Path, src: str, dst: str) -> list[tuple[Path, Path]]:
+    if inp.is_file():
+        return [(inp, out if out.suffix == dst else out / f"{inp.stem}{dst}")]
+    if not inp.is_dir():
+        raise CLIError(cannot("read", inp, "no such file or folder"))
+    files = sorted(f for f in inp.rglob(f"*{src}") if not any(x.startswith(".") for x in f.relative_to(inp).parts))
+    if not files:
+        raise CLIError(cannot("read", inp, f"no {src} files found"))
+    return [(f, out / f.relative_to(inp).with_suffix(dst)) for f in files]
+
+
+def _run_coding(args: argparse.Namespace, compress: bool) -> int:
+    from speechtok import compress as stz  # constriction is imported only here
+
+    src, dst = (".npz", ".stz") if compress else (".stz", ".npz")
+    jobs = _coding_jobs(args.input, args.output, src, dst)
+    priors: dict[str, stz.TokenPrior] = {}
+    chosen = stz.TokenPrior.load(args.prior) if args.prior else None
+    failed = []
+    for path, target in tqdm(jobs, unit="file", desc="compress" if compress else "decompress", disable=None):
+        try:
+            if compress:
+                if target.is_file() and stz.is_compressed_from(target, path, chosen):
+                    continue  # resumed: done before with the same prior
+                tf = load_tokens(path)
+                prior = chosen or priors.get(tf.codec_hash) or stz.TokenPrior.for_codec(tf)
+                priors[tf.codec_hash] = prior
+                stz.write_atomic(target, stz.compress_tokens(tf, prior))
+            else:
+                stz.decompress_file(path, target, chosen, priors)
+        except (TokenFileError, ValueError, OSError) as exc:
+            if len(jobs) == 1:
+                verb = "compress" if compress else "decompress"
+                raise CLIError(f"cannot {verb} {path}: {_error_reason(exc, path)}") from exc
+            failed.append((str(path), _error_reason(exc, path)))
+    return _report(failed, args.output if args.output.suffix != dst else None, "compress" if compress else "decompress")
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    return _run_coding(args, compress=True)
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    return _run_coding(args, compress=False)
+
+
 # --- info / codecs ----------------------------------------------------------------------
 @command("info", "show what a token file holds")
 def info_command(p: argparse.ArgumentParser) -> Runner:

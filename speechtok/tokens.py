@@ -82,7 +82,7 @@ class TokenFile:
             raise TokenFileError(f"codes must be integers, got {codes.dtype}")
         identity = codec_identity(codec)
         return cls(
-            codes=codes.astype(codes_dtype(codec.codebook_size)),
+            codes=np.ascontiguousarray(codes, dtype=codes_dtype(codec.codebook_size)),  # C order: one byte layout
             codec=str(codec.name),
             codec_hash=config_hash(identity),
             codec_config=identity,

@@ -12,8 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from speechtok.compress import TokenPrior, compress_tokens, decompress_tokens
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.enhance import load_enhancer
+from speechtok.tokens import load_tokens
 from speechtok.tts import load_tts
 
 pytestmark = pytest.mark.slow  # every test here trains a model or drives a browser
@@ -35,9 +37,9 @@ def harmonic(seconds, f0, sr=16000):
     return (0.3 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 8))).astype(np.float32)
 
 
-def run(hparams, out, extra):
-    """Train with the TINY settings; `extra` (flag, value pairs) wins over them."""
-    opts = {**TINY, **dict(zip(extra[::2], extra[1::2]))}
+def run(hparams, out, extra, tiny=TINY):
+    """Train with the `tiny` settings; `extra` (flag, value pairs) wins over them."""
+    opts = {**tiny, **dict(zip(extra[::2], extra[1::2]))}
     cmd = [
         sys.executable,
         str(REPO / "recipes/lm/train.py"),
@@ -329,3 +331,47 @@ def test_score_draws_pools_the_0_to_10_db_pairs_of_four_draws(tmp_path):
     )
     score()
     assert len(list(out.rglob("noisy_check0-*.wav"))) == 2 and len(list(out.rglob("*.wav"))) == 7
+
+
+def test_prior_recipe_learns_codes_and_exports_a_prior_that_compresses(tmp_path):
+    """The `prior` task: source-free crops of a codec's codes; the export is a TokenPrior whose
+    .stz files of held-out tones are lossless and smaller than raw."""
+    utts = []
+    for i in range(8):
+        path = tmp_path / "audio" / f"t{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, harmonic(1.0, 110 + 20 * i), 16000)
+        utts.append(Utterance(f"t{i}", str(path), 1.0, split="dev" if i >= 6 else "train"))
+    write_manifest(tmp_path / "train.csv", utts[:6])
+    write_manifest(tmp_path / "dev.csv", utts[6:])
+    out = tmp_path / "exp"
+    args = [
+        "--manifest_folder",
+        str(tmp_path),
+        "--train_manifests",
+        "[train.csv]",
+        "--dev_manifests",
+        "[dev.csv]",
+        "--token_cache",
+        str(tmp_path / "tokens"),
+        "--crop_frames",
+        "40",
+        "--batch_size",
+        "4",
+        "--steps_per_epoch",
+        "15",
+        "--number_of_epochs",
+        "2",
+        "--model",
+        "{dim: 32, n_layers: 1, n_heads: 2, max_len: 64}",
+    ]
+    no_samples = {k: v for k, v in TINY.items() if k != "--n_export_samples"}  # a prior writes no audio
+    proc = run("recipes/lm/prior/hparams/cpu.yaml", out, args, no_samples)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = dev_losses(out)
+    assert losses[1] < losses[0] < np.log(16)  # below a uniform code
+    prior = TokenPrior.load(out / "export" / "prior-dmel-16k")
+    tf = load_tokens(next((tmp_path / "tokens").rglob("t7.npz")))
+    data = compress_tokens(tf, prior)
+    assert len(data) * 8 < 0.8 * tf.bitrate * tf.duration
+    assert np.array_equal(decompress_tokens(data, prior).codes, tf.codes)

@@ -1,24 +1,25 @@
 #!/usr/bin/env python3
-"""Train a decoder-only token LM for text-to-speech or speech enhancement (`task` in the YAML).
+"""Train a decoder-only token LM for text-to-speech, speech enhancement or as the prior of
+entropy-coded token files (`task` in the YAML: tts, enhance, prior).
 
     python recipes/lm/train.py recipes/lm/tts/hparams/cpu.yaml
     python recipes/lm/train.py recipes/lm/enhance/hparams/gpu.yaml --device cuda:0
+    python recipes/lm/train.py recipes/lm/prior/hparams/cpu.yaml       # `speechtok compress`
     torchrun --nproc_per_node 2 recipes/lm/train.py recipes/lm/tts/hparams/gpu.yaml
 
 Every audio folder named by the manifests is tokenised once (`speechtok.lm.data.encode_folders`,
 the same token files as `speechtok encode`) into `token_cache/<codec>/` (resumable, shared by later
-runs and by both tasks); transcripts are
-phonemized once into a JSON cache beside it. TTS rows are [phonemes][sep][prompt][target]:
-half the time (`prompt_prob`) the prompt is a crop of another utterance by the same speaker
-(zero-shot voice), otherwise there is none and the loss covers the whole utterance, which
-is what VALL-E continuation needs; with `durations` each phoneme also gets its length in frames
-from an aligner trained once on the corpus (cached beside the tokens). Enhancement rows are
-[noisy codes][sep][clean codes] on
-aligned random crops. The dev loss is reported per group (TTS: voices seen in training vs
+runs and by all tasks); transcripts are phonemized once into a JSON cache beside it. TTS rows are
+[phonemes][sep][prompt][target]: half the time (`prompt_prob`) the prompt is a crop of another
+utterance by the same speaker (zero-shot voice), otherwise there is none and the loss covers the
+whole utterance, which is what VALL-E continuation needs; with `durations` each phoneme also gets
+its length in frames from an aligner trained once on the corpus (cached beside the tokens).
+Enhancement rows are [noisy codes][sep][clean codes] on aligned random crops, prior rows
+[sep][codes] on random crops. The dev loss is reported per group (TTS: voices seen in training vs
 held-out voices, always with a speaker prompt). Re-running the same command resumes (also
 mid-epoch, every `ckpt_interval_minutes`); at the end the best (dev loss) or the last
-end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.tts` /
-`speechtok.enhance` load.
+end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.tts`,
+`speechtok.enhance` or `speechtok.compress` load.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from speechtok.enhance import Enhancer
 from speechtok.enhance.data import MixedPairBatches, PairBatches, crop_rows, enhance_items, mixed_pairs
 from speechtok.lm import TokenLM, count_parameters
 from speechtok.lm.checkpoint import load_lm, save_lm
-from speechtok.lm.data import audio_groups, encode_folders, fixed_batches
+from speechtok.lm.data import CodeCrops, audio_groups, code_items, encode_folders, fixed_batches
 from speechtok.lm.transformer import grow_depth
 from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.tts import Synthesizer
@@ -261,8 +262,20 @@ def prepare(hp, codec):
             )
             stats = item_stats(train, codec)
         extra = {"train": train, "dev": dev, "train_stats": stats}
+    elif hp["task"] == "prior":
+        lm = build_model(hp, codec, 1, 0)
+        train = code_items(train_m, codec, Path(hp["token_cache"]), hp["codec"])
+        dev = code_items(dev_m, codec, Path(hp["token_cache"]), hp["codec"])
+        dev = [dev[j] for j in fixed_subset(len(dev), hp["n_dev"], hp["seed"])]
+        crop = hp["crop_frames"]
+        rows = [{"src": torch.zeros(0, dtype=torch.long), "codes": r["codes"][:, :crop]} for r in dev]
+        dev_batches = fixed_batches(rows, "dev", hp["max_batch_frames"])
+        train_set = CodeCrops(
+            train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["batch_size"], crop, hp["seed"]
+        )
+        extra = {"train": train, "dev": dev, "train_stats": item_stats(train, codec)}
     else:
-        raise ValueError(f"task must be 'tts' or 'enhance', got {hp['task']!r}")
+        raise ValueError(f"task must be 'tts', 'enhance' or 'prior', got {hp['task']!r}")
     if not train or not dev_batches:
         raise ValueError(f"no usable {hp['task']} training or dev data (check the manifests and max_frames)")
     return lm, train_set, dev_batches, extra
@@ -307,6 +320,9 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
         )
         for r in extra["dev"][: hp["n_export_samples"]]:
             save_audio(samples / f"{r['id']}.wav", runner.tts(r["text"], seed=0, max_seconds=15)[0], codec.sample_rate)
+    elif hp["task"] == "prior":  # dev loss in nats per code -> bits per second of audio
+        bits = training["loss"] / np.log(2) * codec.n_codebooks * codec.frame_rate
+        save_lm(out, lm, "prior", codec, training={**training, "dev_bits_per_second": round(float(bits), 1)})
     else:
         save_lm(
             out,

@@ -1,6 +1,6 @@
 """A trained token LM on disk: a folder with `config.json` and fp16 `model.safetensors`.
 
-config.json holds the task (tts | enhance), the codec it was trained on (name and the hash of
+config.json holds the task (tts | enhance | prior), the codec it was trained on (name and the hash of
 its token config, which leaves out decoder-only settings, so a codec that makes the same
 codes with a better decoder, e.g. dmel-16k vs dmel-16k-gl, still matches), the pattern, the model config, the text
 vocabulary (TTS), sampling defaults (`sampling`: how tokens are drawn), render defaults (`render`: how tokens become
@@ -26,11 +26,11 @@ from speechtok.codecs import base as folders
 from speechtok.codecs.base import declared_family, read_json_config
 from speechtok.errors import cannot
 from speechtok.lm.model import LMConfig, TokenLM
-from speechtok.tokens import codec_hash
+from speechtok.tokens import codec_hash, codec_identity
 
 FAMILY = "token-lm"
 FORMAT_VERSION = 1
-TASKS = ("tts", "enhance")
+TASKS = ("tts", "enhance", "prior")  # prior: source-free, for entropy coding (speechtok.compress)
 PROMPT_KEY = "default_prompt.codes"
 # render settings an older config kept in its `sampling` block: old key -> key in `render`
 LEGACY_RENDER_KEYS = {
@@ -60,6 +60,7 @@ def codec_info(codec) -> dict[str, Any]:
     return {
         "name": str(codec.name),
         "hash": codec_hash(codec),
+        "identity": codec_identity(codec),  # what the hash covers: token files restored from .stz carry it
         "family": codec.family,
         "sample_rate": int(codec.sample_rate),
         "frame_rate": float(codec.frame_rate),

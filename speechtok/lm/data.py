@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from speechtok.data.audio import load_audio_with_sr, resample
 from speechtok.data.manifest import read_manifest
+from speechtok.data.segments import EpochSeeded
 from speechtok.errors import cannot
 from speechtok.tokens import TokenFile, TokenFileError, codec_hash, load_tokens, save_tokens
 
@@ -188,8 +189,41 @@ def fixed_batches(rows: list[dict], group: str, max_batch_frames: int) -> list[d
     return batches + ([collate(cur, group)] if cur else [])
 
 
+def code_items(manifests, codec, cache: Path, codec_name: str | None = None) -> list[dict]:
+    """An item (id, codes [K, T]) per manifest row whose token file is in `cache`: what a prior learns."""
+    groups = audio_groups("prior", manifests)
+    tokens, want = token_paths(groups, codec_name or codec.name, Path(cache)), codec_hash(codec)
+    items = []
+    for u in (u for m in manifests for u in read_manifest(m)):
+        codes = load_codes(tokens[u.path], want) if u.path in tokens else None
+        if codes is not None and codes.shape[-1] > 0:
+            items.append({"id": u.ID, "speaker": u.speaker, "codes": codes})
+    return items
+
+
+class CodeCrops(EpochSeeded):
+    """Item i is a batch of `batch_size` random crops of `crop_frames` (source-free rows), items
+    drawn in proportion to their length, from (seed, epoch, i)."""
+
+    def __init__(self, items: list[dict], n_batches: int, batch_size: int, crop_frames: int, seed: int) -> None:
+        super().__init__(n_batches, seed)
+        self.items, self.batch_size, self.crop = items, batch_size, crop_frames
+        lengths = np.array([r["codes"].shape[-1] for r in items], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+
+    def __getitem__(self, i: int) -> dict:
+        rng, rows = self.rng(i), []
+        for j in rng.choice(len(self.items), size=self.batch_size, p=self.weights):
+            codes = self.items[int(j)]["codes"]
+            s = int(rng.integers(max(codes.shape[-1] - self.crop, 0) + 1))
+            rows.append({"src": torch.zeros(0, dtype=torch.long), "codes": codes[:, s : s + self.crop]})
+        return collate(rows)
+
+
 __all__ = [
+    "CodeCrops",
     "audio_groups",
+    "code_items",
     "collate",
     "encode_files",
     "encode_folders",
