@@ -137,28 +137,25 @@ def noisy_pairs(tmp_path) -> list[str]:
                 extra={"clean_path": str(tmp_path / "clean" / f"p{i}.flac")},
             )
         )
-    write_manifest(tmp_path / "train.csv", utts[:4])
-    write_manifest(tmp_path / "dev.csv", utts[4:])
-    return [
-        "--mix",
-        "null",
-        "--manifest_folder",
-        str(tmp_path),
-        "--train_manifests",
-        "[train.csv]",
-        "--dev_manifests",
-        "[dev.csv]",
-        "--token_cache",
-        str(tmp_path / "tokens"),
-        "--crop_frames",
-        "25",
-        "--batch_size",
-        "4",
-        "--steps_per_epoch",
-        "20",
-        "--number_of_epochs",
-        "2",
-    ]
+    return ["--mix", "null", *split_data(tmp_path, utts, 4, crop_frames=25, steps_per_epoch=20)]
+
+
+def split_data(tmp_path, utts, n_train, crop_frames, steps_per_epoch) -> list[str]:
+    """train.csv (the first n_train rows) and dev.csv in tmp_path, and the recipe flags that read
+    them: 2 epochs of batches of 4 crops."""
+    write_manifest(tmp_path / "train.csv", utts[:n_train])
+    write_manifest(tmp_path / "dev.csv", utts[n_train:])
+    flags = {
+        "manifest_folder": tmp_path,
+        "train_manifests": "[train.csv]",
+        "dev_manifests": "[dev.csv]",
+        "token_cache": tmp_path / "tokens",
+        "crop_frames": crop_frames,
+        "batch_size": 4,
+        "steps_per_epoch": steps_per_epoch,
+        "number_of_epochs": 2,
+    }
+    return [a for k, v in flags.items() for a in (f"--{k}", str(v))]
 
 
 def test_enhance_recipe_trains_on_pairs_and_exports(tmp_path):
@@ -342,26 +339,9 @@ def test_prior_recipe_learns_codes_and_exports_a_prior_that_compresses(tmp_path)
         path.parent.mkdir(exist_ok=True)
         sf.write(path, harmonic(1.0, 110 + 20 * i), 16000)
         utts.append(Utterance(f"t{i}", str(path), 1.0, split="dev" if i >= 6 else "train"))
-    write_manifest(tmp_path / "train.csv", utts[:6])
-    write_manifest(tmp_path / "dev.csv", utts[6:])
     out = tmp_path / "exp"
     args = [
-        "--manifest_folder",
-        str(tmp_path),
-        "--train_manifests",
-        "[train.csv]",
-        "--dev_manifests",
-        "[dev.csv]",
-        "--token_cache",
-        str(tmp_path / "tokens"),
-        "--crop_frames",
-        "40",
-        "--batch_size",
-        "4",
-        "--steps_per_epoch",
-        "15",
-        "--number_of_epochs",
-        "2",
+        *split_data(tmp_path, utts, 6, crop_frames=40, steps_per_epoch=15),
         "--model",
         "{dim: 32, n_layers: 1, n_heads: 2, max_len: 64}",
     ]
