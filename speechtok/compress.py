@@ -123,10 +123,9 @@ class TokenPrior:
         lo = p.offset(book)  # [S, H]
         content = lo[..., None] + torch.arange(p.codebook_size)  # [S, H, size]: each cell's code ids
         family = constriction.stream.model.Categorical(perfect=False)
-        cache = lm.transformer.new_cache(B, S + 1)
-        h = lm.transformer(lm.sep.expand(B, 1, -1), cache=cache)[:, -1]
+        cache, logits = lm.prior_start(B, S)
         for s in range(S):
-            logits = lm._logits(h).gather(-1, content[s].expand(B, -1, -1))  # [B, H, size]
+            logits = logits.gather(-1, content[s].expand(B, -1, -1))  # [B, H, size]
             m = real[:, s]
             probs = torch.softmax(logits[m].double(), -1).numpy()
             probs = np.maximum(np.round(probs * 2.0**PROB_BITS), 1.0) / 2.0**PROB_BITS
@@ -139,7 +138,7 @@ class TokenPrior:
                 cell[m] = symbols + lo[s].expand(B, -1)[m]
             cell[~m] = p.pad_id
             if s + 1 < S:
-                h = lm.transformer(lm._embed_audio(cell[:, None]), cache=cache)[:, -1]
+                logits = lm.prior_step(cache, cell)
         return p.deinterleave(steps, W)
 
 

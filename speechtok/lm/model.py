@@ -48,7 +48,7 @@ from torch import nn
 
 from speechtok.lm.patterns import Pattern, make_pattern
 from speechtok.lm.sampling import SamplingConfig, gate_end, sample, token_history
-from speechtok.lm.transformer import Transformer, TransformerConfig
+from speechtok.lm.transformer import KVCache, Transformer, TransformerConfig
 
 IGNORE = -100
 NOT_ENDED = torch.iinfo(torch.long).max  # end frame of a row still generating
@@ -534,6 +534,18 @@ class TokenLM(nn.Module):
         idx = (P[:, None] + torch.arange(T, device=dev)).clamp(max=codes.shape[-1] - 1)
         codes = codes.gather(2, idx[:, None].expand(-1, p.n_codebooks, -1))
         return codes.masked_fill(torch.arange(T, device=dev)[None, None] >= lengths[:, None, None], 0), lengths
+
+    # --- a source-free model as a prior over codes (speechtok.compress) ------------------------
+    def prior_start(self, batch_size: int, n_steps: int) -> tuple[KVCache, torch.Tensor]:
+        """A KV cache for `n_steps` audio steps of `batch_size` rows with no source, and the logits
+        [B, H, V] of step 0 (read from the separator)."""
+        cache = self.transformer.new_cache(batch_size, n_steps + 1, device=self.sep.device)
+        h = self.transformer(self.sep.expand(batch_size, 1, -1), cache=cache)
+        return cache, self._logits(h[:, -1])
+
+    def prior_step(self, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one step's tokens [B, H] (pattern ids) and return the logits [B, H, V] of the next."""
+        return self._logits(self.transformer(self._embed_audio(tokens[:, None]), cache=cache)[:, -1])
 
     @torch.no_grad()
     def expected_codes(
