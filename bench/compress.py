@@ -7,7 +7,7 @@ timed in the same run on the same files, so the three speeds compare. Bits per s
 the whole `.stz` files and the coded payload alone (without the ~40-byte headers), against the raw
 n_codebooks x log2(codebook_size) x frame_rate.
 
-    python bench/compress.py [--n_files 60] [--threads 2]
+    python bench/compress.py [--n_files 60] [--threads 2] [--priors prior-dmel-16k results/.../prior-rvq-16k]
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--manifests", type=Path, default=Path("work_data/manifests"))
     p.add_argument("--n_files", type=int, default=60, help="per set (the first ones, sorted by ID)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--priors", nargs="*", help="prior names or folders (default: every bundled prior)")
     p.add_argument("--out", type=Path, default=RESULTS / "compress.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,7 +89,7 @@ def main() -> None:
     }
     rows = []
     with torch.inference_mode():
-        for folder in TokenPrior.bundled():
+        for folder in args.priors or TokenPrior.bundled():
             prior = TokenPrior.load(folder)
             rows += measure(prior.codec["name"], prior, files)
     print(f"{args.threads} threads; speeds in x real time")

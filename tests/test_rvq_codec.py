@@ -108,6 +108,9 @@ def test_save_load_keeps_codes_and_identity(tmp_path, monkeypatch):
     x = speechlike(1.5, seed=5)
     assert a.name == "my-rvq" and torch.equal(a.encode(x), b.encode(x))
     assert codec_hash(a) == codec_hash(b)
+    with torch.inference_mode():  # loaded and used there: weights without version counters
+        c = load_codec(out)
+        assert codec_hash(c) == codec_hash(a) and torch.equal(c.encode(x), a.encode(x))
     with torch.no_grad():
         a.encoder.embed.weight.mul_(1.01)  # the cached weight digest must see an in-place update
     assert codec_hash(a) != codec_hash(b)

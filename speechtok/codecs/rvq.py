@@ -117,9 +117,10 @@ class RVQCodec(Codec, OnDMelFrontend):
     def _weights_digest(self) -> str:
         """SHA-256 of the code-defining tensors (as stored, fp16), cached: every token file written
         asks for it. A tensor's version counter moves on every in-place update (an optimiser step,
-        `load_state_dict`), so the cache key sees training and reloading."""
+        `load_state_dict`), so the cache key sees training and reloading. Tensors made under
+        `torch.inference_mode()` (a codec loaded there) have no counter and are never trained."""
         tensors = [(k, v) for m in (self.encoder, self.quantizer) for k, v in sorted(m.state_dict().items())]
-        key = tuple((k, v.data_ptr(), v._version) for k, v in tensors)
+        key = tuple((k, v.data_ptr(), -1 if v.is_inference() else v._version) for k, v in tensors)
         if getattr(self, "_digest", (None,))[0] != key:
             digest = hashlib.sha256()
             for k, v in tensors:
