@@ -75,9 +75,9 @@ def test_prepare_tiny_then_resume(shared_data, tmp_path):
         assert u.split == "dev" and Path(u.extra["clean_path"]).is_file() and -5 <= float(u.extra["snr_db"]) <= 20
 
     # Choosing enhancers: unseen voices in unseen noise, in the dev rooms only.
-    m = run_prepare(shared_data, out, "noisy_unseen")[1]["manifests"]
+    unseen_pairs = run_prepare(shared_data, out, "noisy_unseen")[1]["manifests"]["noisy_unseen_dev"]
     pairs = read_manifest(manifests / "noisy_unseen_dev.csv")
-    assert m["noisy_unseen_dev"]["files"] == len(pairs) > 0
+    assert unseen_pairs["files"] == len(pairs) > 0
     unseen = {u.ID for n in ("librispeech_dev", "crowd_dev") for u in read_manifest(manifests / f"{n}.csv")}
     ambient_dev = {u.ID for u in read_manifest(manifests / "noise_ambient_dev.csv")}
     dev_rooms = {u.ID for u in read_manifest(manifests / "rir_dev.csv")} | {"sim_dev_0000"}
