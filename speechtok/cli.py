@@ -561,9 +561,9 @@ def _run_coding(args: argparse.Namespace, compress: bool) -> int:
     for path, target in tqdm(jobs, unit="file", desc="compress" if compress else "decompress", disable=None):
         try:
             if compress:
-                if target.is_file() and stz.is_compressed_from(target, path, chosen):
-                    continue  # resumed: done before with the same prior
                 tf = load_tokens(path)
+                if target.is_file() and stz.is_compressed_from(target, tf, chosen):
+                    continue  # resumed: done before with the same prior
                 prior = chosen or priors.get(tf.codec_hash) or stz.TokenPrior.for_codec(tf)
                 priors[tf.codec_hash] = prior
                 stz.write_atomic(target, stz.compress_tokens(tf, prior))

@@ -2,7 +2,7 @@
 losslessly, as EnCodec's `.ecdc` files are; the same for every codec family.
 
 The prior (`TokenPrior`) is a source-free `TokenLM` over one codec's codes, trained by
-`recipes/lm/train.py recipes/lm/prior/hparams/<codec>.yaml`; the coder is `constriction`'s range
+`recipes/lm/train.py recipes/lm/prior/hparams/cpu.yaml` (`--codec`); the coder is `constriction`'s range
 coder. Both directions compute the prior's probabilities the same way, so `decompress` sees exactly
 the numbers `compress` saw: one thread, float32, step by step with a KV cache, over windows of
 `window` frames that are coded independently in fixed groups (the grouping depends on the file's
@@ -30,7 +30,7 @@ from speechtok.data.noise import one_thread
 from speechtok.errors import cannot
 from speechtok.lm.checkpoint import load_lm
 from speechtok.lm.model import TokenLM
-from speechtok.tokens import TokenFile, TokenFileError, codes_dtype, load_tokens, save_tokens
+from speechtok.tokens import TokenFile, TokenFileError, codes_dtype, save_tokens
 
 MAGIC = b"STZ\x01"
 HEADER = struct.Struct("<8sIQIB")  # prior hash, n_frames, n_samples, orig_sample_rate, len(codec name)
@@ -218,22 +218,15 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def is_compressed_from(stz: Path, tokens: Path, prior: TokenPrior | None) -> bool:
-    """Whether `stz` is a complete `.stz` of the token file `tokens` (by `prior`, if given): a
+def is_compressed_from(stz: Path, tf: TokenFile, prior: TokenPrior | None) -> bool:
+    """Whether `stz` is a complete `.stz` of the token file `tf` (by `prior`, if given): a
     compression run skips it when resumed. Files are written atomically, so one that reads is whole."""
     try:
         header, _ = read_header(stz.read_bytes(), stz)
-        tf = load_tokens(tokens)
     except (TokenFileError, OSError):
         return False
     same = (header["codec"], header["n_frames"], header["n_samples"]) == (tf.codec, tf.n_frames, tf.n_samples)
     return same and (prior is None or header["prior_hash"] == prior.hash)
-
-
-def compress_file(src: Path, dst: Path, prior: TokenPrior | None = None) -> Path:
-    """`src` (a token file) coded into `dst` (.stz), by `prior` or the bundled one for its codec."""
-    tf = load_tokens(src)
-    return write_atomic(dst, compress_tokens(tf, prior or TokenPrior.for_codec(tf)))
 
 
 def decompress_file(src: Path, dst: Path, prior: TokenPrior | None = None, loaded: dict | None = None) -> Path:
@@ -254,7 +247,6 @@ __all__ = [
     "MAGIC",
     "StzError",
     "TokenPrior",
-    "compress_file",
     "compress_tokens",
     "decompress_file",
     "decompress_tokens",

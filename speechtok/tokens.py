@@ -82,7 +82,7 @@ class TokenFile:
             raise TokenFileError(f"codes must be integers, got {codes.dtype}")
         identity = codec_identity(codec)
         return cls(
-            codes=np.ascontiguousarray(codes, dtype=codes_dtype(codec.codebook_size)),  # C order: one byte layout
+            codes=codes.astype(codes_dtype(codec.codebook_size)),
             codec=str(codec.name),
             codec_hash=config_hash(identity),
             codec_config=identity,
@@ -130,7 +130,8 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     with zipfile.ZipFile(tmp, "w") as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
+            # C order always: equal arrays give equal bytes, whatever view or transpose they came from
+            np.lib.format.write_array(buf, np.asarray(arrays[name], order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16

@@ -65,7 +65,9 @@ class MixedPairBatches(EpochSeeded):
     mixer's item `k * len(pool) + c`, k counting pairs over epochs, which draws its own noise,
     SNR, room and crop. A random gain in `gain_db` scales both sides, so the enhancer meets
     inputs at many levels (dMel's levels are absolute). A pair the mixer cannot make (a silent
-    crop) is replaced by the next draw."""
+    crop) is replaced by the next draw, up to `DRAWS` of them."""
+
+    DRAWS = 8
 
     def __init__(self, mixer: NoisyMixer, weights, codec, n_batches: int, batch_size: int, seed: int, gain_db=(-10, 0)):
         super().__init__(n_batches, seed)
@@ -78,15 +80,15 @@ class MixedPairBatches(EpochSeeded):
 
     def pair(self, k: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(self.mixer.clean)
-        for attempt in range(8):
+        for attempt in range(self.DRAWS):
             c = int(rng.choice(n, p=self.weights))
             try:
-                item = self.mixer[(k * 8 + attempt) * n + c]
+                item = self.mixer[(k * self.DRAWS + attempt) * n + c]
             except ValueError:
                 continue
             gain = 10.0 ** (rng.uniform(*self.gain_db) / 20.0)
             return item["noisy"] * gain, item["clean"] * gain
-        raise RuntimeError(f"MixedPairBatches: no usable pair in 8 draws for pair {k}")
+        raise RuntimeError(f"MixedPairBatches: no usable pair in {self.DRAWS} draws for pair {k}")
 
     def __getitem__(self, i: int) -> dict:
         rng = self.rng(i)
@@ -100,9 +102,9 @@ class MixedPairBatches(EpochSeeded):
 def mixed_pairs(
     clean: list[list[Utterance]], shares, noise: list[Utterance], rirs: list[Utterance], codec, crop_frames: int, **mix
 ) -> tuple[NoisyMixer, np.ndarray]:
-    """A NoisyMixer over the clean `sources` (crops of `crop_frames` codec frames) and their
-    sampling weights (`shares` per source, balanced by speaker); `mix` are NoisyMixer options
-    (snr_range, reverb_prob, noise_kinds, seed)."""
+    """A NoisyMixer over the `clean` sources (lists of utterances; crops of `crop_frames` codec
+    frames) with `noise` and `rirs`, and the sampling weight of each clean utterance (`shares` per
+    source, balanced by speaker); `mix` are NoisyMixer options (snr_range, reverb_prob, noise_kinds, seed)."""
     pool = [u for source in clean for u in source]
     mixer = NoisyMixer(
         pool,
