@@ -35,6 +35,21 @@ def export_best(
     return out
 
 
+def warm_start(hparams: dict, copy_from) -> None:
+    """A fresh run (no checkpoint in `save_folder` yet) starts from the codec folder `init_from`:
+    `copy_from(source_codec)` loads what the run trains from it. Resumed runs ignore `init_from`."""
+    from speechtok.codecs import load_codec
+
+    folder = hparams.get("init_from")
+    if not folder or any(Path(hparams["save_folder"]).glob("CKPT*")):
+        return
+    try:
+        copy_from(load_codec(folder))
+    except RuntimeError as exc:  # load_state_dict's size or key mismatch
+        raise ValueError(f"init_from {folder}: weights do not fit this model ({str(exc).splitlines()[0]})") from exc
+    print(f"warm start from {folder}", flush=True)
+
+
 def fit_codec_brain(brain, hparams: dict, train_set, dev_set) -> None:
     """The codec recipes' `fit`: epochs of random crops in batches of `batch_size`, whole dev
     utterances one at a time (they differ in length)."""

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/codec/rvq"
 
 
-def run(out, manifest, epochs):
+def run(out, manifest, epochs, lr="0.003", steps=30, extra=()):
     cmd = [
         sys.executable,
         str(RECIPE / "train.py"),
@@ -30,18 +30,19 @@ def run(out, manifest, epochs):
         "--batch_size",
         "4",
         "--steps_per_epoch",
-        "30",
+        str(steps),
         "--number_of_epochs",
         str(epochs),
         "--warmup_steps",
         "1",
         "--lr",
-        "0.003",
+        lr,
         "--segment_seconds",
         "0.5",
         "--codec",
         "{n_codebooks: 2, codebook_size: 16, codebook_dim: 8, dim: 32, intermediate_dim: 64, "
         "encoder_layers: 1, decoder_layers: 1, quantizer_dropout: True}",
+        *extra,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
 
@@ -62,3 +63,19 @@ def test_tiny_training_loss_falls_resumes_and_exports(tmp_path):
         assert torch.equal(a, b), name
     wav = torch.from_numpy(harmonic(1.0, 150))[None, None]
     assert codec.decode(codec.encode(wav)).shape == (1, 1, 50 * 320)
+    hours = [float(re.search(r"cpu_hours: ([\d.e+-]+)", line).group(1)) for line in log]
+    assert 0 < hours[0] < hours[1] and exported["cpu_hours"] > 0  # CPU time counts on across the resume
+    # init_from: a fresh run starts from the export, so one step at lr 0 leaves the exported codec's
+    # dev loss (its EMA codebooks still move a little), far below the cold start's first epoch
+    warm = run(
+        tmp_path / "warm",
+        tmp_path / "manifests",
+        epochs=1,
+        lr="0.0",
+        steps=1,
+        extra=("--init_from", str(out / "export/rvq-16k")),
+    )
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    assert "warm start from" in warm.stdout
+    warm_loss = float(re.search(r"valid mel_l1: ([\d.e+-]+)", (tmp_path / "warm/train_log.txt").read_text()).group(1))
+    assert warm_loss == pytest.approx(exported["mel_l1"], rel=0.1) and warm_loss < losses[0]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from speechtok.lm import TokenLM, count_parameters
 from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.data import CodeCrops, audio_groups, code_items, encode_folders, fixed_batches
 from speechtok.lm.transformer import grow_depth
-from speechtok.modules.schedule import TrainClock, WarmupCosineLR
+from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.tts import Synthesizer
 from speechtok.tts.data import (
     TTSBatches,
@@ -81,11 +80,6 @@ def tts_durations(items: list[dict], hp, codec, frontend) -> list[dict]:
 
 # --- training -----------------------------------------------------------------------------
 class LMBrain(WarmupCosineLR, sb.Brain):
-    def on_fit_start(self):
-        self.cpu_clock = TrainClock(timer=time.process_time)  # CPU-hours for the ledgers, across resumes
-        self.checkpointer.add_recoverable("cpu_clock", self.cpu_clock, optional_load=True)  # older runs lack it
-        super().on_fit_start()
-
     def compute_forward(self, batch, stage):
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
         return self.modules.lm(
@@ -123,7 +117,7 @@ class LMBrain(WarmupCosineLR, sb.Brain):
             "epoch": epoch,
             "step": self.optimizer_step,
             "lr": self.hparams.lr * self.lr_factor(),
-            "cpu_hours": round(self.cpu_clock.seconds() / 3600, 3),
+            "cpu_hours": self.cpu_hours(),
         }
         self.hparams.train_logger.log_stats(stats_meta=meta, train_stats={"loss": self.train_loss}, valid_stats=stats)
         if sb.utils.distributed.if_main_process():

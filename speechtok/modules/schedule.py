@@ -51,9 +51,16 @@ class WarmupCosineLR:
     With `hparams.train_minutes` set, the decay runs over that much wall-clock time instead of
     `total_steps` (a fixed time budget, as in "Cramming"), and training stops when it is spent:
     the epoch in progress ends there, is validated and checkpointed, so a run fits a command
-    limit (the GPU machine's 10 minutes) whatever its step rate. Dev passes count towards it."""
+    limit (the GPU machine's 10 minutes) whatever its step rate. Dev passes count towards it.
 
-    train_clock: TrainClock | None = None  # set when fitting starts
+    It also keeps `cpu_clock`, the CPU time the run has trained across resumes (`cpu_hours()`),
+    which the recipes log and their ledgers compare quality against."""
+
+    train_clock: TrainClock | None = None  # both set when fitting starts
+    cpu_clock: TrainClock | None = None
+
+    def cpu_hours(self) -> float:
+        return self.cpu_clock.seconds() / 3600
 
     def budget_seconds(self) -> float | None:
         minutes = getattr(self.hparams, "train_minutes", None)
@@ -66,6 +73,9 @@ class WarmupCosineLR:
 
     def on_fit_start(self):
         self.train_clock = TrainClock()
+        self.cpu_clock = TrainClock(timer=time.process_time)
+        if self.checkpointer is not None and "cpu_clock" not in self.checkpointer.recoverables:
+            self.checkpointer.add_recoverable("cpu_clock", self.cpu_clock, optional_load=True)  # older runs lack it
         budgeted = self.budget_seconds() is not None  # runs without a budget keep their checkpoints' contents
         if budgeted and self.checkpointer is not None and "train_clock" not in self.checkpointer.recoverables:
             self.checkpointer.add_recoverable("train_clock", self.train_clock)

@@ -19,27 +19,23 @@ Add `--export_only True` to export the best checkpoint so far without training.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import speechbrain as sb
 import torch
 
-from speechtok.codecs import load_codec
 from speechtok.codecs.dmel import DMelCodec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
-from speechtok.modules.schedule import TrainClock, WarmupCosineLR
-from speechtok.training import export_best, fit_codec_brain, start_recipe
+from speechtok.modules.schedule import WarmupCosineLR
+from speechtok.training import export_best, fit_codec_brain, start_recipe, warm_start
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
     """Two optimisers, so `fit_batch` sets both learning rates from `lr_factor` itself."""
 
     def on_fit_start(self):
-        self.cpu_clock = TrainClock(timer=time.process_time)
-        self.checkpointer.add_recoverable("cpu_clock", self.cpu_clock)
         super().on_fit_start()
         self.codec.to(self.device)
 
@@ -124,13 +120,13 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
             self.train_loss = stage_loss
             return
         scores = dev_summary(self.dev_scores, list(self.hparams.dev_sets))
-        cpu_hours = self.cpu_clock.seconds() / 3600
+        cpu_hours = self.cpu_hours()
         self.hparams.train_logger.log_stats(
             stats_meta={
                 "epoch": epoch,
                 "step": self.optimizer_step,
                 "lr": self.hparams.lr * self.lr_factor(),
-                "cpu_hours": round(cpu_hours, 3),
+                "cpu_hours": cpu_hours,
             },
             train_stats={"mel_loss": self.train_loss, **getattr(self, "last_stats", {})},
             valid_stats={"mel_loss": stage_loss, **scores},
@@ -156,20 +152,13 @@ def export(hparams: dict) -> Path:
     )
 
 
-def warm_start(codec: DMelCodec, hparams: dict) -> None:
-    """A fresh run (no checkpoint yet) starts from the vocoder of the codec folder `init_from`."""
-    if hparams.get("init_from") and not list(Path(hparams["save_folder"]).glob("CKPT*")):
-        codec.vocoder.load_state_dict(load_codec(hparams["init_from"]).vocoder.state_dict())
-        print(f"warm start from {hparams['init_from']}")
-
-
 def main(argv: list[str]) -> None:
     started = start_recipe(argv, export)
     if started is None:
         return
     hparams, run_opts = started
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    warm_start(codec, hparams)
+    warm_start(hparams, lambda source: codec.vocoder.load_state_dict(source.vocoder.state_dict()))
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)

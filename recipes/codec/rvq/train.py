@@ -9,7 +9,8 @@ The encoder, quantiser and mel decoder learn to reconstruct dMel's log-mel (L1 p
 quantiser's commitment loss); the waveform decoder is the bundled dMel vocoder, copied in
 frozen (`vocoder_from`), so a step costs frame-rate convolutions only and the codec trains on
 a CPU. Each epoch scores the dev utterances through the whole codec (PESQ-wb, STOI, codebook
-usage). Re-running the same command resumes; at the end the best checkpoint (dev PESQ-wb) is
+usage) and logs the CPU-hours trained so far. `init_from` warm-starts a fresh run from an exported
+codec folder. Re-running the same command resumes; at the end the best checkpoint (dev PESQ-wb) is
 exported as a codec folder. `--export_only True` exports the best so far without training.
 """
 
@@ -26,7 +27,7 @@ from speechtok.codecs import RVQCodec, load_codec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best, fit_codec_brain, start_recipe
+from speechtok.training import export_best, fit_codec_brain, start_recipe, warm_start
 
 
 class RVQBrain(WarmupCosineLR, sb.Brain):
@@ -77,7 +78,12 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
             "perplexity": float(np.mean(usage["perplexity"])),
         }
         self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
+            stats_meta={
+                "epoch": epoch,
+                "step": self.optimizer_step,
+                "lr": self.hparams.lr * self.lr_factor(),
+                "cpu_hours": self.cpu_hours(),
+            },
             train_stats={"loss": self.train_loss, **getattr(self, "last_stats", {})},
             valid_stats=stats,
         )
@@ -86,7 +92,9 @@ class RVQBrain(WarmupCosineLR, sb.Brain):
             flush=True,
         )
         self.checkpointer.save_and_keep_only(
-            meta={**stats, "step": self.optimizer_step}, max_keys=["pesq_wb"], num_to_keep=2
+            meta={**stats, "step": self.optimizer_step, "cpu_hours": self.cpu_hours()},
+            max_keys=["pesq_wb"],
+            num_to_keep=2,
         )
 
 
@@ -112,7 +120,7 @@ def export(hparams: dict) -> Path:
         hparams["save_folder"],
         hparams["export_folder"],
         {"codec": codec},
-        keep=("step", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"),
+        keep=("step", "cpu_hours", "pesq_wb", "stoi", "mel_l1", "codes_used", "perplexity"),
         dev_sets=hparams["dev_sets"],
         seen_dev_sets=hparams.get("seen_dev_sets") or {},
     )
@@ -124,6 +132,7 @@ def main(argv: list[str]) -> None:
         return
     hparams, run_opts = started
     codec = build_codec(hparams)
+    warm_start(hparams, lambda source: codec.load_state_dict(source.state_dict()))
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     hparams["checkpointer"].add_recoverable("codec", codec)
     brain = RVQBrain(
