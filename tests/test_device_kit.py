@@ -103,6 +103,7 @@ def test_pack_then_device_script_train_an_enhancer_from_it(tmp_path):
         "LAYERS": "5",
         "BATCH": "2",
         "TRAIN_MINUTES": "0.1",
+        "ROOMS": "{train: 3, dev: 2}",
         "OMP_NUM_THREADS": "1",
     }
     proc = subprocess.run(
