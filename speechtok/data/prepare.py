@@ -8,7 +8,8 @@ resumes: finished audio files are kept and skipped.
 - `synth` (TTS): a multi-speaker synthetic corpus with a voice-disjoint dev split;
 - `noisy` (enhancement): noisy/clean pairs mixed from the clean manifests named in `noisy_sources`,
   which earlier `manifests` / `synth` runs wrote;
-- `noisy_unseen` (choosing enhancers): dev pairs of unseen voices in unseen noise and rooms.
+- `noisy_unseen` (choosing enhancers): dev pairs of unseen voices in unseen noise and rooms;
+- `pieces` (TTS on many real voices): long recordings cut between words into pieces with text.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from speechtok.data.synth import build_synth_corpus
 from speechtok.errors import cannot
 
 SPLITS = ("train", "dev")
-WRITTEN_BY = {"cathy": "manifests", "librispeech": "manifests", "real_speech": "manifests", "noise": "manifests"}
+WRITTEN_BY = {
+    name: "manifests" for name in ("cathy", "librispeech", "crowd", "real_speech", "noise", "noise_ambient", "rir")
+}
 
 
 def stats(utts: list[Utterance]) -> dict:
@@ -147,11 +150,25 @@ def noisy_unseen_task(hp: dict, manifests: Path, summary: dict, progress: bool) 
     summary["manifests"][f"{hp['noisy_name']}_dev"] = stats(utts)
 
 
+def pieces_task(hp: dict, manifests: Path, summary: dict, progress: bool) -> None:
+    """Recordings of `sources` (both splits; `min_source_seconds` long at least) cut between
+    Whisper's words into pieces of `piece_seconds`, each with its transcript: several utterances of
+    each LibriSpeech speaker and interview voice, where the corpus has one."""
+    from speechtok.data.pieces import cut_pieces
+    from speechtok.eval.judges import whisper_judge
+
+    utts = [u for name in hp["sources"] for u in load_splits(manifests, name) if u.duration >= hp["min_source_seconds"]]
+    lo, hi = hp["piece_seconds"]
+    pieces = cut_pieces(utts, hp["output_folder"] / hp["name"], whisper_judge(), lo, hi, hp["sample_rate"], progress)
+    write_splits(manifests, hp["name"], pieces, summary)
+
+
 TASKS: dict[str, Callable[[dict, Path, dict, bool], None]] = {
     "manifests": manifests_task,
     "synth": synth_task,
     "noisy": noisy_task,
     "noisy_unseen": noisy_unseen_task,
+    "pieces": pieces_task,
 }
 
 

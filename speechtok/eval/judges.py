@@ -133,6 +133,21 @@ class WhisperJudge:
         )
         return list(segments)
 
+    def words(self, wav, sr: int) -> list[tuple[str, float, float]]:
+        """(word, start s, end s) of each decoded word, from Whisper's cross-attention alignment
+        (faster-whisper's word timestamps): where a recording can be cut between words."""
+        segments, _ = self.model.transcribe(
+            to_16k(wav, sr, "whisper input"),
+            language="en",
+            beam_size=self.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            word_timestamps=True,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+        )
+        return [(w.word.strip(), float(w.start), float(w.end)) for seg in segments for w in seg.words if w.word.strip()]
+
     def transcribe(self, wav, sr: int) -> str:
         return " ".join(s.text.strip() for s in self.segments(wav, sr)).strip()
 
