@@ -17,9 +17,10 @@ its length in frames from an aligner trained once on the corpus (cached beside t
 Enhancement rows are [noisy codes][sep][clean codes] on aligned random crops, prior rows
 [sep][codes] on random crops. The dev loss is reported per group (TTS: voices seen in training vs
 held-out voices, always with a speaker prompt). Re-running the same command resumes (also
-mid-epoch, every `ckpt_interval_minutes`); at the end the best (dev loss) or the last
-end-of-epoch checkpoint (`export_checkpoint`) is exported as a model folder that `speechtok.tts`,
-`speechtok.enhance` or `speechtok.compress` load.
+mid-epoch, every `ckpt_interval_minutes`); at the end the best or the last end-of-epoch checkpoint
+(`export_checkpoint`) is exported as a model folder that `speechtok.tts`, `speechtok.enhance` or
+`speechtok.compress` load. "Best" is the lowest dev loss, except for an enhancer with `render_dev`
+pairs: those are enhanced after every epoch, and their mean PESQ-wb chooses.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechtok.codecs import load_codec
-from speechtok.data.audio import save_audio
+from speechtok.data.audio import load_audio, save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.data.rooms import read_rir_list, write_simulated_rirs
 from speechtok.data.segments import ItemList, fixed_subset
 from speechtok.enhance import Enhancer
 from speechtok.enhance.data import MixedPairBatches, PairBatches, crop_rows, enhance_items, mixed_pairs
+from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.lm import TokenLM, count_parameters
 from speechtok.lm.checkpoint import load_lm, save_lm
 from speechtok.lm.data import CodeCrops, audio_groups, code_items, encode_folders, fixed_batches
@@ -113,6 +115,8 @@ class LMBrain(WarmupCosineLR, sb.Brain):
             stats.update({f"loss_{g}": s / max(n, 1) for g, (s, n) in sorted(self.dev_sums.items())})
         if self.dev_duration[1]:
             stats["duration_mse"] = self.dev_duration[0] / self.dev_duration[1]
+        if self.render_pairs:
+            stats.update(self.rendered_scores())
         meta = {
             "epoch": epoch,
             "step": self.optimizer_step,
@@ -126,9 +130,20 @@ class LMBrain(WarmupCosineLR, sb.Brain):
                 + " ".join(f"{k} {v:.4f}" for k, v in stats.items()),
                 flush=True,
             )
-        self.checkpointer.save_and_keep_only(
-            meta={**stats, "step": self.optimizer_step}, min_keys=["loss"], num_to_keep=2
-        )
+        keep = {"max_keys": ["pesq_wb"]} if self.render_pairs else {"min_keys": ["loss"]}
+        self.checkpointer.save_and_keep_only(meta={**stats, "step": self.optimizer_step}, num_to_keep=2, **keep)
+
+    @torch.inference_mode()
+    def rendered_scores(self) -> dict[str, float]:
+        """Mean PESQ-wb and STOI of the enhancer as it is now on the `render_pairs` (noisy, clean)."""
+        lm = self.modules.lm.module if hasattr(self.modules.lm, "module") else self.modules.lm
+        meta = {"sampling": dict(self.hparams.sampling), "render": dict(self.hparams.render or {})}
+        enhancer, scores = Enhancer(lm, self.codec, meta), []
+        for noisy, clean in self.render_pairs:
+            est = enhancer.enhance(noisy.to(self.device), seed=0)[0].float().cpu().numpy()
+            ref = clean[0].numpy()[: len(est)]
+            scores.append((pesq_wb(ref, est[: len(ref)], self.codec.sample_rate), stoi(ref, est[: len(ref)], 16000)))
+        return {"pesq_wb": float(np.mean([p for p, _ in scores])), "stoi": float(np.mean([t for _, t in scores]))}
 
 
 def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
@@ -266,7 +281,7 @@ def prepare(hp, codec):
                 train, hp["steps_per_epoch"] * hp["grad_accumulation_factor"], hp["batch_size"], crop, hp["seed"]
             )
             stats = item_stats(train, codec)
-        extra = {"train": train, "dev": dev, "train_stats": stats}
+        extra = {"train": train, "dev": dev, "train_stats": stats, "render_pairs": render_pairs(hp, dev_m, codec)}
     elif hp["task"] == "prior":
         lm = build_model(hp, codec, 1, 0)
         train = code_items(train_m, codec, Path(hp["token_cache"]), hp["codec"])
@@ -286,13 +301,22 @@ def prepare(hp, codec):
     return lm, train_set, dev_batches, extra
 
 
+def render_pairs(hp, dev_manifests, codec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(noisy, clean) waveforms of `render_dev` dev pairs (a fixed subset), enhanced and scored after
+    every epoch: the dev loss rewards exact dMel levels, which is not what the rendered audio needs."""
+    rows = [u for m in dev_manifests for u in read_manifest(m)]
+    picks = fixed_subset(len(rows), hp.get("render_dev") or 0, hp["seed"]) if hp.get("render_dev") else []
+    load = lambda path: load_audio(path, codec.sample_rate)  # noqa: E731
+    return [(load(rows[j].path), load(rows[j].extra["clean_path"])) for j in picks]
+
+
 def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     """Save the best checkpoint (lowest dev loss; `export_checkpoint: last` for the newest) as a
     model folder; write a few samples beside it. Only end-of-epoch checkpoints have a dev loss
     and a step, so mid-epoch ones are never exported."""
     key = {"ckpt_predicate": lambda c: "step" in c.meta}
     if hp.get("export_checkpoint", "best") != "last":
-        key["min_key"] = "loss"
+        key.update({"max_key": "pesq_wb"} if extra.get("render_pairs") else {"min_key": "loss"})
     ckpt = brain.checkpointer.find_checkpoint(**key)
     if ckpt is None:
         raise SystemExit(f"export: no end-of-epoch checkpoint in {hp['save_folder']} yet")
@@ -301,7 +325,11 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     lm = lm.float().cpu().eval()
     training = {
         "step": ckpt.meta["step"],
-        **{k: round(v, 4) for k, v in ckpt.meta.items() if k.startswith("loss") or k == "duration_mse"},
+        **{
+            k: round(v, 4)
+            for k, v in ckpt.meta.items()
+            if k.startswith("loss") or k in ("duration_mse", "pesq_wb", "stoi")
+        },
         "parameters": count_parameters(lm),
         **extra["train_stats"],
     }
@@ -372,7 +400,7 @@ def main(argv: list[str]) -> None:
     brain = LMBrain(
         modules={"lm": lm}, opt_class=hp["opt_class"], hparams=hp, run_opts=run_opts, checkpointer=hp["checkpointer"]
     )
-    brain.train_set = train_set
+    brain.train_set, brain.codec, brain.render_pairs = train_set, codec, extra.get("render_pairs") or []
     if not hp.get("export_only", False):  # export_only: export what is there so far, e.g. mid-run
         brain.fit(
             hp["epoch_counter"],
