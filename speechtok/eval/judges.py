@@ -119,8 +119,7 @@ class WhisperJudge:
         self.model_path, self.beam_size, self.no_repeat_ngram_size = model_path, beam_size, no_repeat_ngram_size
         self.model = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
 
-    def segments(self, wav, sr: int) -> list:
-        """The decoded segments (faster-whisper's: `text`, `tokens`, ...)."""
+    def _decode(self, wav, sr: int, word_timestamps: bool) -> list:
         segments, _ = self.model.transcribe(
             to_16k(wav, sr, "whisper input"),
             language="en",
@@ -128,24 +127,20 @@ class WhisperJudge:
             temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
-            without_timestamps=True,
+            without_timestamps=not word_timestamps,
+            word_timestamps=word_timestamps,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
         )
         return list(segments)
 
+    def segments(self, wav, sr: int) -> list:
+        """The decoded segments (faster-whisper's: `text`, `tokens`, ...)."""
+        return self._decode(wav, sr, word_timestamps=False)
+
     def words(self, wav, sr: int) -> list[tuple[str, float, float]]:
         """(word, start s, end s) of each decoded word, from Whisper's cross-attention alignment
         (faster-whisper's word timestamps): where a recording can be cut between words."""
-        segments, _ = self.model.transcribe(
-            to_16k(wav, sr, "whisper input"),
-            language="en",
-            beam_size=self.beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            word_timestamps=True,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-        )
+        segments = self._decode(wav, sr, word_timestamps=True)
         return [(w.word.strip(), float(w.start), float(w.end)) for seg in segments for w in seg.words if w.word.strip()]
 
     def transcribe(self, wav, sr: int) -> str:
