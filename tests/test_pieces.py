@@ -2,6 +2,7 @@
 on real speech through Whisper's word timestamps, written as pieces with their own text."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conftest import need_judges as need
 from speechtok.data.manifest import Utterance
 from speechtok.data.pieces import cut_pieces, word_pieces
 
+REPO = Path(__file__).resolve().parents[1]
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
@@ -74,3 +76,28 @@ def test_real_speech_is_cut_between_whisper_words(offline, shared_data, tmp_path
         assert J.word_errors(row["text"], whisper.transcribe(audio, sr))["wer"] < 0.25  # the audio is that sentence
     again = cut_pieces([utt], tmp_path / "pieces", None, 2.0, 5.0, progress=False)  # cached: no ASR needed
     assert [p.text for p in again] == [p.text for p in pieces]
+
+    # the data task: both splits of the named sources, short clips left whole, manifests per split
+    from hyperpyyaml import load_hyperpyyaml
+
+    from speechtok.data.manifest import read_manifest, write_manifest
+    from speechtok.data.prepare import prepare
+
+    data = tmp_path / "data"
+    short = Utterance("short", str(tmp_path / "long.flac"), 3.0, "kw", split="train")  # too short to cut
+    write_manifest(data / "manifests/librispeech_train.csv", [short])
+    write_manifest(data / "manifests/librispeech_dev.csv", [utt])
+    write_manifest(
+        data / "manifests/crowd_train.csv", [Utterance("long2", utt.path, utt.duration, "vox", split="train")]
+    )
+    write_manifest(data / "manifests/crowd_dev.csv", [])
+    with open(REPO / "recipes/data/hparams/pieces.yaml") as f:
+        hp = load_hyperpyyaml(f)
+    summary = prepare({**hp, "output_folder": data}, progress=False)
+    assert summary["manifests"]["pieces_dev"] == {
+        "files": 3,
+        "hours": pytest.approx(sum(p.duration for p in pieces) / 3600, abs=1e-3),
+        "speakers": 1,
+    }
+    train = read_manifest(data / "manifests/pieces_train.csv")
+    assert len(train) >= 1 and {u.speaker for u in train} == {"vox"} and all(u.split == "train" for u in train)
