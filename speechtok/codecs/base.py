@@ -111,6 +111,35 @@ class Codec(nn.Module, ABC):
     def n_frames(self, n_samples: int) -> int:
         return math.ceil(n_samples / self.hop_length)
 
+    # --- streaming ------------------------------------------------------------------
+    @property
+    def streaming(self) -> bool:
+        """Whether this codec is causal and encodes and decodes as a stream (`stream_encoder`,
+        `stream_decoder`; `speechtok.codecs.streaming`)."""
+        return False
+
+    @property
+    def stream_lookahead(self) -> int:
+        """Samples a streamed decoder holds a sample back after its frame's hop has ended."""
+        raise CodecError(self._not_streaming())
+
+    @property
+    def algorithmic_latency_ms(self) -> float:
+        """From a sample going in to it coming out of the decoder, compute time aside: its frame's
+        hop (the frame is coded when its last sample is in) plus the decoder's look-ahead."""
+        return 1000 * (self.hop_length + self.stream_lookahead) / self.sample_rate
+
+    def stream_encoder(self, n_codebooks: int | None = None):
+        """A `StreamEncoder`: audio chunks in, codes out as frames complete (the first K codebooks)."""
+        raise CodecError(self._not_streaming())
+
+    def stream_decoder(self):
+        """A `StreamDecoder`: codes in, final samples out."""
+        raise CodecError(self._not_streaming())
+
+    def _not_streaming(self) -> str:
+        return f"codec '{self.name or self.family}' is not causal and does not stream (e.g. rvq-16k-stream does)"
+
     # --- encode / decode ----------------------------------------------------------
     @abstractmethod
     def _encode_frames(self, wav: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 
 from speechtok.codecs.base import Codec, CodecError
 from speechtok.codecs.renderers import GriffinLim, Renderer, SwitchableRenderer
+from speechtok.codecs.streaming import StreamDecoder, StreamEncoder
 from speechtok.codecs.vocoder import Vocoder
 
 
@@ -38,6 +39,7 @@ class DMelCodec(Codec, SwitchableRenderer):
         log_min: float = -11.5,
         log_max: float = 2.0,
         vocoder: dict[str, Any] | None = None,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if sample_rate % frame_rate:
@@ -46,13 +48,16 @@ class DMelCodec(Codec, SwitchableRenderer):
         self.hop_length = sample_rate // frame_rate
         self.f_min, self.f_max = f_min, f_max
         self.codebook_size, self.log_min, self.log_max = n_bins, log_min, log_max
-        self.context_frames = -(-n_fft // (2 * self.hop_length))
+        self.causal = causal
+        self.context_frames = -(-n_fft // (self.hop_length if causal else 2 * self.hop_length))
         mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
         self.register_buffer("mel_fb", torch.from_numpy(mel.T.copy()), persistent=False)  # [bins, mels]
         window = torch.hann_window(win_length, periodic=True)
-        left = (n_fft - win_length) // 2
+        left = n_fft - win_length if causal else (n_fft - win_length) // 2  # causal: the window ends the frame
         self.register_buffer("window", nn.functional.pad(window, (left, n_fft - win_length - left)), persistent=False)
         self.vocoder_config = vocoder
+        if vocoder is not None and bool(vocoder.get("causal", False)) != causal:
+            raise CodecError("a causal dMel codec needs a causal vocoder, and only it can have one")
         self.vocoder = None if vocoder is None else Vocoder(n_mels=n_mels, hop_length=self.hop_length, **vocoder)
         self.set_renderer("griffinlim" if self.vocoder is None else self.vocoder)
 
@@ -74,6 +79,7 @@ class DMelCodec(Codec, SwitchableRenderer):
             log_min=self.log_min,
             log_max=self.log_max,
             vocoder=self.vocoder_config,
+            **({"causal": True} if self.causal else {}),  # only then: older configs and token files stay as they were
         )
 
     def token_config(self) -> dict[str, Any]:
@@ -81,17 +87,48 @@ class DMelCodec(Codec, SwitchableRenderer):
 
     # --- features -----------------------------------------------------------------
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
-        """Log-mel [B, n_mels, F] of wav [B, 1, F*hop], frames centred on t*hop.
+        """Log-mel [B, n_mels, F] of wav [B, 1, F*hop], frames centred on t*hop (causal: frame t's
+        window ends at (t+1)*hop, so it is known once its hop of samples is).
 
         Every frame is computed on its own samples with the same kernels whatever the batch
         or chunk, so codes do not depend on either (tests check this bit for bit).
         """
         x = wav.squeeze(1).float()
+        if self.causal:
+            return self.framed_log_mel(nn.functional.pad(x, (self.n_fft - self.hop_length, 0)))
         half = self.n_fft // 2
-        x = nn.functional.pad(x, (half, half - self.hop_length))
+        return self.framed_log_mel(nn.functional.pad(x, (half, half - self.hop_length)))
+
+    def framed_log_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-mel of the n_fft-sample frames every hop of padded samples x [B, n_fft - hop + F*hop]."""
         frames = x.unfold(-1, self.n_fft, self.hop_length) * self.window  # [B, F, n_fft]
         power = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square().sum(-1)
         return self._mel_of(power.sqrt())
+
+    def mel_stream(self) -> MelStream:
+        """The causal log-mel frame by frame."""
+        return MelStream(self)
+
+    # --- streaming ------------------------------------------------------------------
+    @property
+    def streaming(self) -> bool:
+        return self.causal and self.vocoder is not None and self.renderer is self.vocoder
+
+    @property
+    def stream_lookahead(self) -> int:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
+        return self.vocoder.head.lookahead
+
+    def stream_encoder(self, n_codebooks: int | None = None) -> StreamEncoder:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
+        return DMelStreamEncoder(self, n_codebooks)
+
+    def stream_decoder(self) -> StreamDecoder:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
+        return DMelStreamDecoder(self)
 
     def _mel_of(self, magnitude: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, n_mels, F] of STFT magnitudes [B, F, bins]."""
@@ -259,3 +296,43 @@ class OnDMelFrontend(SwitchableRenderer):
         """The inverse of `normalise` (for x in [-1, 1])."""
         lo, hi = self.frontend.log_min, self.frontend.log_max
         return lo + (hi - lo) * (x + 1) / 2
+
+
+class MelStream:
+    """A causal dMel codec's log-mel as samples arrive: `push` whole hops of samples [B, 1, m*hop],
+    get their m frames [B, n_mels, m], equal to `log_mel` of the whole signal."""
+
+    def __init__(self, codec: DMelCodec) -> None:
+        if not codec.causal:
+            raise CodecError("only a causal dMel codec's log-mel is computed as a stream")
+        self.codec, self.past = codec, None
+
+    def push(self, wav: torch.Tensor) -> torch.Tensor:
+        c = self.codec
+        x = wav.squeeze(1).float()
+        if self.past is None:
+            self.past = x.new_zeros(x.shape[0], c.n_fft - c.hop_length)
+        x = torch.cat([self.past, x], dim=-1)
+        self.past = x[:, x.shape[-1] - (c.n_fft - c.hop_length) :]
+        return c.framed_log_mel(x)
+
+
+class DMelStreamEncoder(StreamEncoder):
+    def __init__(self, codec: DMelCodec, n_codebooks: int | None = None) -> None:
+        super().__init__(codec, n_codebooks)
+        self.mel = codec.mel_stream()
+
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.codec.quantize(self.mel.push(wav))
+
+
+class DMelStreamDecoder(StreamDecoder):
+    def __init__(self, codec: DMelCodec) -> None:
+        super().__init__(codec)
+        self.vocoder = codec.vocoder.stream()
+
+    def samples(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.vocoder.push(self.codec.dequantize(codes))
+
+    def end(self) -> torch.Tensor:
+        return self.vocoder.flush()

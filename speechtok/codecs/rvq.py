@@ -22,9 +22,10 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from speechtok.codecs.base import Codec
+from speechtok.codecs.base import Codec, CodecError
 from speechtok.codecs.dmel import OnDMelFrontend
-from speechtok.modules.vocos import ConvNeXtBackbone
+from speechtok.codecs.streaming import StreamDecoder, StreamEncoder
+from speechtok.modules.vocos import ConvCache, ConvNeXtBackbone
 
 
 class RVQCodec(Codec, OnDMelFrontend):
@@ -62,10 +63,10 @@ class RVQCodec(Codec, OnDMelFrontend):
             decoder_layers=decoder_layers,
         )
         self.quantizer_dropout = quantizer_dropout
-        self.receptive = 3 * (encoder_layers + 1)  # frames each side: kernel-7 embedding + one per block
+        n_mels, causal = self.frontend.n_mels, self.frontend.causal  # a causal log-mel makes a causal codec
+        self.encoder = ConvNeXtBackbone(n_mels, dim, intermediate_dim, encoder_layers, causal=causal)
+        self.receptive = self.encoder.context_frames  # frames each side (causal: before) a code depends on
         self.context_frames = self.frontend.context_frames + self.receptive
-        n_mels = self.frontend.n_mels
-        self.encoder = ConvNeXtBackbone(n_mels, dim, intermediate_dim, encoder_layers)
         self.quantizer = ResidualVQ(
             dim=dim,
             num_quantizers=n_codebooks,
@@ -78,7 +79,7 @@ class RVQCodec(Codec, OnDMelFrontend):
             quantize_dropout=quantizer_dropout and n_codebooks > 1,
             quantize_dropout_cutoff_index=0,
         )
-        self.mel_decoder = ConvNeXtBackbone(dim, dim, intermediate_dim, decoder_layers)
+        self.mel_decoder = ConvNeXtBackbone(dim, dim, intermediate_dim, decoder_layers, causal=causal)
         self.to_mel = nn.Linear(dim, n_mels)
 
     @property
@@ -88,8 +89,8 @@ class RVQCodec(Codec, OnDMelFrontend):
 
     @property
     def decode_context_frames(self) -> int:
-        """The mel decoder's receptive field (3 frames per kernel-7 conv) plus the renderer's."""
-        return 3 * (self.dims["decoder_layers"] + 1) + self.frontend.decode_context_frames
+        """The mel decoder's receptive field plus the renderer's."""
+        return self.mel_decoder.context_frames + self.frontend.decode_context_frames
 
     @property
     def decode_crossfade_frames(self) -> int:
@@ -136,9 +137,10 @@ class RVQCodec(Codec, OnDMelFrontend):
         """Encoder output [B, F, dim] for log-mel [B, n_mels, F]."""
         return self.encoder(self.normalise(log_mel))
 
-    def mel_from_latent(self, z: torch.Tensor) -> torch.Tensor:
-        """Log-mel [B, n_mels, F] for a (quantised) latent [B, F, dim]."""
-        return self.denormalise(torch.tanh(self.to_mel(self.mel_decoder(z.transpose(1, 2))).transpose(1, 2)))
+    def mel_from_latent(self, z: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
+        """Log-mel [B, n_mels, F] for a (quantised) latent [B, F, dim] (causal, with `cache`: the next
+        frames of a stream)."""
+        return self.denormalise(torch.tanh(self.to_mel(self.mel_decoder(z.transpose(1, 2), cache)).transpose(1, 2)))
 
     def forward(self, log_mel: torch.Tensor):
         """Training pass: (reconstructed log-mel, codes [B, K, F], commitment loss)."""
@@ -157,12 +159,63 @@ class RVQCodec(Codec, OnDMelFrontend):
     @torch.inference_mode()
     def decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, n_mels, F] for codes [B, K, F] (K may be fewer than trained: the first K)."""
-        return self._decode_mel(self.check_codes(codes))
+        return self.mel_of_codes(self.check_codes(codes))
 
-    def _decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
+    def mel_of_codes(self, codes: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
+        """`decode_mel` of checked codes (causal, with `cache`: the next frames of a stream)."""
         missing = self.max_codebooks - codes.shape[1]  # -1: a dropped quantiser, contributes nothing
         codes = nn.functional.pad(codes.transpose(1, 2), (0, missing), value=-1)
-        return self.mel_from_latent(self.quantizer.get_output_from_indices(codes))
+        return self.mel_from_latent(self.quantizer.get_output_from_indices(codes), cache)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.render(self._decode_mel(codes))
+        return self.render(self.mel_of_codes(codes))
+
+    # --- streaming (a causal log-mel front end and vocoder) ---------------------------------
+    @property
+    def streaming(self) -> bool:
+        return self.frontend.streaming
+
+    @property
+    def stream_lookahead(self) -> int:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
+        return self.frontend.stream_lookahead
+
+    def stream_encoder(self, n_codebooks: int | None = None) -> StreamEncoder:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
+        return RVQStreamEncoder(self, n_codebooks)
+
+    def stream_decoder(self) -> StreamDecoder:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
+        return RVQStreamDecoder(self)
+
+
+class RVQStreamEncoder(StreamEncoder):
+    """Log-mel, encoder and quantiser frame by frame. It starts as `encode` does: after `receptive`
+    frames of silence (the zero padding there), run through and dropped."""
+
+    def __init__(self, codec: RVQCodec, n_codebooks: int | None = None) -> None:
+        super().__init__(codec, n_codebooks)
+        self.mel, self.convs = codec.frontend.mel_stream(), ConvCache()
+        self.frames(torch.zeros(1, 1, codec.receptive * codec.hop_length, device=codec.device))
+
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        c = self.codec
+        _, codes, _ = c.quantizer(c.encoder(c.normalise(self.mel.push(wav)), self.convs))
+        return codes.transpose(1, 2).long()
+
+
+class RVQStreamDecoder(StreamDecoder):
+    def __init__(self, codec: RVQCodec) -> None:
+        super().__init__(codec)
+        self.convs, self.vocoder = ConvCache(), codec.vocoder.stream()
+
+    def samples(self, codes: torch.Tensor) -> torch.Tensor:
+        if not codes.shape[-1]:
+            return torch.zeros(1, 1, 0, device=codes.device)
+        return self.vocoder.push(self.codec.mel_of_codes(codes, self.convs))
+
+    def end(self) -> torch.Tensor:
+        return self.vocoder.flush()

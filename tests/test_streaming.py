@@ -1,0 +1,135 @@
+"""Causal codecs stream: audio chunks of any size in, codes out as frames complete; codes in,
+final samples out. Both equal the offline encode/decode of the same model (tiny random weights)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from speechtok.codecs import DMelCodec, RVQCodec, load_codec
+from speechtok.codecs.base import CodecError
+from speechtok.modules.vocos import ConvCache, ConvNeXtBackbone
+
+VOCODER = {"dim": 32, "intermediate_dim": 64, "n_layers": 2, "n_fft": 960, "causal": True}
+
+
+def causal_dmel() -> DMelCodec:
+    torch.manual_seed(0)
+    return DMelCodec(vocoder=VOCODER, causal=True).eval()
+
+
+def causal_rvq() -> RVQCodec:
+    torch.manual_seed(0)
+    codec = RVQCodec(
+        n_codebooks=3,
+        codebook_size=16,
+        codebook_dim=8,
+        dim=32,
+        intermediate_dim=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        mel={"causal": True},
+        vocoder=VOCODER,
+    )
+    codec.train()
+    codec(codec.log_mel(0.1 * torch.randn(2, 1, 16000)))  # k-means initialises the codebooks
+    return codec.eval()
+
+
+def speech_like(seconds: float, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 140 * t * (1 + 0.2 * np.sin(2 * np.pi * 0.7 * t))) + 0.02 * rng.standard_normal(t.size)
+    return torch.from_numpy(x.astype(np.float32))[None, None]
+
+
+def in_chunks(push, flush, x: torch.Tensor, sizes) -> torch.Tensor:
+    """push x along its last axis in chunks of the given sizes (cycled), then flush; concatenated."""
+    out, i, k = [], 0, 0
+    while i < x.shape[-1]:
+        n = sizes[k % len(sizes)]
+        out.append(push(x[..., i : i + n]))
+        i, k = i + n, k + 1
+    out.append(flush())
+    return torch.cat(out, dim=-1)
+
+
+@pytest.mark.parametrize("make", [causal_dmel, causal_rvq], ids=["dmel", "rvq"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streams_equal_offline_encode_and_decode(make, seed):
+    codec = make()
+    wav = speech_like(1.3 + 0.1 * seed, seed)  # not a whole number of frames: flush pads the last
+    rng = np.random.default_rng(seed)
+    sizes = [int(n) for n in rng.integers(1, 1500, 40)]
+    enc = codec.stream_encoder()
+    codes = in_chunks(enc.push, enc.flush, wav, sizes)
+    offline = codec.encode(wav)
+    assert codes.dtype == torch.long and torch.equal(codes, offline)
+    dec = codec.stream_decoder()
+    audio = in_chunks(dec.push, dec.flush, offline, [int(n) for n in rng.integers(1, 8, 40)])
+    assert audio.shape == (1, 1, offline.shape[-1] * codec.hop_length)
+    torch.testing.assert_close(audio, codec.decode(offline), atol=1e-5, rtol=0)
+
+
+def test_a_frame_is_coded_when_its_hop_is_in_and_heard_a_lookahead_later():
+    codec = causal_dmel()
+    hop = codec.hop_length
+    enc, dec = codec.stream_encoder(), codec.stream_decoder()
+    assert enc.push(torch.zeros(hop - 1)).shape[-1] == 0  # not a whole frame yet
+    first = enc.push(torch.zeros(1))
+    assert first.shape == (1, 80, 1)
+    assert dec.push(first).shape[-1] == hop - codec.stream_lookahead  # 10 ms of the first 20 are final
+    assert codec.stream_lookahead == 320 and codec.algorithmic_latency_ms == pytest.approx(40.0)
+
+
+def test_fewer_codebooks_stream_as_the_first_k():
+    codec = causal_rvq()
+    wav = speech_like(0.5)
+    enc = codec.stream_encoder(n_codebooks=2)
+    assert torch.equal(in_chunks(enc.push, enc.flush, wav, [777]), codec.encode(wav, n_codebooks=2))
+
+
+def test_causal_backbone_depends_on_the_past_only():
+    torch.manual_seed(0)
+    net = ConvNeXtBackbone(4, 8, 16, 2, causal=True).eval()
+    x = torch.randn(1, 4, 30)
+    y = x.clone()
+    y[..., 20:] = torch.randn(1, 4, 10)
+    with torch.no_grad():
+        a, b = net(x), net(y)
+        cache = ConvCache()
+        streamed = torch.cat([net(x[..., i : i + 3], cache) for i in range(0, 30, 3)], dim=1)
+    assert torch.equal(a[:, :20], b[:, :20]) and not torch.allclose(a[:, 20:], b[:, 20:])
+    torch.testing.assert_close(streamed, a, atol=1e-6, rtol=0)
+    assert net.context_frames == 18 and ConvNeXtBackbone(4, 8, 16, 2).context_frames == 9
+
+
+def test_offline_codecs_refuse_to_stream_and_say_so():
+    for codec in (
+        load_codec("dmel-16k"),
+        load_codec("rvq-16k"),
+        DMelCodec(vocoder=VOCODER, causal=True).set_renderer("griffinlim"),
+    ):
+        assert not codec.streaming
+        with pytest.raises(CodecError, match="not causal and does not stream"):
+            codec.stream_encoder()
+        with pytest.raises(CodecError, match="not causal and does not stream"):
+            codec.stream_decoder()
+    with pytest.raises(CodecError, match="causal dMel codec needs a causal vocoder"):
+        DMelCodec(vocoder={**VOCODER, "causal": False}, causal=True)
+    with pytest.raises(CodecError, match="causal dMel codec needs a causal vocoder"):
+        DMelCodec(vocoder=VOCODER)
+
+
+def test_causal_configs_save_and_load_and_offline_ones_keep_their_identity(tmp_path):
+    codec = causal_rvq()
+    loaded = load_codec(codec.save_pretrained(tmp_path / "rvq-stream"))
+    assert loaded.streaming and loaded.config()["mel"] == {"causal": True}
+    wav = speech_like(0.4)  # saved in fp16: the loaded codec streams as it encodes
+    enc = loaded.stream_encoder()
+    assert torch.equal(in_chunks(enc.push, enc.flush, wav, [500]), loaded.encode(wav))
+    # offline codecs write no `causal` key: their configs and token files are as before
+    for name in ("dmel-16k", "rvq-16k"):
+        config = json.loads((load_codec(name).save_pretrained(tmp_path / name) / "config.json").read_text())
+        assert "causal" not in json.dumps(config)
