@@ -35,6 +35,15 @@ def export_best(
     return out
 
 
+def copy_matching(target: nn.Module, source: nn.Module) -> list[str]:
+    """Copy every tensor of `source` whose name and shape `target` shares; the names of target's
+    tensors left as initialised (e.g. a head of another size), for the log."""
+    own, theirs = target.state_dict(), source.state_dict()
+    same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    target.load_state_dict({**own, **same})
+    return sorted(set(own) - set(same))
+
+
 def warm_start(hparams: dict, copy_from) -> None:
     """A fresh run (no checkpoint in `save_folder` yet) starts from the codec folder `init_from`:
     `copy_from(source_codec)` loads what the run trains from it. Resumed runs ignore `init_from`."""
