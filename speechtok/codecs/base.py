@@ -49,6 +49,8 @@ class Codec(nn.Module, ABC):
     family: ClassVar[str]
     variable_bitrate: ClassVar[bool] = False  # any first K codebooks encode and decode
     takes_prompt: ClassVar[bool] = False  # decoding needs a voice prompt: decode(codes, prompt=wav)
+    # the family's StreamEncoder and StreamDecoder classes, used when an instance is `streaming` (causal)
+    stream_coders: ClassVar[tuple[type, type] | None] = None
     sample_rate: int
     hop_length: int  # samples per frame
     codebook_size: int
@@ -120,8 +122,10 @@ class Codec(nn.Module, ABC):
 
     @property
     def stream_lookahead(self) -> int:
-        """Samples a streamed decoder holds a sample back after its frame's hop has ended."""
-        raise CodecError(self._not_streaming())
+        """Samples a streamed decoder holds a sample back after its frame's hop has ended: its
+        vocoder's overlap-add look-ahead."""
+        self._check_streaming()
+        return self.vocoder.head.lookahead
 
     @property
     def algorithmic_latency_ms(self) -> float:
@@ -131,14 +135,20 @@ class Codec(nn.Module, ABC):
 
     def stream_encoder(self, n_codebooks: int | None = None):
         """A `StreamEncoder`: audio chunks in, codes out as frames complete (the first K codebooks)."""
-        raise CodecError(self._not_streaming())
+        self._check_streaming()
+        return self.stream_coders[0](self, n_codebooks)
 
     def stream_decoder(self):
         """A `StreamDecoder`: codes in, final samples out."""
-        raise CodecError(self._not_streaming())
+        self._check_streaming()
+        return self.stream_coders[1](self)
+
+    def _check_streaming(self) -> None:
+        if not self.streaming:
+            raise CodecError(self._not_streaming())
 
     def _not_streaming(self) -> str:
-        return f"codec '{self.name or self.family}' is not causal and does not stream (e.g. rvq-16k-stream does)"
+        return f"codec '{self.name or self.family}' is not causal and does not stream (see docs/streaming.md)"
 
     # --- encode / decode ----------------------------------------------------------
     @abstractmethod

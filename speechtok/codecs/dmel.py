@@ -114,22 +114,6 @@ class DMelCodec(Codec, SwitchableRenderer):
     def streaming(self) -> bool:
         return self.causal and self.vocoder is not None and self.renderer is self.vocoder
 
-    @property
-    def stream_lookahead(self) -> int:
-        if not self.streaming:
-            raise CodecError(self._not_streaming())
-        return self.vocoder.head.lookahead
-
-    def stream_encoder(self, n_codebooks: int | None = None) -> StreamEncoder:
-        if not self.streaming:
-            raise CodecError(self._not_streaming())
-        return DMelStreamEncoder(self, n_codebooks)
-
-    def stream_decoder(self) -> StreamDecoder:
-        if not self.streaming:
-            raise CodecError(self._not_streaming())
-        return DMelStreamDecoder(self)
-
     def _mel_of(self, magnitude: torch.Tensor) -> torch.Tensor:
         """Log-mel [B, n_mels, F] of STFT magnitudes [B, F, bins]."""
         return torch.log(torch.clamp(magnitude @ self.mel_fb, min=1e-5)).transpose(1, 2)
@@ -336,3 +320,6 @@ class DMelStreamDecoder(StreamDecoder):
 
     def end(self) -> torch.Tensor:
         return self.vocoder.flush()
+
+
+DMelCodec.stream_coders = (DMelStreamEncoder, DMelStreamDecoder)

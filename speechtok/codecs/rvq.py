@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from speechtok.codecs.base import Codec, CodecError
+from speechtok.codecs.base import Codec
 from speechtok.codecs.dmel import OnDMelFrontend
 from speechtok.codecs.streaming import StreamDecoder, StreamEncoder
 from speechtok.modules.vocos import ConvCache, ConvNeXtBackbone
@@ -175,22 +175,6 @@ class RVQCodec(Codec, OnDMelFrontend):
     def streaming(self) -> bool:
         return self.frontend.streaming
 
-    @property
-    def stream_lookahead(self) -> int:
-        if not self.streaming:
-            raise CodecError(self._not_streaming())
-        return self.frontend.stream_lookahead
-
-    def stream_encoder(self, n_codebooks: int | None = None) -> StreamEncoder:
-        if not self.streaming:
-            raise CodecError(self._not_streaming())
-        return RVQStreamEncoder(self, n_codebooks)
-
-    def stream_decoder(self) -> StreamDecoder:
-        if not self.streaming:
-            raise CodecError(self._not_streaming())
-        return RVQStreamDecoder(self)
-
 
 class RVQStreamEncoder(StreamEncoder):
     """Log-mel, encoder and quantiser frame by frame. It starts as `encode` does: after `receptive`
@@ -219,3 +203,6 @@ class RVQStreamDecoder(StreamDecoder):
 
     def end(self) -> torch.Tensor:
         return self.vocoder.flush()
+
+
+RVQCodec.stream_coders = (RVQStreamEncoder, RVQStreamDecoder)

@@ -5,8 +5,9 @@ an inverse STFT produces the waveform, which makes decoding cheap (Vocos, Siuzda
 
 `causal=True` makes every convolution see only the current and past frames (left padding), so
 a frame's output is known as soon as the frame is: the building block of streaming codecs.
-Causal modules also run frame by frame (`stream`), carrying the last inputs of each
-convolution between calls, with outputs equal to the whole-sequence forward pass.
+Causal modules also run frame by frame (a `ConvCache` carries the last inputs of each convolution
+between calls; `OverlapAdd` the head's pending samples), with outputs equal to the whole-sequence
+forward pass.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from torch import nn
 KERNEL = 7  # every convolution here: 3 frames each side, or 6 past frames when causal
 
 
-def conv_frames(conv: nn.Conv1d, x: torch.Tensor, causal: bool, past: torch.Tensor | None = None) -> torch.Tensor:
+def conv_frames(conv: nn.Conv1d, x: torch.Tensor, causal: bool) -> torch.Tensor:
     """`conv` (kernel 7, no padding of its own) over frames x [B, C, F], F outputs: zero-padded 3
-    each side, or causal: the 6 frames before x are `past` [B, C, 6] (zeros when None)."""
-    if past is not None:
-        return conv(torch.cat([past, x], dim=-1))
+    each side, or 6 before when causal."""
     return conv(nn.functional.pad(x, (KERNEL - 1, 0) if causal else ((KERNEL - 1) // 2,) * 2))
 
 
@@ -122,7 +121,7 @@ class ISTFTHead(nn.Module):
         ).flatten(1)
         wav = fold(frames)
         env = fold(self.window.square().expand(1, n_frames, -1))
-        pad = (self.n_fft - self.hop_length) // 2
+        pad = self.lookahead
         wav = wav[:, pad : out_len - pad] / env[:, pad : out_len - pad].clamp_min(1e-11)
         return wav.unsqueeze(1)
 
