@@ -66,3 +66,20 @@ def test_dev_summary_selects_on_unseen_sets_only():
     s = dev_summary(rows, ["ls", "crowd"])
     assert s["ls_pesq_wb"] == 2.5 and s["crowd_pesq_wb"] == 1.0 and s["cathy_pesq_wb"] == 4.0
     assert s["pesq_wb"] == pytest.approx(1.75) and s["stoi"] == pytest.approx(0.775)  # cathy does not count
+
+
+def test_copy_matching_warm_starts_a_causal_vocoder_with_another_head():
+    """A causal vocoder with a 960-point iSTFT head from an offline one with 1280: the backbone is
+    copied, the head (another shape) is named as new and keeps its own initialisation."""
+    from speechtok.codecs.vocoder import Vocoder
+    from speechtok.training import copy_matching
+
+    torch.manual_seed(0)
+    offline = Vocoder(80, 320, dim=16, intermediate_dim=32, n_layers=2)
+    stream = Vocoder(80, 320, dim=16, intermediate_dim=32, n_layers=2, n_fft=960, causal=True)
+    head = stream.head.out.weight.clone()
+    assert copy_matching(stream, offline) == ["head.out.bias", "head.out.weight"]
+    for name, tensor in offline.backbone.state_dict().items():
+        assert torch.equal(stream.backbone.state_dict()[name], tensor), name
+    assert torch.equal(stream.head.out.weight, head)
+    assert copy_matching(offline, offline) == []
