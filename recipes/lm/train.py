@@ -39,7 +39,7 @@ from speechtok.codecs import load_codec
 from speechtok.data.audio import load_audio, save_audio
 from speechtok.data.manifest import read_manifest
 from speechtok.data.rooms import read_rir_list, write_simulated_rirs
-from speechtok.data.segments import ItemList, fixed_subset
+from speechtok.data.segments import ItemList, fixed_subset, pesq_scorable
 from speechtok.enhance import Enhancer
 from speechtok.enhance.data import MixedPairBatches, PairBatches, crop_rows, enhance_items, mixed_pairs
 from speechtok.eval.metrics import pesq_wb, stoi
@@ -141,8 +141,12 @@ class LMBrain(WarmupCosineLR, sb.Brain):
         enhancer, scores = Enhancer(lm, self.codec, meta), []
         for noisy, clean in self.render_pairs:
             est = enhancer.enhance(noisy.to(self.device), seed=0)[0].float().cpu().numpy()
-            ref = clean[0].numpy()[: len(est)]
-            scores.append((pesq_wb(ref, est[: len(ref)], self.codec.sample_rate), stoi(ref, est[: len(ref)], 16000)))
+            ref, sr = clean[0].numpy()[: len(est)], self.codec.sample_rate
+            try:
+                quality = pesq_wb(ref, est[: len(ref)], sr)
+            except ValueError:  # the reference is scorable (render_pairs), so the output has no speech left
+                quality = 1.0  # PESQ-wb's floor
+            scores.append((quality, stoi(ref, est[: len(ref)], sr)))
         return {"pesq_wb": float(np.mean([p for p, _ in scores])), "stoi": float(np.mean([t for _, t in scores]))}
 
 
@@ -304,10 +308,14 @@ def prepare(hp, codec):
 def render_pairs(hp, dev_manifests, codec) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(noisy, clean) waveforms of `render_dev` dev pairs (a fixed subset), enhanced and scored after
     every epoch: the dev loss rewards exact dMel levels, which is not what the rendered audio needs."""
-    rows = [u for m in dev_manifests for u in read_manifest(m)]
-    picks = fixed_subset(len(rows), hp.get("render_dev") or 0, hp["seed"]) if hp.get("render_dev") else []
-    load = lambda path: load_audio(path, codec.sample_rate)  # noqa: E731
-    return [(load(rows[j].path), load(rows[j].extra["clean_path"])) for j in picks]
+    rows, pairs = [u for m in dev_manifests for u in read_manifest(m)], []
+    for j in np.random.default_rng(hp["seed"]).permutation(len(rows)) if hp.get("render_dev") else []:
+        clean = load_audio(rows[j].extra["clean_path"], codec.sample_rate)
+        if pesq_scorable(clean[0].numpy(), codec.sample_rate):  # PESQ finds no speech in some 1 s clips
+            pairs.append((load_audio(rows[j].path, codec.sample_rate), clean))
+        if len(pairs) == hp["render_dev"]:
+            break
+    return pairs
 
 
 def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
