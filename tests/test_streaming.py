@@ -10,6 +10,8 @@ import torch
 from speechtok.codecs import DMelCodec, RVQCodec, load_codec
 from speechtok.codecs.base import CodecError
 from speechtok.modules.vocos import ConvCache, ConvNeXtBackbone
+from tests.test_codec_api import speechlike
+from tests.test_rvq_codec import tiny
 
 VOCODER = {"dim": 32, "intermediate_dim": 64, "n_layers": 2, "n_fft": 960, "causal": True}
 
@@ -20,28 +22,13 @@ def causal_dmel() -> DMelCodec:
 
 
 def causal_rvq() -> RVQCodec:
-    torch.manual_seed(0)
-    codec = RVQCodec(
-        n_codebooks=3,
-        codebook_size=16,
-        codebook_dim=8,
-        dim=32,
-        intermediate_dim=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        mel={"causal": True},
-        vocoder=VOCODER,
-    )
-    codec.train()
-    codec(codec.log_mel(0.1 * torch.randn(2, 1, 16000)))  # k-means initialises the codebooks
-    return codec.eval()
+    """test_rvq_codec's tiny fitted codec (distinct codewords: no code is a tie) on a causal log-mel."""
+    return tiny(n_codebooks=3, codebook_size=16, decoder_layers=2, mel={"causal": True}, vocoder=VOCODER)
 
 
 def speech_like(seconds: float, seed: int = 0) -> torch.Tensor:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    x = 0.3 * np.sin(2 * np.pi * 140 * t * (1 + 0.2 * np.sin(2 * np.pi * 0.7 * t))) + 0.02 * rng.standard_normal(t.size)
-    return torch.from_numpy(x.astype(np.float32))[None, None]
+    """Speech-like audio [1, 1, T], 123 samples past a whole number of frames (flush pads the last)."""
+    return speechlike(seconds + 0.02, seed=seed)[..., : int(seconds * 16000) + 123]
 
 
 def in_chunks(push, flush, x: torch.Tensor, sizes) -> torch.Tensor:
@@ -59,7 +46,7 @@ def in_chunks(push, flush, x: torch.Tensor, sizes) -> torch.Tensor:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_streams_equal_offline_encode_and_decode(make, seed):
     codec = make()
-    wav = speech_like(1.3 + 0.1 * seed, seed)  # not a whole number of frames: flush pads the last
+    wav = speech_like(1.3 + 0.1 * seed, seed)
     rng = np.random.default_rng(seed)
     sizes = [int(n) for n in rng.integers(1, 1500, 40)]
     enc = codec.stream_encoder()
