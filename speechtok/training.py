@@ -44,6 +44,16 @@ def copy_matching(target: nn.Module, source: nn.Module) -> list[str]:
     return sorted(set(own) - set(same))
 
 
+def copy_own(target, source) -> None:
+    """Copy a codec's own weights (`Codec.own_state_dict`) from `source`, which must have them all;
+    the ones `target` borrows (a vocoder named by `vocoder_from`) stay as loaded."""
+    theirs = {k: v for k, v in source.state_dict().items() if not k.startswith(target.borrowed_weights)}
+    missing = sorted(set(target.own_state_dict()) - set(theirs))
+    if missing:
+        raise RuntimeError(f"{len(missing)} weights missing, first {missing[0]!r}")
+    target.load_state_dict({**target.state_dict(), **theirs})
+
+
 def warm_start(hparams: dict, copy_from) -> None:
     """A fresh run (no checkpoint in `save_folder` yet) starts from the codec folder `init_from`:
     `copy_from(source_codec)` loads what the run trains from it. Resumed runs ignore `init_from`."""

@@ -16,6 +16,7 @@ from speechtok.lm.data import audio_groups, collate, encode_folders, fixed_batch
 from speechtok.tokens import TokenFileError, codec_hash, load_tokens
 from speechtok.tts.data import (
     TTSBatches,
+    aligner_path,
     by_speaker,
     default_prompt,
     dev_batches,
@@ -125,6 +126,14 @@ def test_tts_items_symbols_durations_prompts_and_batches(corpus, codec):
     assert set(known) == {r["id"] for r in timed}
     again = with_durations(items, path, codec.codebook_size, frontend.vocab_size, {"steps": -1}, seed=0)
     assert all(torch.equal(a["durations"], b["durations"]) for a, b in zip(timed, again))  # read, not realigned
+    assert aligner_path(path).exists()
+    known.pop("u3")  # an utterance added later is aligned by the kept aligner, not a retrained one
+    path.write_text(json.dumps(known))
+    added = with_durations(items, path, codec.codebook_size, frontend.vocab_size, {"steps": -1}, seed=0)
+    assert torch.equal(added[3]["durations"], timed[3]["durations"])
+    path.write_text(json.dumps(known))  # u3 missing again, and the sizes differ: refused
+    with pytest.raises(ValueError, match="kept aligner is for"):
+        with_durations(items, path, codec.codebook_size + 1, frontend.vocab_size, {"steps": -1}, seed=0)
 
     speakers = by_speaker(timed)
     assert dict(speakers) == {"spk0": [0, 2], "spk1": [1, 3]}

@@ -83,3 +83,26 @@ def test_copy_matching_warm_starts_a_causal_vocoder_with_another_head():
         assert torch.equal(stream.backbone.state_dict()[name], tensor), name
     assert torch.equal(stream.head.out.weight, head)
     assert copy_matching(offline, offline) == []
+
+
+def test_copy_own_warm_starts_a_codec_but_keeps_the_vocoder_it_borrows():
+    """A codec carrying its own (old) vocoder copy warm-starts one that borrows `dmel-16k`'s: the
+    encoder, quantiser and decoder are copied, the borrowed vocoder is not overwritten."""
+    from speechtok.codecs import load_codec
+    from speechtok.codecs.rvq import RVQCodec
+    from speechtok.training import copy_own
+
+    dmel = load_codec("dmel-16k")
+    mel = {k: v for k, v in dmel.token_config().items() if k not in ("sample_rate", "frame_rate", "n_bins")}
+    size = dict(n_codebooks=2, codebook_size=16, dim=16, intermediate_dim=32, encoder_layers=1, decoder_layers=1)
+    torch.manual_seed(0)
+    old = RVQCodec(**size, mel=mel, vocoder={"dim": 16, "intermediate_dim": 32, "n_layers": 1})
+    new = RVQCodec(**size, mel=mel, vocoder_from="dmel-16k")
+    vocoder = {k: v.clone() for k, v in new.frontend.vocoder.state_dict().items()}
+    copy_own(new, old)
+    for name, tensor in old.own_state_dict().items():
+        if not name.startswith("frontend.vocoder."):
+            assert torch.equal(new.state_dict()[name], tensor), name
+    assert all(torch.equal(new.frontend.vocoder.state_dict()[k], v) for k, v in vocoder.items())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        copy_own(old, new)  # old's own vocoder is another size than the one new borrows

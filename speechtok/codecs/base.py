@@ -291,6 +291,10 @@ class Codec(nn.Module, ABC):
         """The part of `config()` that determines the codes (decoder-only settings excluded)."""
         return self.config()
 
+    def own_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights this codec saves and loads itself: all but the `borrowed_weights`."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.borrowed_weights)}
+
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -306,8 +310,7 @@ class Codec(nn.Module, ABC):
         (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         state = {
             k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
-            for k, v in self.state_dict().items()
-            if not k.startswith(self.borrowed_weights)
+            for k, v in self.own_state_dict().items()
         }
         if state:
             save_file(state, str(directory / "model.safetensors"), metadata={"family": self.family})
@@ -330,8 +333,7 @@ class Codec(nn.Module, ABC):
             problem = f"config.json has an invalid {cls.family} config ({_one_line(exc)})"
             raise CodecError(cannot(action, directory, problem)) from exc
         weights = directory / "model.safetensors"
-        own = [k for k in codec.state_dict() if not k.startswith(codec.borrowed_weights)]
-        if own and not weights.is_file():
+        if codec.own_state_dict() and not weights.is_file():
             problem = f"model.safetensors is missing (this {cls.family} config needs trained weights)"
             raise CodecError(cannot(action, directory, problem))
         if weights.exists():

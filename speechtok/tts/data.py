@@ -18,7 +18,7 @@ from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import EpochSeeded, fixed_subset
 from speechtok.lm.data import audio_groups, collate, fixed_batches, load_codes, token_paths
 from speechtok.tokens import codec_hash
-from speechtok.tts.align import durations, train_aligner
+from speechtok.tts.align import Aligner, durations, train_aligner
 from speechtok.tts.text import TextFrontend, characters, phonemize_many
 
 
@@ -80,13 +80,39 @@ def durations_path(cache: Path, codec_name: str, text_kind: str, language: str) 
     return Path(cache) / Path(codec_name).name / f"durations-{text_kind}-{language}.json"
 
 
+def aligner_path(durations_file: Path) -> Path:
+    """Where `with_durations` keeps the aligner that made the durations in `durations_file`."""
+    return Path(durations_file).with_suffix(".aligner.pt")
+
+
+def _keep_aligner(model: Aligner, path: Path, n_symbols: int, codebook_size: int) -> None:
+    sizes = {"n_symbols": n_symbols, "n_codebooks": model.offset.numel(), "codebook_size": codebook_size}
+    torch.save({"sizes": sizes, "dim": model.emb.embedding_dim, "state": model.state_dict()}, path)
+
+
+def _kept_aligner(path: Path, n_symbols: int, n_codebooks: int, codebook_size: int) -> Aligner | None:
+    """The aligner kept at `path`, or None when there is none; one for other sizes is an error
+    (the cache would mix two aligners' durations)."""
+    if not path.exists():
+        return None
+    kept = torch.load(path, weights_only=True)
+    sizes = {"n_symbols": n_symbols, "n_codebooks": n_codebooks, "codebook_size": codebook_size}
+    if kept["sizes"] != sizes:
+        raise ValueError(f"{path}: kept aligner is for {kept['sizes']}, not {sizes}; delete it and its durations file")
+    model = Aligner(n_symbols, n_codebooks, codebook_size, kept["dim"])
+    model.load_state_dict(kept["state"])
+    return model.eval()
+
+
 def with_durations(
     items: list[dict], path: Path, codebook_size: int, n_symbols: int, aligner: dict, seed: int = 0
 ) -> list[dict]:
     """The items, each with its phoneme durations (frames per symbol) from the aligner
     (`speechtok.tts.align`, settings `aligner`), cached in `path` (`durations_path`); an item with
     fewer frames than symbols cannot be aligned and is left out. The aligner is unsupervised and
-    reads all items, dev ones included: their durations only feed the dev loss."""
+    reads all items, dev ones included: their durations only feed the dev loss. It is trained once
+    and kept beside the cache (`aligner_path`), so utterances added later are aligned by the same
+    aligner as the ones a model was trained on (a retrained one places boundaries differently)."""
     path = Path(path)
     items = [r for r in items if r["codes"].shape[-1] >= len(r["src"])]
     known = json.loads(path.read_text()) if path.exists() else {}
@@ -97,9 +123,13 @@ def with_durations(
 
     todo = [r for r in items if not cached(r)]
     if todo:
-        print(f"aligning {len(todo)} utterances (aligner: {dict(aligner)})", flush=True)
         pair = lambda r: (r["src"].long(), r["codes"].long())  # noqa: E731
-        model = train_aligner([pair(r) for r in items], n_symbols, codebook_size, seed=seed, **aligner)
+        model = _kept_aligner(aligner_path(path), n_symbols, items[0]["codes"].shape[0], codebook_size)
+        if model is None:
+            print(f"training the aligner on {len(items)} utterances ({dict(aligner)})", flush=True)
+            model = train_aligner([pair(r) for r in items], n_symbols, codebook_size, seed=seed, **aligner)
+            _keep_aligner(model, aligner_path(path), n_symbols, codebook_size)
+        print(f"aligning {len(todo)} utterances", flush=True)
         known.update({r["id"]: d.tolist() for r, d in zip(todo, durations(model, [pair(r) for r in todo]))})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -189,6 +219,7 @@ def default_prompt(items, speaker: str, frame_rate: float, seconds=(2.0, 4.0)) -
 
 __all__ = [
     "TTSBatches",
+    "aligner_path",
     "by_speaker",
     "default_prompt",
     "dev_batches",

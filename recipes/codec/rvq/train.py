@@ -27,7 +27,7 @@ from speechtok.codecs import RVQCodec, load_codec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import code_histogram, codebook_usage, pesq_wb, stoi
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best, fit_codec_brain, start_recipe, warm_start
+from speechtok.training import copy_own, export_best, fit_codec_brain, start_recipe, warm_start
 
 
 class RVQBrain(WarmupCosineLR, sb.Brain):
@@ -132,7 +132,7 @@ def main(argv: list[str]) -> None:
         return
     hparams, run_opts = started
     codec = build_codec(hparams)
-    warm_start(hparams, lambda source: codec.load_state_dict(source.state_dict()))
+    warm_start(hparams, lambda source: copy_own(codec, source))
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     hparams["checkpointer"].add_recoverable("codec", codec)
     brain = RVQBrain(
