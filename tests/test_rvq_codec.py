@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from speechtok.codecs import CodecError, DMelCodec, RVQCodec, load_codec
 from speechtok.tokens import codec_hash
@@ -85,6 +86,22 @@ def test_fewer_codebooks_are_a_prefix_and_decode(codec):
         codec.bitrate_at(0)
     with pytest.raises(AttributeError):
         codec.n_codebooks = 2  # read-only: no mutable bitrate state
+
+
+def test_inference_quantiser_is_the_residual_vqs_own(codec):
+    """`codes_of_latent` / `latent_of_codes` (the lean inference path) give exactly the codes of
+    vector-quantize-pytorch's ResidualVQ, and its quantised latent for any first K codebooks."""
+    with torch.inference_mode():
+        z = codec.latent(codec.log_mel(speechlike(2.0, seed=3)))
+        z = torch.cat([z, z + 0.5 * torch.randn_like(z)])  # off the training data too, batched
+        _, ref, _ = codec.quantizer(z)
+        codes = codec.codes_of_latent(z)
+        assert torch.equal(codes, ref.transpose(1, 2).long())
+        for k in range(1, codec.max_codebooks + 1):
+            dropped = nn.functional.pad(ref[..., :k], (0, codec.max_codebooks - k), value=-1)
+            assert torch.allclose(
+                codec.latent_of_codes(codes[:, :k]), codec.quantizer.get_output_from_indices(dropped), atol=1e-5
+            )
 
 
 def test_bad_codes(codec):

@@ -152,9 +152,7 @@ class RVQCodec(Codec, OnDMelFrontend):
         c, hop = self.receptive, self.hop_length
         frames = wav.shape[-1] // hop
         mel = self.log_mel(nn.functional.pad(wav, (c * hop, c * hop)))
-        z = self.latent(mel)[:, c : c + frames]
-        _, codes, _ = self.quantizer(z)
-        return codes.transpose(1, 2).long()
+        return self.codes_of_latent(self.latent(mel)[:, c : c + frames])
 
     @torch.inference_mode()
     def decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
@@ -163,9 +161,28 @@ class RVQCodec(Codec, OnDMelFrontend):
 
     def mel_of_codes(self, codes: torch.Tensor, cache: ConvCache | None = None) -> torch.Tensor:
         """`decode_mel` of checked codes (causal, with `cache`: the next frames of a stream)."""
-        missing = self.max_codebooks - codes.shape[1]  # -1: a dropped quantiser, contributes nothing
-        codes = nn.functional.pad(codes.transpose(1, 2), (0, missing), value=-1)
-        return self.mel_from_latent(self.quantizer.get_output_from_indices(codes), cache)
+        return self.mel_from_latent(self.latent_of_codes(codes), cache)
+
+    # --- the quantiser at inference: the ResidualVQ's own codebooks and projections, without its
+    # per-call bookkeeping (a third of a streaming frame's compute went there) ---------------------
+    def codes_of_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes [B, K, F] of an encoder latent [B, F, dim]: each residual's nearest code, by the
+        distance `vector_quantize_pytorch` computes, so the codes are the quantiser's own."""
+        x = self.quantizer.project_in(z).float().reshape(1, -1, self.dims["codebook_dim"])
+        codes = []
+        for book in self.quantizer.codebooks:  # [C, d] each
+            xy = torch.einsum("b i d, b j d -> b i j", x, book[None]) * -2
+            dist = (x.pow(2).sum(-1)[..., None] + book.pow(2).sum(-1)[None, None] + xy).clamp(min=1e-8).sqrt()
+            index = (-dist).argmax(-1)
+            codes.append(index)
+            x = x - book[index]
+        return torch.cat(codes).reshape(len(codes), z.shape[0], z.shape[1]).transpose(0, 1)
+
+    def latent_of_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """The quantised latent [B, F, dim] of codes [B, K, F]: the sum of the first K codebooks' vectors."""
+        books = self.quantizer.codebooks[: codes.shape[1]]  # [K, C, d]
+        summed = books[torch.arange(codes.shape[1], device=codes.device)[None, :, None], codes].sum(1)
+        return self.quantizer.project_out(summed)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.render(self.mel_of_codes(codes))
@@ -187,8 +204,7 @@ class RVQStreamEncoder(StreamEncoder):
 
     def frames(self, wav: torch.Tensor) -> torch.Tensor:
         c = self.codec
-        _, codes, _ = c.quantizer(c.encoder(c.normalise(self.mel.push(wav)), self.convs))
-        return codes.transpose(1, 2).long()
+        return c.codes_of_latent(c.encoder(c.normalise(self.mel.push(wav)), self.convs))
 
 
 class RVQStreamDecoder(StreamDecoder):
