@@ -169,10 +169,11 @@ class RVQCodec(Codec, OnDMelFrontend):
         """Codes [B, K, F] of an encoder latent [B, F, dim]: each residual's nearest code, by the
         distance `vector_quantize_pytorch` computes, so the codes are the quantiser's own."""
         x = self.quantizer.project_in(z).float().reshape(1, -1, self.dims["codebook_dim"])
+        books = self.quantizer.codebooks  # [K, C, d]
         codes = []
-        for book in self.quantizer.codebooks:  # [C, d] each
-            xy = torch.einsum("b i d, b j d -> b i j", x, book[None]) * -2
-            dist = (x.pow(2).sum(-1)[..., None] + book.pow(2).sum(-1)[None, None] + xy).clamp(min=1e-8).sqrt()
+        for book, y2 in zip(books, books.pow(2).sum(-1)):
+            xy = torch.bmm(x, book.T[None]) * -2
+            dist = (x.pow(2).sum(-1)[..., None] + y2 + xy).clamp(min=1e-8).sqrt()
             index = (-dist).argmax(-1)
             codes.append(index)
             x = x - book[index]

@@ -37,7 +37,23 @@ class ConvCache:
             past = x.new_zeros(x.shape[0], x.shape[1], KERNEL - 1)
         full = torch.cat([past, x], dim=-1)
         self.frames[id(conv)] = full[..., -(KERNEL - 1) :]
+        return _windowed_conv(conv, full) if x.shape[-1] <= STEP_FRAMES else conv(full)
+
+
+STEP_FRAMES = 4  # up to this many new frames, a stream's convolution runs as a product over windows
+
+
+def _windowed_conv(conv: nn.Conv1d, full: torch.Tensor) -> torch.Tensor:
+    """`conv(full)` as a product of each 7-frame window with the kernel: on a few frames, 5x
+    cheaper than `Conv1d`'s (oneDNN) kernel, whose set-up dominates there; equal to rounding."""
+    windows = full.unfold(-1, KERNEL, 1)  # [B, C, n, 7]
+    if conv.groups == 1:
+        out = torch.einsum("bcnk,ock->bon", windows, conv.weight)
+    elif conv.groups == conv.in_channels == conv.out_channels:  # depthwise
+        out = (windows * conv.weight[:, 0, None]).sum(-1)
+    else:
         return conv(full)
+    return out if conv.bias is None else out + conv.bias[:, None]
 
 
 class ConvNeXtBlock(nn.Module):
