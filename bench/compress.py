@@ -25,6 +25,7 @@ from speechtok.codecs import load_codec
 from speechtok.compress import HEADER, MAGIC, TokenPrior, compress_tokens, decompress_tokens
 from speechtok.data.audio import load_audio
 from speechtok.data.manifest import read_manifest
+from speechtok.errors import cannot
 from speechtok.tokens import TokenFile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,7 +50,7 @@ def measure(codec_name: str, prior: TokenPrior, files: dict[str, list[str]]) -> 
             back = decompress_tokens(data, prior)
             t_d += time.perf_counter() - t0
             if not np.array_equal(back.codes, tf.codes):
-                raise SystemExit(f"{path}: {codec_name} round trip is not lossless")
+                raise SystemExit(cannot("compress", path, f"{codec_name} round trip is not lossless"))
             seconds += tf.duration
             bits += 8 * len(data)
             payload += 8 * (len(data) - len(MAGIC) - HEADER.size - len(tf.codec.encode()))

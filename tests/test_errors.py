@@ -5,7 +5,9 @@ import pytest
 from speechtok.codecs import CodecError, load_codec
 from speechtok.data.audio import AudioError, load_audio
 from speechtok.data.manifest import read_manifest
+from speechtok.demo.listening import load_clip
 from speechtok.errors import cannot, problem_of
+from speechtok.eval.harness import EvalError, load_items
 from speechtok.lm.checkpoint import CheckpointError, read_lm_config
 from speechtok.tokens import TokenFileError, load_tokens
 
@@ -25,6 +27,8 @@ def test_cannot_and_problem_of(tmp_path):
         (load_audio, AudioError, "read audio"),
         (read_manifest, FileNotFoundError, "read manifest"),
         (read_lm_config, CheckpointError, "load token LM from"),
+        (load_items, EvalError, "load evaluation data"),
+        (load_clip, AudioError, "read audio"),
     ],
 )
 def test_messages_start_with_what_failed_not_with_the_path(tmp_path, load, error, action):

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [u for m in args.manifests for u in read_manifest(m)]
     picked = with_prompts(rows, args.per_speaker, args.seed)
     if not picked:
-        raise SystemExit(f"{', '.join(map(str, args.manifests))}: no speaker has two transcribed utterances")
+        raise SystemExit(f"no speaker has two transcribed utterances in {', '.join(map(str, args.manifests))}")
     write_manifest(args.out, picked)
     print(f"wrote {args.out}: {len(picked)} rows, {len({u.speaker for u in picked})} speakers")
 

@@ -371,7 +371,7 @@ class NoisyMixer(Dataset):
         try:
             noisy, _, gain = _mix(speech, noise, info["snr_db"], peak=0.99)
         except ValueError as exc:
-            raise ValueError(f"{utt.path} ({info['id']}, noise {info['noise_id']}): {exc}") from exc
+            raise ValueError(cannot("mix", utt.path, f"{exc} (pair {info['id']}, noise {info['noise_id']})")) from exc
         return {
             **info,
             "noisy": noisy.float().contiguous(),
@@ -433,14 +433,16 @@ def make_noisy_corpus(
     """
     clean = read_manifest(clean_manifest)
     if not clean:
-        raise ValueError(f"{clean_manifest}: clean manifest has no utterances")
+        raise ValueError(cannot("mix noisy pairs from", clean_manifest, "clean manifest has no utterances"))
     lists = noise_manifest if isinstance(noise_manifest, (list, tuple)) else [noise_manifest] if noise_manifest else []
     noise = [u for path in lists for u in read_noise_list(path)]
     order = np.random.Generator(np.random.PCG64([int(seed), _ORDER_STREAM])).permutation(len(clean))
     clean = [clean[j] for j in order]
     pool_seconds = sum(u.duration for u in clean)
     if not pool_seconds > 0:
-        raise ValueError(f"{clean_manifest}: clean utterances have no positive total duration")
+        raise ValueError(
+            cannot("mix noisy pairs from", clean_manifest, "clean utterances have no positive total duration")
+        )
     target, total, count = float(hours) * 3600.0, 0.0, 0
     while total < target:
         total += clean[count % len(clean)].duration

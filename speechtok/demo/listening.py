@@ -62,16 +62,18 @@ def load_clip(path: str | Path, max_seconds: float | None = None, name: str | No
     decoded), its sample rate and the full duration in seconds. Errors name `name` or the file."""
     label = name or str(path)
     if Path(path).is_file() and Path(path).stat().st_size == 0:
-        raise AudioError(f"{label}: the file is empty (0 bytes)")
+        raise AudioError(cannot("read audio", label, "the file is empty (0 bytes)"))
     try:
         info = sf.info(str(path))
         stop = None if max_seconds is None else round(max_seconds * info.samplerate)
         data, sr = sf.read(str(path), dtype="float32", always_2d=True, stop=stop)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         detail = str(exc).replace(f"Error opening {str(path)!r}: ", "").rstrip(".")
-        raise AudioError(f"{label}: not a readable audio file ({detail}); use WAV, FLAC, OGG or MP3") from exc
+        raise AudioError(
+            cannot("read audio", label, f"not a readable audio file ({detail}); use WAV, FLAC, OGG or MP3")
+        ) from exc
     wav = torch.from_numpy(np.ascontiguousarray(data.T)).mean(dim=0, keepdim=True)
-    check_waveform(wav, label)
+    check_waveform(wav, label, "read audio")
     return wav, sr, info.frames / sr
 
 
@@ -333,7 +335,11 @@ def render(spec: TestSpec, item: Item, system: System) -> torch.Tensor:
     elif system.kind == "files":
         f = Path(system.files.format(item=item.id))
         if not f.is_file():
-            raise ListeningTestError(f"{spec.source}: system '{system.name}' has no file {f} for item '{item.id}'")
+            raise ListeningTestError(
+                cannot(
+                    "render listening test", spec.source, f"system '{system.name}' has no file {f} for item '{item.id}'"
+                )
+            )
         out, fsr, _ = load_clip(f, spec.max_seconds)
         out = resample(out, fsr, spec.sample_rate)
     else:  # reference, original

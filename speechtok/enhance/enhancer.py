@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from speechtok.codecs import PRETRAINED_DIR
 from speechtok.enhance.filter import BandGainFilter
 from speechtok.enhance.refiner import GainRefiner
+from speechtok.errors import cannot
 from speechtok.lm.runner import Audio, LMInputError, Runner, load_runner_parts
 
 
@@ -72,7 +73,11 @@ class Enhancer(Runner):
         """Whether to filter through the gain refiner (the caller's choice, else whenever there is one)."""
         if refine and self.refiner is None:
             raise LMInputError(
-                f"{self.path}: this model has no gain refiner (recipes/lm/enhance/train_refiner.py trains one)"
+                cannot(
+                    "refine with",
+                    self.path,
+                    "this model has no gain refiner (recipes/lm/enhance/train_refiner.py trains one)",
+                )
             )
         return self.refiner is not None if refine is None else refine
 
@@ -156,8 +161,12 @@ class Enhancer(Runner):
             if chosen == "mixture" and mixture is None:
                 if render == "mixture":
                     raise LMInputError(
-                        f"{w}: render='mixture' needs the noisy waveform, and a token file "
-                        "has none; pass the audio file, or use render='codec'"
+                        cannot(
+                            "enhance",
+                            w,
+                            "render='mixture' needs the noisy waveform, and a token file has none; "
+                            "pass the audio file, or use render='codec'",
+                        )
                     )
                 warnings.warn(
                     f"{w}: a token file has no waveform to filter; decoding its clean tokens with the codec instead",
@@ -186,7 +195,7 @@ class Enhancer(Runner):
         self._use_levels(True)
         codes, n, _, mixture = self._input(wav, sr, str(wav) if isinstance(wav, (str, Path)) else "input")
         if mixture is None:
-            raise LMInputError(f"{wav}: the refiner reads the noisy waveform, and a token file has none")
+            raise LMInputError(cannot("refine", wav, "the refiner reads the noisy waveform, and a token file has none"))
         scales = self._scales(mixture)
         blocks = [rows for _, _, rows in self._blocks(codes, n, mixture, scales, seed, {}, mean_levels=True)]
         rows = [torch.cat([b[r] for b in blocks], -1) for r in range(len(scales))]

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from speechtok.enhance.filter import GAIN_FLOOR
+from speechtok.errors import cannot
 from speechtok.lm.checkpoint import CheckpointError, load_weights, read_weights
 
 FILE = "refiner.safetensors"
@@ -69,7 +70,11 @@ class GainRefiner(nn.Module):
             refiner = cls(**config)
         except TypeError as exc:
             raise CheckpointError(
-                f"{Path(directory) / 'config.json'}: invalid refiner settings {config} ({exc})"
+                cannot(
+                    "load gain refiner from",
+                    Path(directory) / "config.json",
+                    f"invalid refiner settings {config} ({exc})",
+                )
             ) from exc
         load_weights(refiner, read_weights(path), path)
         return refiner.eval()

@@ -24,6 +24,7 @@ from speechtok.codecs import Codec, CodecError, load_codec
 from speechtok.codecs.renderers import SwitchableRenderer, decoder_name
 from speechtok.data.audio import duration_seconds, load_audio, resample
 from speechtok.data.manifest import Utterance, read_manifest
+from speechtok.errors import cannot
 from speechtok.eval import metrics as M
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3"}
@@ -57,26 +58,30 @@ def load_items(data: str | Path, split: str | None = None, limit: int | None = N
     """Utterances from a manifest CSV (optionally one split) or every audio file under a folder."""
     data = Path(data)
     if not data.exists():
-        raise EvalError(f"{data}: no such manifest or folder")
+        raise EvalError(cannot("load evaluation data", data, "no such manifest or folder"))
     if data.is_dir():
         if split:
-            raise EvalError(f"{data}: --split needs a manifest; a folder has no splits")
+            raise EvalError(cannot("load evaluation data", data, "--split needs a manifest; a folder has no splits"))
         files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
         items = [
             Utterance(ID=str(p.relative_to(data).with_suffix("")), path=str(p), duration=duration_seconds(p))
             for p in files[:limit]
         ]
         if not items:
-            raise EvalError(f"{data}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+            raise EvalError(
+                cannot("load evaluation data", data, f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+            )
         return items
     items = read_manifest(data)
     if split:
         splits = sorted({u.split for u in items})
         items = [u for u in items if u.split == split]
         if not items:
-            raise EvalError(f"{data}: no utterances in split '{split}' (splits: {', '.join(splits)})")
+            raise EvalError(
+                cannot("load evaluation data", data, f"no utterances in split '{split}' (splits: {', '.join(splits)})")
+            )
     if not items:
-        raise EvalError(f"{data}: manifest has no utterances")
+        raise EvalError(cannot("load evaluation data", data, "manifest has no utterances"))
     return items[:limit]
 
 

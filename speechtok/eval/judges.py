@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from speechtok.data.audio import resample
+from speechtok.errors import cannot
 from speechtok.eval import metrics as M
 from speechtok.eval.harness import EvalError, _extra_scorer
 
@@ -115,7 +116,7 @@ class WhisperJudge:
             raise _missing("whisper", exc) from exc
         model_path = Path(model_path)
         if not (model_path / "model.bin").exists():
-            raise EvalError(f"{model_path}: no CTranslate2 Whisper model (model.bin) there")
+            raise EvalError(cannot("load Whisper model", model_path, "no CTranslate2 Whisper model (model.bin) there"))
         self.model_path, self.beam_size, self.no_repeat_ngram_size = model_path, beam_size, no_repeat_ngram_size
         self.model = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
 
