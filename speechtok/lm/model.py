@@ -143,14 +143,14 @@ class TokenLM(nn.Module):
         Ks = self.cfg.src_codebooks
         if (src.dim() != 2) if Ks == 0 else (src.dim() != 3 or src.shape[1] != Ks):
             want = "[B, L]" if Ks == 0 else f"[B, {Ks}, L]"
-            raise ValueError(f"model.py: source must be {want}, got {tuple(src.shape)}")
+            raise ValueError(f"source must be {want}, got {tuple(src.shape)}")
         valid = torch.arange(src.shape[-1], device=src.device) < src_len[:, None]
         if Ks:
             valid = valid[:, None]
         src = src.masked_fill(~valid, 0)
         if src.numel() and (int(src.min()) < 0 or int(src.max()) >= self.cfg.src_vocab):
             raise ValueError(
-                f"model.py: source ids must lie in [0, {self.cfg.src_vocab}), got [{int(src.min())}, {int(src.max())}]"
+                f"source ids must lie in [0, {self.cfg.src_vocab}), got [{int(src.min())}, {int(src.max())}]"
             )
         if Ks == 0:
             return (self.src_emb if table is None else table)(src)
@@ -210,7 +210,7 @@ class TokenLM(nn.Module):
     def predict_durations(self, src: torch.Tensor, src_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Frames [B, L] per source token (>= 1; 0 beyond each row's length) by the duration predictor."""
         if not self.cfg.durations:
-            raise ValueError("model.py: this model has no duration predictor (durations: False)")
+            raise ValueError("this model has no duration predictor (durations: False)")
         pred, valid = self._log_durations(src, _lengths(src, src_lengths, -1))
         return (pred.exp() - 1).round().clamp(min=1).long() * valid
 
@@ -267,7 +267,7 @@ class TokenLM(nn.Module):
         src_len, T = _lengths(src, src_lengths, -1), _lengths(codes, code_lengths, -1)
         P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
         if bool((P > T).any()):
-            raise ValueError("model.py: prompt_lengths must not exceed code_lengths")
+            raise ValueError("prompt_lengths must not exceed code_lengths")
         N = self.steps_needed(T)
         S = int(N.max())
         seq = p.interleave(codes, T)
@@ -287,10 +287,10 @@ class TokenLM(nn.Module):
         dur = src_pos = None
         if self.cfg.durations:
             if src_durations is None:
-                raise ValueError("model.py: a model with durations needs src_durations (frames per source token)")
+                raise ValueError("a model with durations needs src_durations (frames per source token)")
             dur = _within(src_durations.to(device=src.device, dtype=torch.long), src_len)
             if bool((dur.sum(1) != T - P).any()):
-                raise ValueError("model.py: src_durations must sum to each row's target frames (code - prompt lengths)")
+                raise ValueError("src_durations must sum to each row's target frames (code - prompt lengths)")
             src_pos = self._duration_positions(dur)
         aligned = self._aligned_source(src, src_len, P, S, dur)
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank, aligned)
@@ -441,7 +441,7 @@ class TokenLM(nn.Module):
             )
             budget = dur.sum(1) - (P if continue_prompt else 0)
             if bool((budget < 1).any()):
-                raise ValueError("model.py: durations leave no target frames (they must outlast the prompt)")
+                raise ValueError("durations leave no target frames (they must outlast the prompt)")
             if max_len is not None:
                 budget = budget.clamp(max=max_len)
             min_len = budget
@@ -453,12 +453,10 @@ class TokenLM(nn.Module):
         spf = p.steps_per_frame
         room = (self.cfg.transformer.max_len - src_len - max(p.tail, 1)).div(spf, rounding_mode="floor") - P
         if self.cfg.durations and bool((budget > room).any()):  # cutting it short would drop words
-            raise ValueError(
-                f"model.py: source + prompt + durations too long for max_len {self.cfg.transformer.max_len}"
-            )
+            raise ValueError(f"source + prompt + durations too long for max_len {self.cfg.transformer.max_len}")
         budget = torch.minimum(budget, room)
         if bool((budget < 1).any()):
-            raise ValueError(f"model.py: source + prompt too long for max_len {self.cfg.transformer.max_len}")
+            raise ValueError(f"source + prompt too long for max_len {self.cfg.transformer.max_len}")
         total = P + budget  # frames at which the end token is forced
         S = int(self.steps_needed(total).max())
         frame_tab, book_tab = (t.to(dev) for t in p.layout(S))
@@ -571,7 +569,7 @@ class TokenLM(nn.Module):
         test-time dropout, an ensemble over contexts the model was trained on that leans less on
         its own, possibly wrong, previous frames."""
         if passes < 1 or not 0.0 <= blank_share < 1.0:
-            raise ValueError(f"model.py: need passes >= 1 and 0 <= blank_share < 1, got {passes}, {blank_share}")
+            raise ValueError(f"need passes >= 1 and 0 <= blank_share < 1, got {passes}, {blank_share}")
         T = _lengths(codes, code_lengths, -1)
         P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
         p, levels = self.pattern, torch.arange(self.pattern.codebook_size, device=codes.device)

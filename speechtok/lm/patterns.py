@@ -32,8 +32,7 @@ class Pattern:
     def __init__(self, n_codebooks: int, codebook_size: int) -> None:
         if n_codebooks < 1 or codebook_size < 1:
             raise ValueError(
-                f"patterns.py: {self.name}: need n_codebooks >= 1 and codebook_size >= 1, "
-                f"got {n_codebooks}, {codebook_size}"
+                f"{self.name} pattern: need n_codebooks >= 1 and codebook_size >= 1, got {n_codebooks}, {codebook_size}"
             )
         self.n_codebooks, self.codebook_size = n_codebooks, codebook_size
 
@@ -81,11 +80,11 @@ class Pattern:
         """codes [B, K, T] -> steps [B, n_steps(T), H]; frames >= lengths[b] become pad."""
         if codes.dim() != 3 or codes.shape[1] != self.n_codebooks:
             raise ValueError(
-                f"patterns.py: {self.name}: expected codes [B, {self.n_codebooks}, T], got {tuple(codes.shape)}"
+                f"{self.name} pattern: expected codes [B, {self.n_codebooks}, T], got {tuple(codes.shape)}"
             )
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(
-                f"patterns.py: {self.name}: codes must lie in [0, {self.codebook_size}), "
+                f"{self.name} pattern: codes must lie in [0, {self.codebook_size}), "
                 f"got [{int(codes.min())}, {int(codes.max())}]"
             )
         B, _, T = codes.shape
@@ -100,11 +99,11 @@ class Pattern:
     def deinterleave(self, seq: torch.Tensor, n_frames: int | None = None) -> torch.Tensor:
         """steps [B, S, H] -> codes [B, K, T], T = n_frames or as many as S steps hold."""
         if seq.dim() != 3 or seq.shape[2] != self.n_heads:
-            raise ValueError(f"patterns.py: {self.name}: expected steps [B, S, {self.n_heads}], got {tuple(seq.shape)}")
+            raise ValueError(f"{self.name} pattern: expected steps [B, S, {self.n_heads}], got {tuple(seq.shape)}")
         B, S, _ = seq.shape
         T = self.n_frames(S) if n_frames is None else n_frames
         if self.n_steps(T) > S:
-            raise ValueError(f"patterns.py: {self.name}: {T} frames need {self.n_steps(T)} steps, got {S}")
+            raise ValueError(f"{self.name} pattern: {T} frames need {self.n_steps(T)} steps, got {S}")
         frame, book = (t.to(seq.device) for t in self.layout(S))
         valid = (frame >= 0) & (frame < T)
         codes = seq.new_zeros(B, self.n_codebooks * T)
@@ -117,7 +116,7 @@ class Single(Pattern):
 
     def __init__(self, n_codebooks: int, codebook_size: int) -> None:
         if n_codebooks != 1:
-            raise ValueError(f"patterns.py: single: needs n_codebooks == 1, got {n_codebooks}")
+            raise ValueError(f"single pattern: needs n_codebooks == 1, got {n_codebooks}")
         super().__init__(n_codebooks, codebook_size)
 
     def layout(self, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,5 +172,5 @@ PATTERNS: dict[str, type[Pattern]] = {p.name: p for p in (Single, Flatten, Delay
 
 def make_pattern(name: str, n_codebooks: int, codebook_size: int) -> Pattern:
     if name not in PATTERNS:
-        raise ValueError(f"patterns.py: unknown pattern {name!r}; choose from {sorted(PATTERNS)}")
+        raise ValueError(f"unknown pattern {name!r}; choose from {sorted(PATTERNS)}")
     return PATTERNS[name](n_codebooks, codebook_size)

@@ -28,7 +28,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
-            raise ValueError(f"transformer.py: dim {self.dim} must split into {self.n_heads} heads of even size")
+            raise ValueError(f"dim {self.dim} must split into {self.n_heads} heads of even size")
 
     @classmethod
     def tiny(cls, **kw) -> TransformerConfig:
@@ -60,7 +60,7 @@ class KVCache:
         """Write k, v [B, H, L, hd] at each row's positions pos..pos+L-1; return keys/values so far."""
         L = k.shape[2]
         if self.filled + L > self.max_len:
-            raise ValueError(f"transformer.py: KV cache full ({self.filled} + {L} > max_len {self.max_len})")
+            raise ValueError(f"KV cache full ({self.filled} + {L} > max_len {self.max_len})")
         idx = (self.pos[:, None] + torch.arange(L, device=k.device))[:, None, :, None].expand_as(k)
         self.k[layer].scatter_(2, idx, k.to(self.k[layer].dtype))
         self.v[layer].scatter_(2, idx, v.to(self.v[layer].dtype))
@@ -184,14 +184,14 @@ class Transformer(nn.Module):
         (hidden states, scores): scores[j] is head 0's pre-softmax attention [B, L, L] in block
         probe_layers[j], e.g. for an alignment loss. Nothing is kept on the modules."""
         if probe_layers is not None and cache is not None:
-            raise ValueError("transformer.py: attention probes need a full forward (no cache)")
+            raise ValueError("attention probes need a full forward (no cache)")
         probe = set(probe_layers or ())
         kept: dict[int, torch.Tensor] = {}
         B, L, _ = x.shape
         steps = torch.arange(L, device=x.device)
         if cache is None:
             if L > self.cfg.max_len:
-                raise ValueError(f"transformer.py: sequence of {L} positions exceeds max_len {self.cfg.max_len}")
+                raise ValueError(f"sequence of {L} positions exceeds max_len {self.cfg.max_len}")
             pos, mask = steps[None], None
         else:
             pos = cache.pos[:, None] + steps  # [B, L]
@@ -222,7 +222,7 @@ def grow_depth(
     them with their attention and MLP output projections zeroed, so each starts as the identity
     on the residual stream and fine-tuning adds capacity without first losing what was learnt."""
     if not 0 < n_old <= n_new:
-        raise ValueError(f"transformer.py: cannot grow {n_old} blocks to {n_new}")
+        raise ValueError(f"cannot grow {n_old} blocks to {n_new}")
     extra = n_new - n_old
     copies = [0] * n_old  # new blocks after each old one: after blocks 1 and 3 for 4 -> 6
     for j in range(extra):

@@ -82,7 +82,7 @@ def monotonic_search(logp: np.ndarray) -> np.ndarray:
     [F, L] log-probability matrix (F >= L): every frame takes one symbol, in order, none skipped."""
     n_fr, n_sym = logp.shape
     if n_fr < n_sym:
-        raise ValueError(f"align.py: {n_fr} frames cannot hold {n_sym} symbols (each needs at least one)")
+        raise ValueError(f"{n_fr} frames cannot hold {n_sym} symbols (each needs at least one)")
     value = np.full(n_sym, -np.inf)
     value[0] = logp[0, 0]
     moved = np.zeros((n_fr, n_sym), dtype=bool)  # frame f took a new symbol (came from i - 1)

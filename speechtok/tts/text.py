@@ -132,8 +132,7 @@ def split_text(text: str, fits: Callable[[str], bool]) -> list[tuple[str, str | 
             return [(piece, None)]
         if level == len(_BREAKS):
             raise TextError(
-                f"text.py: {piece!r} is too long for the model even alone (beside its voice prompt); "
-                "use a shorter prompt"
+                f"{piece!r} is too long for the model even alone (beside its voice prompt); use a shorter prompt"
             )
         kind, pattern = _BREAKS[level]
         parts: list[str] = []
@@ -167,11 +166,11 @@ class TextFrontend:
         self, kind: str = "phonemes", language: str = "en-us", symbols: Sequence[str] | None = None, warn: bool = True
     ) -> None:
         if kind not in ("phonemes", "chars"):
-            raise ValueError(f"text.py: unknown front-end kind {kind!r}; use 'phonemes' or 'chars'")
+            raise ValueError(f"unknown front-end kind {kind!r}; use 'phonemes' or 'chars'")
         self.kind, self.language = kind, language
         self.symbols = list(DEFAULT_SYMBOLS if symbols is None else symbols)
         if len(set(self.symbols)) != len(self.symbols):
-            raise ValueError("text.py: symbol vocabulary has duplicates")
+            raise ValueError("symbol vocabulary has duplicates")
         self.index = {s: i for i, s in enumerate(self.symbols)}
         self._warned: set[str] = set()
         self.warn = warn
