@@ -7,7 +7,7 @@ encoded with the codec, then repeated to the length; n_samples is not a whole nu
 Each run is a fresh subprocess; its peak RSS comes from os.wait4 (that child alone). Modes:
   - stream: `speechtok decode TOKENS OUT.wav`, which decodes chunk by chunk (`Codec.decode_stream`)
     and writes each piece as it comes;
-  - whole: the former path, for comparison: the whole file's codes through the decoder in one call
+  - whole: for comparison, the whole file's codes through the decoder in one call
     (`codec._decode`), then `save_audio` of the whole waveform.
 Both outputs are checked for the exact length (n_samples), and stream against whole sample by sample.
 

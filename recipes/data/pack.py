@@ -5,12 +5,9 @@ The GPU machine gets a copy of the checkout only (no ../shared, at most 64 MiB),
 there reads this pack instead. At the default Opus setting (soundfile's, about 32 kbit/s) the
 134 min of shared speech, the 1 h synthetic corpus and the noise recordings take 46 MiB, which
 fits beside the checkout and the wheels once the bundled models the run does not read are
-offloaded (recipes/device/kit.sh). That setting changes 19.5% of the dMel codes against the
-FLAC originals, 0.1% of them by more than one level; at 14 kbit/s (`--compression-level 0.97`,
-22 MiB) 32% and 1%. Fine-tuning on pairs mixed from either pack scored about 0.01 PESQ-wb below
-the CPU stages' FLAC-trained enhancer on real audio (recipes/lm/README.md, stages 11 and 12).
-Manifest paths are relative to the pack, and a file listed by several manifests (cathy in
-real_speech, say) is packed once.
+offloaded (recipes/device/kit.sh). How many dMel codes Opus changes, and what training from the
+pack costs the enhancer, is measured in recipes/lm/README.md. Manifest paths are relative to
+the pack, and a file listed by several manifests (cathy in real_speech, say) is packed once.
 
     python recipes/data/pack.py --manifests work_data/manifests --out .pack
 

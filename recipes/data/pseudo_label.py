@@ -6,9 +6,9 @@
 Writes `<name>_pl.csv` beside each manifest: every row kept, official text kept, empty text filled
 with Whisper's transcript and marked `text_source=whisper-tiny.en` (official rows: `reference`).
 Resumable: rows already in an existing `_pl.csv` are not transcribed again. Clips Whisper finds
-nothing in keep an empty text. The data README measures Whisper tiny.en at about 5% WER on clean
-read speech here; crowd clips (far microphones, noise) are worse, so recipes weigh them as labels
-of lower trust, not as references.
+nothing in keep an empty text. Whisper tiny.en is close to right on clean read speech and less so
+on crowd clips (far microphones, noise; recipes/asr/README.md measures both), so recipes weigh
+them as labels of lower trust, not as references.
 """
 
 from __future__ import annotations
