@@ -64,7 +64,7 @@ def test_compare_codecs_outputs_and_trimming(clip):
     (r,) = cmp.results
     assert r.label == CODEC and r.bitrate == 16000 and r.tokens_per_s == 4000  # 80 codebooks x 50 Hz
     assert r.audio[0] == 16000 and r.audio[1].size == 16000
-    assert 1.0 <= r.pesq <= 4.7 and 0.5 < r.stoi <= 1.0 and r.rtf > 0
+    assert r.pesq > 1.2 and r.stoi > 0.75 and r.rtf > 0  # Griffin-Lim on real speech: PESQ-wb ~1.5, STOI ~0.88
     assert r.spectrogram.dtype == np.uint8 and r.spectrogram.ndim == 3 and r.spectrogram.shape[2] == 3
     assert cmp.table()[0][:3] == [CODEC, "16.0", "4000"]
     assert A.compare_codecs(clip, [CODEC], max_seconds=5.0).message == ""  # short input: no note

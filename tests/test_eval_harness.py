@@ -108,12 +108,14 @@ def test_run_eval_dmel_writes_json_markdown_png(data, tmp_path, capsys):
     assert keys - {"duration"} | {"usage_perplexity", "usage_fraction"} <= set(run["mean"])
     for k in ("pesq_wb", "stoi", "si_sdr", "mel_distance"):
         assert run["mean"][k] == pytest.approx(np.mean([r[k] for r in rows]))
-    assert 1.0 <= run["mean"]["pesq_wb"] <= 4.64 and 0 < run["mean"]["stoi"] <= 1
+    # Griffin-Lim on the dMel levels of a harmonic tone: intelligible (STOI ~0.9), PESQ-wb ~1.7
+    assert run["mean"]["pesq_wb"] > 1.4 and run["mean"]["stoi"] > 0.8
     assert run["mean"]["mel_distance"] < 2.0
     assert run["mean"]["encode_rtf"] > 0 and run["mean"]["decode_rtf"] > 0
     assert rows[1]["duration"] == pytest.approx(1.0)
     assert len(run["codebook_usage"]["perplexity"]) == 80
-    assert 1 <= run["mean"]["usage_perplexity"] <= 16 and 0 < run["mean"]["usage_fraction"] <= 1
+    # a tone with pauses takes several of a band's 16 levels (~7 by perplexity), far from all of them
+    assert 3 < run["mean"]["usage_perplexity"] < 12 and 0.3 < run["mean"]["usage_fraction"] < 0.9
     md = (out / "results.md").read_text()
     assert md.splitlines()[0].startswith("| codec | decoder | codebooks | bitrate (kbps) | PESQ-wb | STOI | ESTOI")
     assert "| dmel-16k-gl | griffinlim | 80 | 16.00 |" in md
@@ -189,6 +191,8 @@ def test_extras_dnsmos_and_visqol(data):
     better = H.evaluate_codec(ToyResidualCodec(), items, n_codebooks=3, extras=("dnsmos", "visqol"))
     for r in (run, better):
         assert {"dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "visqol"} <= set(r["utterances"][0])
-        assert 1.0 <= r["mean"]["dnsmos_ovrl"] <= 5.0 and 1.0 <= r["mean"]["visqol"] <= 5.0
+    # one 16-level stage leaves loud quantisation noise: DNSMOS hears it as background, ViSQOL too
+    assert better["mean"]["dnsmos_bak"] > run["mean"]["dnsmos_bak"] + 1
+    assert better["mean"]["dnsmos_ovrl"] > run["mean"]["dnsmos_ovrl"]
     assert better["mean"]["visqol"] > run["mean"]["visqol"]
     assert "ViSQOL" in H.markdown_table([run, better]).splitlines()[0]
