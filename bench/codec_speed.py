@@ -13,12 +13,11 @@ Ratios are against these references on the same machine, so they survive noisy t
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _results import write_results
 from encodec import EncodecModel
 
 from speechtok.codecs import available_codecs, load_codec
@@ -124,15 +123,7 @@ def main() -> None:
     for r in rows:
         vv = f"{r['vs_vocos']:.2f}" if "vs_vocos" in r else ""
         print(f"| {r['system']} | {r['op']} | {r['batch']} | {r['x_realtime']:.1f} | {r['vs_encodec']:.2f} | {vv} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "seconds": args.seconds,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-    }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, rows, seconds=args.seconds, threads=args.threads)
 
 
 if __name__ == "__main__":

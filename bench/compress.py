@@ -13,13 +13,12 @@ n_codebooks x log2(codebook_size) x frame_rate.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_results
 
 from speechtok.codecs import load_codec
 from speechtok.compress import HEADER, MAGIC, TokenPrior, compress_tokens, decompress_tokens
@@ -102,10 +101,7 @@ def main() -> None:
             f"{r['stz_bps']:.0f} | {r['saved']:.1%} | {r['saved_payload']:.1%} | {r['encode_x_realtime']:.0f} | "
             f"{r['compress_x_realtime']:.1f} | {r['decompress_x_realtime']:.1f} |"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, rows, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ The table's last column is the peak RSS against the whole-file run of the same r
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from _results import write_results
 
 from speechtok.codecs import load_codec
 from speechtok.data.audio import load_audio
@@ -203,17 +202,7 @@ def main() -> None:
             f"| {r['task']} | {r['codec']} | {r['mode']} | {r['peak_rss_gb']:.2f} | {r['wall_s']:.0f} "
             f"| {r['x_realtime']:.2f} | {r['exact_length']} | {r.get('stream_vs_whole_max_lsb', '')} | {ratio} |"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "minutes": args.minutes,
-        "tasks": args.tasks,
-        "threads": args.threads,
-        "goal_gb": GOAL_GB,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-    }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, rows, minutes=args.minutes, tasks=args.tasks, threads=args.threads, goal_gb=GOAL_GB)
 
 
 if __name__ == "__main__":
