@@ -14,13 +14,12 @@ recipe trains (`recipes/codec/rvq/README.md`).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_results
 
 from speechtok.codecs import RVQCodec, load_codec
 
@@ -106,12 +105,7 @@ def main() -> None:
             f"| {r['codec']} | {r['weights']} | {r['latency_ms']:.0f} ms | {r['frame_ms_median']:.2f} / "
             f"{r['frame_ms_p95']:.2f} ms | {r['real_time_factor']:.3f} | {r['vs_offline_rvq16k']:.1f}x |"
         )
-    meta = {"seconds": args.seconds, "threads": 1, "torch": torch.__version__, "machine": platform.machine()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"meta": meta, "offline_rvq16k_ms_per_frame": offline_ms, "rows": rows}, indent=2) + "\n"
-    )
-    print(f"wrote {args.out}")
+    write_results(args.out, rows, seconds=args.seconds, threads=1, offline_rvq16k_ms_per_frame=offline_ms)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_tts_items_symbols_durations_prompts_and_batches(corpus, codec):
     added = with_durations(items, path, codec.codebook_size, frontend.vocab_size, {"steps": -1}, seed=0)
     assert torch.equal(added[3]["durations"], timed[3]["durations"])
     path.write_text(json.dumps(known))  # u3 missing again, and the sizes differ: refused
-    with pytest.raises(ValueError, match="kept aligner is for"):
+    with pytest.raises(ValueError, match="cannot use the kept aligner .*: it is for"):
         with_durations(items, path, codec.codebook_size + 1, frontend.vocab_size, {"steps": -1}, seed=0)
 
     speakers = by_speaker(timed)

@@ -16,6 +16,7 @@ import torch
 
 from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import EpochSeeded, fixed_subset
+from speechtok.errors import cannot
 from speechtok.lm.data import audio_groups, collate, fixed_batches, load_codes, token_paths
 from speechtok.tokens import codec_hash
 from speechtok.tts.align import Aligner, durations, train_aligner
@@ -98,7 +99,8 @@ def _kept_aligner(path: Path, n_symbols: int, n_codebooks: int, codebook_size: i
     kept = torch.load(path, weights_only=True)
     sizes = {"n_symbols": n_symbols, "n_codebooks": n_codebooks, "codebook_size": codebook_size}
     if kept["sizes"] != sizes:
-        raise ValueError(f"{path}: kept aligner is for {kept['sizes']}, not {sizes}; delete it and its durations file")
+        problem = f"it is for {kept['sizes']}, not {sizes}; delete it and its durations file"
+        raise ValueError(cannot("use the kept aligner", path, problem))
     model = Aligner(n_symbols, n_codebooks, codebook_size, kept["dim"])
     model.load_state_dict(kept["state"])
     return model.eval()
