@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from torch import nn
 
+from speechtok.codecs.base import load_weights, read_json_config, read_weights
 from speechtok.data.segments import EpochSeeded
 from speechtok.errors import cannot
 
-CONFIG, WEIGHTS = "config.json", "model.safetensors"
+WEIGHTS = "model.safetensors"
 
 
 class SpeakerEncoder(nn.Module):
@@ -49,21 +50,23 @@ class SpeakerEncoder(nn.Module):
     def save(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG).write_text(json.dumps({"family": "speaker", "config": self.config()}, indent=2) + "\n")
+        (directory / "config.json").write_text(
+            json.dumps({"family": "speaker", "config": self.config()}, indent=2) + "\n"
+        )
         state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS))
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> SpeakerEncoder:
+        """A folder written by `save`; anything short of one is a ValueError naming it."""
         directory = Path(directory)
+        config = read_json_config(directory, ("family", "config"), "speaker encoder", ValueError)["config"]
         try:
-            config = json.loads((directory / CONFIG).read_text())["config"]
             model = cls(**config)
-            state = load_file(str(directory / WEIGHTS))
-            model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
-        except (OSError, KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise ValueError(cannot("load speaker encoder", directory, f"{type(exc).__name__}: {exc}")) from exc
+        except TypeError as exc:
+            raise ValueError(cannot("load speaker encoder from", directory, f"config.json: {exc}")) from exc
+        load_weights(model, read_weights(directory / WEIGHTS, ValueError), directory / WEIGHTS, ValueError)
         return model.eval()
 
 
