@@ -228,3 +228,26 @@ def test_mixed_pair_batches_are_fresh_deterministic_and_tokenised(codec, tmp_pat
     )
     with pytest.raises(ValueError, match="weights"):
         MixedPairBatches(mixer, weights[:2], codec, 2, 3, 1)
+
+
+def test_voices_follow_the_prompt_and_collate():
+    """Each item gets its encoder embedding; a row takes the voice of its prompt's utterance (or of
+    another of the speaker's, or its own when alone), and collate stacks them."""
+    from speechtok.tts.data import with_voices
+    from speechtok.tts.speaker import SpeakerEncoder
+
+    codec = load_codec("dmel-16k")
+    torch.manual_seed(0)
+    items = [
+        {"id": f"u{i}", "speaker": spk, "src": torch.tensor([1, 2]), "codes": torch.randint(0, 16, (80, 30 + 5 * i))}
+        for i, spk in enumerate(["a", "a", "b"])
+    ]
+    voiced = with_voices(items, SpeakerEncoder(dim=8, channels=16), codec, max_frames=32)
+    assert all(r["voice"].shape == (8,) for r in voiced) and not torch.allclose(voiced[0]["voice"], voiced[1]["voice"])
+    speakers = by_speaker(voiced)
+    rng = np.random.default_rng(0)
+    assert torch.equal(with_prompt(voiced, speakers, 0, rng, 10, True)["voice"], voiced[1]["voice"])  # the prompt's
+    assert torch.equal(with_prompt(voiced, speakers, 0, rng, 10, False)["voice"], voiced[1]["voice"])  # another's
+    alone = with_prompt(voiced, speakers, 2, rng, 10, True)
+    assert alone["prompt_len"] == 0 and torch.equal(alone["voice"], voiced[2]["voice"])
+    assert collate([alone, with_prompt(voiced, speakers, 1, rng, 10, True)])["voice"].shape == (2, 8)

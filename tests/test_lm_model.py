@@ -531,3 +531,30 @@ def test_expected_codes_with_test_time_frame_dropout():
         torch.testing.assert_close(spared[0][b, :, :n], spared[1][b, :, :n])
     with pytest.raises(ValueError, match="blank_share"):
         lm.expected_codes(src, codes, src_len, T, blank_share=1.0)
+
+
+def test_speaker_embedding_conditions_every_audio_step():
+    """A voice embedding joins the audio inputs: zero-initialised (a warm start is unchanged), it
+    then moves the logits of prompt-free rows and the sampled codes; models refuse a missing or
+    unexpected one."""
+    torch.manual_seed(0)
+    src, codes = torch.randint(0, 10, (2, 5)), torch.randint(0, 16, (2, 3, 7))
+    durations = torch.tensor([[2, 1, 1, 2, 1], [1, 1, 2, 2, 1]])
+    kw = dict(durations=True, aligned_source=True, aligned_positions=True)
+    lm = _lm("parallel", 3, sharp=True, speaker_dim=4, **kw)
+    base = _lm("parallel", 3, sharp=True, **kw)
+    base.load_state_dict({k: v for k, v in lm.state_dict().items() if not k.startswith("voice.")})
+    a, b = torch.nn.functional.normalize(torch.randn(2, 2, 4), dim=-1)
+    out = lm(src, codes, src_durations=durations, speaker=a).logits
+    torch.testing.assert_close(out, base(src, codes, src_durations=durations).logits)  # zero voice weights
+    with torch.no_grad():
+        torch.nn.init.normal_(lm.voice.weight, std=1.0)
+    assert not torch.allclose(lm(src, codes, src_durations=durations, speaker=a).logits, out, atol=1e-3)
+    one, _ = lm.generate(src, durations=durations, speaker=a, seed=0)
+    again, _ = lm.generate(src, durations=durations, speaker=a, seed=0)
+    other, _ = lm.generate(src, durations=durations, speaker=b, seed=0)
+    assert torch.equal(one, again) and not torch.equal(one, other)
+    with pytest.raises(ValueError, match=r"needs a speaker embedding \[B=2, 4\], got None"):
+        lm(src, codes, src_durations=durations)
+    with pytest.raises(ValueError, match="takes no speaker embedding"):
+        base(src, codes, src_durations=durations, speaker=a)

@@ -17,6 +17,7 @@ from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.enhance import load_enhancer
 from speechtok.tokens import load_tokens
 from speechtok.tts import load_tts
+from speechtok.tts.speaker import SpeakerEncoder
 
 pytestmark = pytest.mark.slow  # every test here trains a model or drives a browser
 
@@ -59,7 +60,8 @@ def dev_losses(out):
     return [float(re.search(r"valid loss: ([\d.e+-]+)", line).group(1)) for line in log]
 
 
-def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
+def tts_corpus(tmp_path) -> list[str]:
+    """Eight tone 'utterances' with text (two training voices, one held out) and the recipe flags that read them."""
     utts = []
     for i, text in enumerate(SENTENCES + ["held out voice", "another new one"]):
         spk = ("spk0", "spk1", "new")[min(i % 2 + 2 * (i >= 6), 2)]
@@ -72,8 +74,7 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
         )
     write_manifest(tmp_path / "train.csv", [u for u in utts if u.split == "train"])
     write_manifest(tmp_path / "dev.csv", [u for u in utts if u.split == "dev"])
-    out, cache = tmp_path / "exp", tmp_path / "tokens"
-    args = [
+    return [
         "--manifest_folder",
         str(tmp_path),
         "--train_manifests",
@@ -81,7 +82,7 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
         "--dev_manifests",
         "[dev.csv]",
         "--token_cache",
-        str(cache),
+        str(tmp_path / "tokens"),
         "--text",
         "{kind: chars, language: en-us}",
         "--default_voice",
@@ -97,6 +98,10 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
         "--aligner",
         "{steps: 30, batch_size: 4, lr: 0.003, dim: 16}",
     ]
+
+
+def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
+    out, cache, args = tmp_path / "exp", tmp_path / "tokens", tts_corpus(tmp_path)
     first = run("recipes/lm/tts/hparams/cpu.yaml", out, [*args, "--number_of_epochs", "1"])
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     tokens = sorted(cache.rglob("*.npz"))
@@ -116,6 +121,25 @@ def test_tts_recipe_trains_resumes_caches_tokens_and_exports(tmp_path):
     assert synth.default_prompt["text"] in SENTENCES
     assert synth.tts("the cat", seed=0, max_seconds=0.5).shape[-1] > 0
     assert list((out / "samples").glob("*.wav"))
+
+
+def test_tts_recipe_with_a_speaker_encoder_learns_and_ships_the_voice(tmp_path):
+    """With `speaker_encoder`, the LM trains on the prompt's voice embedding (a projection that starts
+    at zero) and the exported folder carries the encoder, which the Synthesizer runs on its prompt."""
+    SpeakerEncoder(dim=8, channels=16).save(tmp_path / "spk")
+    out = tmp_path / "exp"
+    args = [*tts_corpus(tmp_path), "--speaker_encoder", str(tmp_path / "spk"), "--number_of_epochs", "1"]
+    proc = run("recipes/lm/tts/hparams/cpu.yaml", out, args)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    folder = out / "export" / "tts-dmel-16k"
+    assert json.loads((folder / "config.json").read_text())["speaker_encoder"] == "speaker"
+    synth = load_tts(folder)
+    assert synth.lm.cfg.speaker_dim == 8 and synth.lm.voice.weight.abs().sum() > 0  # it learned from the voice
+    low, high = (torch.from_numpy(harmonic(1.0, f0))[None] for f0 in (110, 220))
+    v_low, v_high = (synth._voice(synth.codec.encode(w[None])[0], 1) for w in (low, high))
+    assert v_low.shape == (1, 8) and not torch.allclose(v_low, v_high)
+    assert synth.tts("the cat", low, prompt_sr=16000, seed=0, max_seconds=0.5).shape[-1] > 0
+    assert synth.tts("the cat", seed=0, max_seconds=0.5).shape[-1] > 0  # the default voice's embedding
 
 
 def noisy_pairs(tmp_path) -> list[str]:

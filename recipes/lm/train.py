@@ -57,8 +57,10 @@ from speechtok.tts.data import (
     symbols_cache,
     tts_items,
     with_durations,
+    with_voices,
 )
 from speechtok.tts.data import dev_batches as tts_dev_batches
+from speechtok.tts.speaker import SpeakerEncoder
 from speechtok.tts.text import TextFrontend
 
 
@@ -85,7 +87,13 @@ class LMBrain(WarmupCosineLR, sb.Brain):
     def compute_forward(self, batch, stage):
         b = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
         return self.modules.lm(
-            b["src"], b["codes"], b["src_len"], b["code_len"], b["prompt_len"], src_durations=b.get("durations")
+            b["src"],
+            b["codes"],
+            b["src_len"],
+            b["code_len"],
+            b["prompt_len"],
+            src_durations=b.get("durations"),
+            speaker=b.get("voice"),
         )
 
     def compute_objectives(self, out, batch, stage):
@@ -150,23 +158,26 @@ class LMBrain(WarmupCosineLR, sb.Brain):
         return {"pesq_wb": float(np.mean([p for p, _ in scores])), "stoi": float(np.mean([t for _, t in scores]))}
 
 
-def build_model(hp, codec, src_vocab, src_codebooks) -> TokenLM:
-    """The YAML's `lm_config` (an LMConfig template) completed with the codec's codebooks and the
-    source vocabulary (the text front-end's, or the codec's for enhancement)."""
+def build_model(hp, codec, src_vocab, src_codebooks, speaker_dim: int = 0) -> TokenLM:
+    """The YAML's `lm_config` (an LMConfig template) completed with the codec's codebooks, the
+    source vocabulary (the text front-end's, or the codec's for enhancement) and, for TTS with a
+    speaker encoder, its embedding size."""
     return TokenLM(
         hp["lm_config"](
             n_codebooks=codec.n_codebooks,
             codebook_size=codec.codebook_size,
             src_vocab=src_vocab,
             src_codebooks=src_codebooks,
+            speaker_dim=speaker_dim,
         )
     )
 
 
 def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
     """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins).
-    What this run adds may be missing there: the `aligned_source` table (it starts at zero, so the
-    model starts out as the exported one), the duration predictor (trained from scratch) and,
+    What this run adds may be missing there: the `aligned_source` table and the voice projection
+    (both start at zero, so the model starts out as the exported one), the duration predictor
+    (trained from scratch) and,
     for a deeper `model.n_layers`, blocks that start as the identity (`grow_depth`)."""
     src, meta = load_lm(folder, codec)
     if meta.get("task") != task:
@@ -179,7 +190,7 @@ def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
         missing, unexpected = lm.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise ValueError(f"init_from {folder}: weights do not fit this model ({exc})") from exc
-    new = [k for k in missing if k.startswith(("src_frame_emb.", "duration."))]
+    new = [k for k in missing if k.startswith(("src_frame_emb.", "duration.", "voice."))]
     if unexpected or len(new) != len(missing):
         raise ValueError(
             f"init_from {folder}: weights do not fit this model (missing {sorted(set(missing) - set(new))}, "
@@ -238,10 +249,13 @@ def prepare(hp, codec):
     train_m, dev_m = manifest_paths(hp, "train_manifests"), manifest_paths(hp, "dev_manifests")
     if hp["task"] == "tts":
         frontend = TextFrontend.for_training(hp["text"]["kind"], hp["text"]["language"])
-        lm = build_model(hp, codec, frontend.vocab_size, 0)
+        encoder = SpeakerEncoder.load(hp["speaker_encoder"]) if hp.get("speaker_encoder") else None
+        lm = build_model(hp, codec, frontend.vocab_size, 0, 0 if encoder is None else encoder.dim)
         items = tts_items(train_m + dev_m, codec, frontend, Path(hp["token_cache"]), hp["codec"])
         if lm.cfg.durations:
             items = tts_durations(items, hp, codec, frontend)
+        if encoder is not None:
+            items = with_voices(items, encoder, codec)
         usable = [
             r
             for r in items
@@ -270,6 +284,7 @@ def prepare(hp, codec):
             hp["seed"],
         )
         extra = {"frontend": frontend, "train": train, "dev": dev, "train_stats": item_stats(train, codec)}
+        extra["speaker_encoder"] = encoder
     elif hp["task"] == "enhance":
         lm = build_model(hp, codec, codec.codebook_size, codec.n_codebooks)
         train = enhance_items(train_m, codec, Path(hp["token_cache"]), hp["codec"])
@@ -355,6 +370,7 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
             sampling=dict(hp["sampling"]),
             render=dict(hp.get("render") or {}),
             training=training,
+            speaker_encoder=extra["speaker_encoder"],
         )
         runner = Synthesizer(
             lm, codec, {**json.loads((out / "config.json").read_text()), "default_prompt": prompt}, out

@@ -32,6 +32,7 @@ FAMILY = "token-lm"
 FORMAT_VERSION = 1
 TASKS = ("tts", "enhance", "prior")  # prior: source-free, for entropy coding (speechtok.compress)
 PROMPT_KEY = "default_prompt.codes"
+SPEAKER_FOLDER = "speaker"  # a TTS model's speaker encoder, inside its folder
 # render settings an older config kept in its `sampling` block: old key -> key in `render`
 LEGACY_RENDER_KEYS = {
     "render": "mode",
@@ -80,9 +81,11 @@ def save_lm(
     sampling: dict | None = None,
     render: dict | None = None,
     training: dict | None = None,
+    speaker_encoder=None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
-    """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...}."""
+    """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...};
+    a model with `speaker_dim` keeps its `speaker_encoder` (`speechtok.tts.speaker`) in SPEAKER_FOLDER."""
     if task not in TASKS:
         raise CheckpointError(cannot("save token LM to", directory, f"task must be one of {TASKS}, got {task!r}"))
     if (task == "tts") != (text is not None):
@@ -95,6 +98,9 @@ def save_lm(
             f"model is for {cfg.n_codebooks} x {cfg.codebook_size} codes, codec "
             f"'{codec.name}' makes {codec.n_codebooks} x {codec.codebook_size}"
         )
+        raise CheckpointError(cannot("save token LM to", directory, problem))
+    if cfg.speaker_dim != (0 if speaker_encoder is None else speaker_encoder.dim):
+        problem = f"model takes a {cfg.speaker_dim}-d speaker embedding, given encoder: {speaker_encoder!r:.40}"
         raise CheckpointError(cannot("save token LM to", directory, problem))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,9 @@ def save_lm(
         "render": render,
         "training": training or {},
     }
+    if speaker_encoder is not None:
+        speaker_encoder.save(directory / SPEAKER_FOLDER)
+        meta["speaker_encoder"] = SPEAKER_FOLDER
     save_file(state, str(directory / "model.safetensors"), metadata={"family": FAMILY, "task": task})
     (directory / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return directory

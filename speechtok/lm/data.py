@@ -161,12 +161,14 @@ def audio_groups(task: str, manifests) -> list[list[str]]:
 # --- batches ------------------------------------------------------------------------------
 def collate(rows: list[dict], group: str = "") -> dict:
     """Right-padded tensors; rows hold src ([L] ids or [K, L] codes), codes [K, T], prompt_len
-    and, for TTS with durations, durations [L]."""
+    and, for TTS with durations, durations [L] (and a voice embedding [dim] with a speaker encoder)."""
     src = [r["src"].T if r["src"].dim() == 2 else r["src"] for r in rows]  # pad over time
     srcp = pad_sequence(src, batch_first=True)
     extra = {}
     if "durations" in rows[0]:
         extra["durations"] = pad_sequence([r["durations"] for r in rows], batch_first=True)
+    if "voice" in rows[0]:
+        extra["voice"] = torch.stack([r["voice"] for r in rows])
     return {
         **extra,
         "src": srcp.transpose(1, 2).long() if srcp.dim() == 3 else srcp.long(),

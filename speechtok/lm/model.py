@@ -71,6 +71,7 @@ class LMConfig:
     aligned_source: bool = False  # each target step's input also sums in the source token of its frame
     durations: bool = False  # TTS: source tokens have lengths in frames (aligner in training, predictor in generation)
     duration_weight: float = 1.0  # weight of the duration predictor's loss (MSE of log(1 + frames))
+    speaker_dim: int = 0  # TTS: a voice embedding [B, speaker_dim] (speechtok.tts.speaker) joins every audio input
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self) -> None:
@@ -130,6 +131,10 @@ class TokenLM(nn.Module):
             nn.init.zeros_(self.src_frame_emb.weight)
         if cfg.durations:
             self.duration = DurationPredictor(D)
+        if cfg.speaker_dim:  # zero at first: a model warm-started without a voice starts as it was
+            self.voice = nn.Linear(cfg.speaker_dim, D)
+            nn.init.zeros_(self.voice.weight)
+            nn.init.zeros_(self.voice.bias)
         self.transformer = Transformer(cfg.transformer)
         self.head = nn.Linear(D, H * V, bias=False)
         nn.init.normal_(self.src_emb.weight, std=0.02)
@@ -198,6 +203,21 @@ class TokenLM(nn.Module):
         idx = idx.clamp(0, tokens.shape[1] - 1)[..., None].expand(-1, -1, tokens.shape[-1])
         return tokens.gather(1, idx) * ok[..., None]
 
+    def _with_voice(
+        self, aligned: torch.Tensor | None, speaker, batch: int, n_steps: int, device
+    ) -> torch.Tensor | None:
+        """What `_assemble` adds to the separator and the audio steps [B, n_steps, D]: the aligned
+        source, plus the projected voice embedding `speaker` [B, speaker_dim] on every step."""
+        if not self.cfg.speaker_dim:
+            if speaker is not None:
+                raise ValueError("this model takes no speaker embedding (speaker_dim 0)")
+            return aligned
+        if speaker is None or tuple(speaker.shape) != (batch, self.cfg.speaker_dim):
+            got = None if speaker is None else tuple(speaker.shape)
+            raise ValueError(f"this model needs a speaker embedding [B={batch}, {self.cfg.speaker_dim}], got {got}")
+        voice = self.voice(speaker.to(device=device, dtype=self.voice.weight.dtype))[:, None]
+        return voice.expand(-1, n_steps, -1) if aligned is None else aligned + voice
+
     def _duration_positions(self, durations: torch.Tensor) -> torch.Tensor:
         """[B, Ls] timeline position (in steps) of each source token: the centre of its frames."""
         return (durations.cumsum(1) - durations / 2).float() * self.pattern.steps_per_frame
@@ -256,13 +276,15 @@ class TokenLM(nn.Module):
         prompt_lengths: torch.Tensor | None = None,
         blank_frames: torch.Tensor | None = None,
         src_durations: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
     ) -> LMOutput:
         """Loss of audio `codes` [B, K, T] given `src`. Row b's codes are its prompt frames
         (the first prompt_lengths[b], no loss) followed by its target frames, code_lengths[b] in all;
         with `durations`, `src_durations` [B, L] are the target frames of each source token.
         `blank_frames` [B, T] (bool) blanks the input steps where those frames start (head 0), as
         frame dropout does in training: with one step per frame, what the model predicts without
-        having seen them (e.g. a draft of the frame after)."""
+        having seen them (e.g. a draft of the frame after). A model with `speaker_dim` takes the voice
+        embedding `speaker` [B, speaker_dim] (`speechtok.tts.speaker.SpeakerEncoder` of a prompt)."""
         p = self.pattern
         src_len, T = _lengths(src, src_lengths, -1), _lengths(codes, code_lengths, -1)
         P = torch.zeros_like(T) if prompt_lengths is None else prompt_lengths.to(T)
@@ -292,7 +314,7 @@ class TokenLM(nn.Module):
             if bool((dur.sum(1) != T - P).any()):
                 raise ValueError("src_durations must sum to each row's target frames (code - prompt lengths)")
             src_pos = self._duration_positions(dur)
-        aligned = self._aligned_source(src, src_len, P, S, dur)
+        aligned = self._with_voice(self._aligned_source(src, src_len, P, S, dur), speaker, len(T), S, src.device)
         x, lengths = self._assemble(src, src_len, seq[:, : S - 1], N - 1, blank, aligned)
         guide = self.cfg.guided_attention > 0 and self.training
         rate = p.frame_step(T - P).float() / src_len.clamp(min=1).float()
@@ -363,6 +385,7 @@ class TokenLM(nn.Module):
         rate=None,
         continue_prompt: bool = False,
         durations: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
@@ -379,7 +402,8 @@ class TokenLM(nn.Module):
         start of the target itself (its transcript begins the source), not another clip. A model
         with `durations` renders each source token for `durations` [B, L] frames (default: its
         predictor's), counted from the prompt's start when continuing it, and ends exactly after
-        them (`max_len` still caps the target length). `seed` (or
+        them (`max_len` still caps the target length). `speaker`: the voice embedding of a model with
+        `speaker_dim`. `seed` (or
         `generator`) makes sampling reproducible. Returns the target codes [B, K, T] (prompt
         not included; 0 beyond each row's length) and lengths [B].
         """
@@ -397,6 +421,7 @@ class TokenLM(nn.Module):
                 rate=rate,
                 continue_prompt=continue_prompt,
                 durations=durations,
+                speaker=speaker,
                 seed=seed,
                 generator=generator,
                 use_cache=use_cache,
@@ -417,6 +442,7 @@ class TokenLM(nn.Module):
         rate,
         continue_prompt,
         durations,
+        speaker,
         seed,
         generator,
         use_cache,
@@ -467,6 +493,7 @@ class TokenLM(nn.Module):
         step = p.frame_step(P)  # the next step each row predicts (steps before it are all prompt)
         start = torch.zeros_like(P) if continue_prompt else P  # frame where the source's timeline begins
         aligned = self._aligned_source(src, src_len, start, S + 1, dur if self.cfg.durations else None)
+        aligned = self._with_voice(aligned, speaker, B, S + 1, dev)
         x, plen = self._assemble(src, src_len, steps, step, aligned=aligned)
         n_iter = int((self.steps_needed(total) - step).max())
         cap = x.shape[1] + n_iter
@@ -554,6 +581,7 @@ class TokenLM(nn.Module):
         code_lengths: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
         src_durations: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
         *,
         blank_share: float = 0.0,
         passes: int = 1,
@@ -590,6 +618,7 @@ class TokenLM(nn.Module):
                     prompt_lengths,
                     blank_frames=blank,
                     src_durations=src_durations,
+                    speaker=speaker,
                 ).logits
                 if ids is None:  # each cell's codebook [1, S, H] and its level ids: the same every pass
                     lo = p.offset(p.layout(logits.shape[1])[1]).to(codes.device)[None]

@@ -107,7 +107,9 @@ class Runner:
             raise LMInputError(f"level dropout needs passes >= 1 and a blank share in [0, 1), got {passes} and {blank}")
         self.level_passes, self.level_blank = passes, blank
 
-    def _levels(self, src, codes, src_len, code_len, prompt_len=None, durations=None, seed=None) -> torch.Tensor:
+    def _levels(
+        self, src, codes, src_len, code_len, prompt_len=None, durations=None, seed=None, speaker=None
+    ) -> torch.Tensor:
         """The LM's expected levels of `codes`, with the model's test-time frame dropout, seeded."""
         dev = self.device
         return self.lm.expected_codes(
@@ -117,6 +119,7 @@ class Runner:
             code_len.to(dev),
             None if prompt_len is None else prompt_len.to(dev),
             durations,
+            speaker,
             blank_share=self.level_blank,
             passes=self.level_passes,
             generator=torch.Generator().manual_seed(0 if seed is None else seed),

@@ -150,13 +150,20 @@ def by_speaker(items: list[dict]) -> dict[str, list[int]]:
 
 def with_prompt(items, speakers: dict[str, list[int]], j, rng, prompt_frames, use_prompt) -> dict:
     """Row j, preceded by a random crop (<= prompt_frames) of another utterance by the same speaker
-    (`speakers`: `by_speaker(items)`); without `use_prompt` or another utterance, row j alone."""
+    (`speakers`: `by_speaker(items)`); without `use_prompt` or another utterance, row j alone.
+    Items with a `voice` (`with_voices`) give the row the voice of the prompt's utterance, or of
+    another of the speaker's utterances (its own when there is none)."""
     row = items[j]
     others = [k for k in speakers[row["speaker"]] if k != j]
     extra = {"durations": row["durations"]} if "durations" in row else {}
     if not use_prompt or not others:
+        if "voice" in row:  # the voice of another utterance of the speaker, as a prompt would give
+            extra["voice"] = items[others[int(rng.integers(len(others)))]]["voice"] if others else row["voice"]
         return {"src": row["src"], "codes": row["codes"], "prompt_len": 0, **extra}
-    other = items[others[int(rng.integers(len(others)))]]["codes"]
+    pick = items[others[int(rng.integers(len(others)))]]
+    other = pick["codes"]
+    if "voice" in row:
+        extra["voice"] = pick["voice"]
     P = min(prompt_frames, other.shape[-1])
     start = int(rng.integers(other.shape[-1] - P + 1))
     return {
@@ -209,6 +216,23 @@ def dev_batches(
     return [b for g, rs in rows.items() for b in fixed_batches(rs, g, max_batch_frames)]
 
 
+@torch.no_grad()
+def with_voices(items: list[dict], encoder, codec, max_frames: int = 300, batch_size: int = 32) -> list[dict]:
+    """The items, each with `voice`: the speaker encoder's embedding [dim] of its own first
+    `max_frames` codes (dMel levels, dequantised as the encoder reads them)."""
+    encoder = encoder.eval()
+    order = sorted(range(len(items)), key=lambda i: items[i]["codes"].shape[-1])
+    voices = {}
+    for s in range(0, len(order), batch_size):
+        rows = [items[i]["codes"][:, :max_frames].long() for i in order[s : s + batch_size]]
+        n = max(r.shape[-1] for r in rows)
+        levels = torch.stack([torch.nn.functional.pad(r, (0, n - r.shape[-1])) for r in rows])
+        lengths = torch.tensor([r.shape[-1] / n for r in rows])
+        for i, v in zip(order[s : s + batch_size], encoder(codec.dequantize(levels), lengths)):
+            voices[i] = v.float()
+    return [{**r, "voice": voices[i]} for i, r in enumerate(items)]
+
+
 def default_prompt(items, speaker: str, frame_rate: float, seconds=(2.0, 4.0)) -> dict | None:
     """A short utterance of `speaker` (the first by ID of 2-4 s) to be the model's default voice."""
     mine = sorted((r for r in items if r["speaker"] == speaker), key=lambda r: r["id"])
@@ -232,4 +256,5 @@ __all__ = [
     "tts_items",
     "with_durations",
     "with_prompt",
+    "with_voices",
 ]

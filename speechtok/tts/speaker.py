@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from torch import nn
 
 from speechtok.codecs.base import load_weights, read_json_config, read_weights
@@ -30,6 +29,8 @@ class SpeakerEncoder(nn.Module):
     """log-mel [B, n_mels, F] (with `lengths` [B] as shares of F) -> unit-norm embedding [B, dim]."""
 
     def __init__(self, n_mels: int = 80, dim: int = 128, channels: int = 256) -> None:
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN  # SpeechBrain loads slowly: only when built
+
         super().__init__()
         self.n_mels, self.dim, self.channels = n_mels, dim, channels
         self.ecapa = ECAPA_TDNN(

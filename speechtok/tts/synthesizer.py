@@ -28,6 +28,7 @@ from speechtok.codecs import PRETRAINED_DIR
 from speechtok.errors import cannot
 from speechtok.lm.checkpoint import CheckpointError
 from speechtok.lm.runner import Audio, LMInputError, Runner, load_runner_parts
+from speechtok.tts.speaker import SpeakerEncoder
 from speechtok.tts.text import TextFrontend, split_text
 
 
@@ -38,6 +39,7 @@ class Synthesizer(Runner):
     speech_floor_db = -50.0  # a prompt with no 25 ms frame louder than this (RMS, dBFS) is silent
     # seconds of silence where long text was cut, by where: after a sentence, a clause, a word
     pauses: ClassVar[dict[str, float]] = {"sentence": 0.25, "clause": 0.12, "word": 0.04}
+    voice_frames = 300  # the speaker encoder reads up to 6 s of the prompt (as in training)
     fit_margin = 8  # positions kept free when cutting long text: durations batched may round a frame apart
 
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
@@ -46,6 +48,21 @@ class Synthesizer(Runner):
             raise CheckpointError(cannot("load TTS model from", path, "it has no text vocabulary"))
         self.frontend = TextFrontend.from_config(meta["text"])
         self.default_prompt = meta.get("default_prompt")
+        self.speaker_encoder = None
+        if lm.cfg.speaker_dim:  # the voice comes from the prompt through the model's own encoder
+            if meta.get("speaker_encoder") is None or path is None:
+                problem = "it takes a voice but has no speaker encoder"
+                raise CheckpointError(cannot("load TTS model from", path, problem))
+            self.speaker_encoder = SpeakerEncoder.load(Path(path) / meta["speaker_encoder"]).to(self.device)
+
+    def _voice(self, prompt: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+        """The speaker embedding [rows, dim] of the prompt codes [K, P] for a model that takes one."""
+        if self.speaker_encoder is None:
+            return None
+        if prompt is None:
+            raise LMInputError("this model speaks in the voice of a prompt; give one (it has no default voice)")
+        levels = prompt[None, :, : self.voice_frames].to(self.device)
+        return self.speaker_encoder(self.codec.dequantize(levels)).expand(rows, -1)
 
     def _prompt(self, prompt_wav, prompt_sr, prompt_text) -> tuple[torch.Tensor | None, str]:
         """Prompt codes [K, P] (or None) and the symbols to put before the text ('' if none)."""
@@ -114,12 +131,13 @@ class Synthesizer(Runner):
         src, src_len, P, prompt_len, timeline = self._rows([t for ps in pieces for t, _ in ps], prompt, before)
         if self.lm.cfg.durations and "durations" not in timeline:
             timeline["durations"] = self.lm.predict_durations(src.to(self.device), src_len.to(self.device))
+        voice = self._voice(prompt, len(src_len))
         codes, lengths = self._generate(
-            src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1, **timeline
+            src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1, speaker=voice, **timeline
         )
         if not mean_levels:
             return self._join(self._decode(codes.cpu(), lengths.cpu()), pieces)
-        levels = self._expected_levels(src, src_len, P, codes, lengths, timeline, seed)
+        levels = self._expected_levels(src, src_len, P, codes, lengths, timeline, seed, voice)
         return self._join(
             [
                 self.codec.decode_levels(lv[None, :, :n].to(self.codec.device))[0].float().cpu()
@@ -181,7 +199,7 @@ class Synthesizer(Runner):
             out.append(torch.cat(joined, -1))
         return out
 
-    def _expected_levels(self, src, src_len, prompt, codes, lengths, timeline, seed=None) -> torch.Tensor:
+    def _expected_levels(self, src, src_len, prompt, codes, lengths, timeline, seed=None, voice=None) -> torch.Tensor:
         """The model's mean level [B, K, T] of each generated frame, scored as training laid the row
         out: after a speaker prompt, or (continuing a clip) with the clip as the start of the target."""
         dev, B = self.device, len(src_len)
@@ -194,7 +212,7 @@ class Synthesizer(Runner):
             ends = durations.cumsum(1).clamp(max=(total if continued else lengths)[:, None].to(durations))
             durations = torch.diff(ends, prepend=torch.zeros_like(ends[:, :1]))
         prompt_len = torch.full((B,), 0 if continued else n_prompt)
-        levels = self._levels(src, full, src_len, total, prompt_len, durations, seed)
+        levels = self._levels(src, full, src_len, total, prompt_len, durations, seed, voice)
         idx = (n_prompt + torch.arange(codes.shape[-1], device=dev)).clamp(max=levels.shape[-1] - 1)
         return levels[..., idx].cpu()
 
