@@ -92,6 +92,21 @@ def test_causal_backbone_depends_on_the_past_only():
     assert net.context_frames == 18 and ConvNeXtBackbone(4, 8, 16, 2).context_frames == 9
 
 
+@pytest.mark.parametrize("groups", [1, 8, 2])  # dense, depthwise, and grouped (left to Conv1d)
+def test_a_streams_few_new_frames_convolve_as_conv1d_does(groups):
+    """ConvCache runs the convolution over 1-4 new frames as window products (oneDNN's Conv1d set-up
+    dominates there): the same outputs as Conv1d over the whole sequence, chunk after chunk."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(8, 8, 7, groups=groups)
+    x = torch.randn(2, 8, 23)
+    whole = conv(torch.nn.functional.pad(x, (6, 0)))
+    cache, parts, at = ConvCache(), [], 0
+    for n in (1, 4, 2, 3, 5, 8):  # 5 and 8 frames take Conv1d itself
+        parts.append(cache(conv, x[..., at : at + n]))
+        at += n
+    torch.testing.assert_close(torch.cat(parts, -1), whole, atol=1e-5, rtol=0)
+
+
 def test_offline_codecs_refuse_to_stream_and_say_so():
     for codec in (
         load_codec("dmel-16k"),
