@@ -23,15 +23,34 @@ def export_best(
     parts of `codec` under their checkpoint names, and save the codec to `directory`. Its `training.json` holds the
     checkpoint's `keep` metrics and `provenance` (e.g. which dev sets the figures come from).
     Reads the checkpoints only, so it is safe while training runs."""
+    best_by = {"min_key": min_key} if min_key else {"max_key": "pesq_wb"}
+    return export_checkpoint(
+        save_folder, recoverables, lambda: codec.eval().save_pretrained(directory), keep, **best_by, **provenance
+    )
+
+
+def export_checkpoint(
+    save_folder: str | Path,
+    recoverables: dict[str, nn.Module],
+    save,
+    keep: tuple[str, ...] | None = None,
+    *,
+    min_key: str | None = None,
+    max_key: str | None = None,
+    **provenance,
+) -> Path:
+    """Load the best checkpoint (lowest `min_key` or highest `max_key`) into `recoverables`, write
+    the model with `save()` (it returns the folder) and, beside it, `training.json`: the
+    checkpoint's metrics (`keep`, or all) and `provenance`. Reads the checkpoints only, so it is
+    safe while training runs."""
     from speechbrain.utils.checkpoints import Checkpointer
 
-    best_by = {"min_key": min_key} if min_key else {"max_key": "pesq_wb"}
-    best = Checkpointer(save_folder, recoverables).recover_if_possible(**best_by)
+    best = Checkpointer(save_folder, recoverables).recover_if_possible(min_key=min_key, max_key=max_key)
     if best is None:
         raise SystemExit(f"no checkpoint in {save_folder} to export")
-    out = codec.eval().save_pretrained(directory)
-    record = {k: best.meta[k] for k in keep if k in best.meta} | provenance
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    out = save()
+    record = {k: v for k, v in best.meta.items() if (k in keep if keep else not k.startswith("unixtime"))}
+    (out / "training.json").write_text(json.dumps(record | provenance, indent=2) + "\n")
     return out
 
 

@@ -12,7 +12,6 @@ unseen voices is exported as a transcriber folder. Re-running resumes.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from speechtok.codecs import load_codec
 from speechtok.data.segments import ItemList
 from speechtok.data.states import cached_states
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import start_recipe
+from speechtok.training import export_checkpoint, start_recipe
 
 
 class CTCBrain(WarmupCosineLR, sb.Brain):
@@ -107,14 +106,15 @@ def export(hparams: dict) -> Path:
     """The best checkpoint (lowest mean WER on unseen voices) as a transcriber folder."""
     codec = load_codec(hparams["codec"])
     model = TokenCTC(codec.max_codebooks, codec.codebook_size, **hparams["model"])
-    sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"model": model}).recover_if_possible(min_key="wer")
     codec.name = hparams["codec_name"]
-    out = Transcriber(codec, model).save(hparams["export_folder"])
-    best = sb.utils.checkpoints.Checkpointer(hparams["save_folder"]).find_checkpoint(min_key="wer")
-    record = {k: v for k, v in best.meta.items() if not k.startswith("unixtime")}
-    record["dev_sets"], record["seen_dev_sets"] = hparams["dev_sets"], hparams["seen_dev_sets"]
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    return out
+    return export_checkpoint(
+        hparams["save_folder"],
+        {"model": model},
+        lambda: Transcriber(codec, model).save(hparams["export_folder"]),
+        min_key="wer",
+        dev_sets=hparams["dev_sets"],
+        seen_dev_sets=hparams["seen_dev_sets"],
+    )
 
 
 def main(argv: list[str]) -> None:

@@ -11,7 +11,6 @@ pairs of the unseen dev voices; the lowest mean is exported. Re-running resumes.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +27,7 @@ from speechtok.data.segments import ItemList
 from speechtok.lm.data import audio_groups, encode_folders, load_codes, token_paths
 from speechtok.modules.schedule import WarmupCosineLR
 from speechtok.tokens import codec_hash
-from speechtok.training import start_recipe
+from speechtok.training import export_checkpoint, start_recipe
 from speechtok.tts.speaker import SpeakerCrops, SpeakerEncoder, dev_trials, equal_error_rate
 
 
@@ -83,13 +82,14 @@ def clips_by_speaker(manifests, codec, cache: Path) -> dict[str, list[torch.Tens
 def export(hparams: dict) -> Path:
     """The checkpoint with the lowest mean EER on unseen voices, as a speaker encoder folder."""
     encoder = SpeakerEncoder(**hparams["encoder"])
-    checkpointer = sb.utils.checkpoints.Checkpointer(hparams["save_folder"], {"encoder": encoder})
-    best = checkpointer.recover_if_possible(min_key="eer")
-    out = encoder.save(hparams["export_folder"])
-    record = {k: v for k, v in best.meta.items() if not k.startswith("unixtime")}
-    record.update(codec=hparams["codec"], dev_sets=hparams["dev_sets"])
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    return out
+    return export_checkpoint(
+        hparams["save_folder"],
+        {"encoder": encoder},
+        lambda: encoder.save(hparams["export_folder"]),
+        min_key="eer",
+        codec=hparams["codec"],
+        dev_sets=hparams["dev_sets"],
+    )
 
 
 def main(argv: list[str]) -> None:
