@@ -15,6 +15,7 @@ import torch
 from speechtok.compress import TokenPrior, compress_tokens, decompress_tokens
 from speechtok.data.manifest import Utterance, read_manifest, write_manifest
 from speechtok.enhance import load_enhancer
+from speechtok.lm.checkpoint import CheckpointError, save_lm
 from speechtok.tokens import load_tokens
 from speechtok.tts import load_tts
 from speechtok.tts.speaker import SpeakerEncoder
@@ -140,6 +141,8 @@ def test_tts_recipe_with_a_speaker_encoder_learns_and_ships_the_voice(tmp_path):
     assert v_low.shape == (1, 8) and not torch.allclose(v_low, v_high)
     assert synth.tts("the cat", low, prompt_sr=16000, seed=0, max_seconds=0.5).shape[-1] > 0
     assert synth.tts("the cat", seed=0, max_seconds=0.5).shape[-1] > 0  # the default voice's embedding
+    with pytest.raises(CheckpointError, match="takes a 8-d speaker embedding .*makes 0-d"):
+        save_lm(tmp_path / "no_voice", synth.lm, "tts", synth.codec, text=synth.frontend.config())
 
 
 def noisy_pairs(tmp_path) -> list[str]:

@@ -177,8 +177,8 @@ def warm_start(lm: TokenLM, folder: str, task: str, codec) -> None:
     """Start from an exported model's weights (fine-tuning; a resumed run's checkpoint wins).
     What this run adds may be missing there: the `aligned_source` table and the voice projection
     (both start at zero, so the model starts out as the exported one), the duration predictor
-    (trained from scratch) and,
-    for a deeper `model.n_layers`, blocks that start as the identity (`grow_depth`)."""
+    (trained from scratch) and, for a deeper `model.n_layers`, blocks that start as the identity
+    (`grow_depth`)."""
     src, meta = load_lm(folder, codec)
     if meta.get("task") != task:
         raise ValueError(f"init_from {folder}: a {meta.get('task')!r} model, this run trains {task!r}")
@@ -283,8 +283,13 @@ def prepare(hp, codec):
             hp["prompt_frames"],
             hp["seed"],
         )
-        extra = {"frontend": frontend, "train": train, "dev": dev, "train_stats": item_stats(train, codec)}
-        extra["speaker_encoder"] = encoder
+        extra = {
+            "frontend": frontend,
+            "train": train,
+            "dev": dev,
+            "train_stats": item_stats(train, codec),
+            "speaker_encoder": encoder,
+        }
     elif hp["task"] == "enhance":
         lm = build_model(hp, codec, codec.codebook_size, codec.n_codebooks)
         train = enhance_items(train_m, codec, Path(hp["token_cache"]), hp["codec"])

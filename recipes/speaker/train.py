@@ -68,8 +68,9 @@ class SpeakerBrain(WarmupCosineLR, sb.Brain):
 
 def clips_by_speaker(manifests, codec, cache: Path) -> dict[str, list[torch.Tensor]]:
     """Each speaker's clips as dMel levels [n_mels, F] (uint8), tokenised once into `cache`."""
-    encode_folders(audio_groups("speaker", manifests), codec, cache)
-    tokens, want = token_paths(audio_groups("speaker", manifests), codec.name, cache), codec_hash(codec)
+    groups = audio_groups("speaker", manifests)
+    encode_folders(groups, codec, cache)
+    tokens, want = token_paths(groups, codec.name, cache), codec_hash(codec)
     clips = defaultdict(list)
     for m in manifests:
         for u in read_manifest(m):

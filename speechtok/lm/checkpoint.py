@@ -99,8 +99,9 @@ def save_lm(
             f"'{codec.name}' makes {codec.n_codebooks} x {codec.codebook_size}"
         )
         raise CheckpointError(cannot("save token LM to", directory, problem))
-    if cfg.speaker_dim != (0 if speaker_encoder is None else speaker_encoder.dim):
-        problem = f"model takes a {cfg.speaker_dim}-d speaker embedding, given encoder: {speaker_encoder!r:.40}"
+    given = 0 if speaker_encoder is None else speaker_encoder.dim
+    if cfg.speaker_dim != given:
+        problem = f"model takes a {cfg.speaker_dim}-d speaker embedding (0: none), the encoder given makes {given}-d"
         raise CheckpointError(cannot("save token LM to", directory, problem))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

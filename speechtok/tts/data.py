@@ -20,6 +20,7 @@ from speechtok.errors import cannot
 from speechtok.lm.data import audio_groups, collate, fixed_batches, load_codes, token_paths
 from speechtok.tokens import codec_hash
 from speechtok.tts.align import Aligner, durations, train_aligner
+from speechtok.tts.speaker import VOICE_FRAMES
 from speechtok.tts.text import TextFrontend, characters, phonemize_many
 
 
@@ -217,7 +218,7 @@ def dev_batches(
 
 
 @torch.no_grad()
-def with_voices(items: list[dict], encoder, codec, max_frames: int = 300, batch_size: int = 32) -> list[dict]:
+def with_voices(items: list[dict], encoder, codec, max_frames: int = VOICE_FRAMES, batch_size: int = 32) -> list[dict]:
     """The items, each with `voice`: the speaker encoder's embedding [dim] of its own first
     `max_frames` codes (dMel levels, dequantised as the encoder reads them)."""
     encoder = encoder.eval()

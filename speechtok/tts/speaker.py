@@ -23,6 +23,7 @@ from speechtok.data.segments import EpochSeeded
 from speechtok.errors import cannot
 
 WEIGHTS = "model.safetensors"
+VOICE_FRAMES = 300  # a voice is embedded from up to 6 s of dMel frames (50 Hz), in training and in use
 
 
 class SpeakerEncoder(nn.Module):
@@ -132,4 +133,4 @@ def equal_error_rate(embeddings: torch.Tensor, speakers: list[str]) -> float:
     return float((false_accept[k] + false_reject[k]) / 2)
 
 
-__all__ = ["SpeakerCrops", "SpeakerEncoder", "dev_trials", "equal_error_rate"]
+__all__ = ["VOICE_FRAMES", "SpeakerCrops", "SpeakerEncoder", "dev_trials", "equal_error_rate"]

@@ -28,7 +28,7 @@ from speechtok.codecs import PRETRAINED_DIR
 from speechtok.errors import cannot
 from speechtok.lm.checkpoint import CheckpointError
 from speechtok.lm.runner import Audio, LMInputError, Runner, load_runner_parts
-from speechtok.tts.speaker import SpeakerEncoder
+from speechtok.tts.speaker import VOICE_FRAMES, SpeakerEncoder
 from speechtok.tts.text import TextFrontend, split_text
 
 
@@ -39,7 +39,6 @@ class Synthesizer(Runner):
     speech_floor_db = -50.0  # a prompt with no 25 ms frame louder than this (RMS, dBFS) is silent
     # seconds of silence where long text was cut, by where: after a sentence, a clause, a word
     pauses: ClassVar[dict[str, float]] = {"sentence": 0.25, "clause": 0.12, "word": 0.04}
-    voice_frames = 300  # the speaker encoder reads up to 6 s of the prompt (as in training)
     fit_margin = 8  # positions kept free when cutting long text: durations batched may round a frame apart
 
     def __init__(self, lm, codec, meta: dict, path: Path | None = None) -> None:
@@ -61,7 +60,7 @@ class Synthesizer(Runner):
             return None
         if prompt is None:
             raise LMInputError("this model speaks in the voice of a prompt; give one (it has no default voice)")
-        levels = prompt[None, :, : self.voice_frames].to(self.device)
+        levels = prompt[None, :, :VOICE_FRAMES].to(self.device)
         return self.speaker_encoder(self.codec.dequantize(levels)).expand(rows, -1)
 
     def _prompt(self, prompt_wav, prompt_sr, prompt_text) -> tuple[torch.Tensor | None, str]:
