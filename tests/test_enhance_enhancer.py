@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from speechtok.enhance import BandGainFilter, Enhancer, LMInputError, load_enhancer
+from speechtok.enhance import BandGainFilter, Enhancer, GainRefiner, LMInputError, load_enhancer
 from speechtok.lm import SamplingConfig
 from speechtok.lm.checkpoint import read_lm_config, save_lm, split_render
 from speechtok.tokens import TokenFile, save_tokens
@@ -123,6 +123,25 @@ def test_enhance_averages_over_input_gains(models, tmp_path, codec):
     for bad in ([], [float("nan")], [60.0]):
         with pytest.raises(LMInputError, match="input gains"):
             enhancer.set_input_gains(bad)
+
+
+@pytest.mark.parametrize("refined", [False, True])
+def test_gain_floor_bounds_what_the_mixture_render_removes(models, refined):
+    enhancer = load_enhancer(folder=models)
+    enhancer.mean_levels, enhancer.render = True, "mixture"
+    if refined:
+        enhancer.refiner = GainRefiner()
+    wav = torch.from_numpy(harmonic_tone(0.5)) + 0.05 * torch.randn(SR // 2)
+    energy = {}
+    for floor in (0.05, 0.3, 1.0):
+        enhancer.set_gain_floor(floor)
+        energy[floor] = enhancer.enhance(wav).square().sum()
+    assert energy[0.05] < energy[0.3] < energy[1.0]  # a higher floor removes less
+    enhancer.set_gain_floor(1.0)  # every gain 1: the input itself, through the STFT and back
+    torch.testing.assert_close(enhancer.enhance(wav)[0], wav, atol=1e-4, rtol=1e-4)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(LMInputError, match="gain floor"):
+            enhancer.set_gain_floor(bad)
 
 
 def test_render_settings_are_split_from_sampling():

@@ -281,6 +281,15 @@ def test_cli_enhance_file_and_folder(models, tmp_path):
         )
     )
     assert rc == 0 and not np.allclose(sf.read(tmp_path / "f.wav")[0], sf.read(tmp_path / "a.wav")[0])
+    rc = lm_cli.run_enhance(  # every gain 1: the noisy input comes back
+        _args(
+            lm_cli.add_enhance_arguments,
+            [noisy / "a.flac", tmp_path / "k.wav", "--model", model, "--render", "mixture", "--gain-floor", "1"],
+        )
+    )
+    assert rc == 0 and np.allclose(sf.read(tmp_path / "k.wav")[0], sf.read(noisy / "a.flac")[0], atol=1e-3)
+    args = [noisy / "a.flac", tmp_path / "k.wav", "--model", model, "--gain-floor", "0"]
+    assert lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, args)) == 2
     (noisy / "gone.wav").symlink_to(tmp_path / "deleted.wav")  # broken links: listed as failed, not skipped
     (noisy / "sub" / "gone.npz").symlink_to(tmp_path / "deleted.npz")
     rc = lm_cli.run_enhance(_args(lm_cli.add_enhance_arguments, [noisy, tmp_path / "out", "--model", model]))

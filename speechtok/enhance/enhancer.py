@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from speechtok.codecs import PRETRAINED_DIR
-from speechtok.enhance.filter import BandGainFilter
+from speechtok.enhance.filter import GAIN_FLOOR, BandGainFilter
 from speechtok.enhance.refiner import GainRefiner
 from speechtok.errors import cannot
 from speechtok.lm.runner import Audio, LMInputError, Runner, load_runner_parts
@@ -58,6 +58,8 @@ class Enhancer(Runner):
         self.render = self.render_defaults.get("mode", "codec")
         self.input_gains_db = [0.0]
         self.set_input_gains(self.render_defaults.get("input_gains_db"))
+        self.gain_floor = GAIN_FLOOR
+        self.set_gain_floor(self.render_defaults.get("gain_floor"))
         refiner = meta.get("refiner")
         self.refiner = None if refiner is None else GainRefiner.load(path, refiner["config"]).to(codec.device)
         self._filter: BandGainFilter | None = None
@@ -90,6 +92,16 @@ class Enhancer(Runner):
         if not gains or not all(math.isfinite(g) and abs(g) <= 40 for g in gains):
             raise LMInputError(f"input gains must be a non-empty list of finite dB values within +-40, got {gains_db}")
         self.input_gains_db = gains
+
+    def set_gain_floor(self, floor: float | None) -> None:
+        """The lowest band gain "mixture" renders apply, in (0, 1]: higher keeps more of the noise
+        and more of the words a wrong gain would cut (recipes/lm/README.md measures the trade);
+        None keeps the current floor."""
+        if floor is None:
+            return
+        if not (math.isfinite(floor) and 0 < floor <= 1):
+            raise LMInputError(f"gain floor must be in (0, 1], got {floor}")
+        self.gain_floor = float(floor)
 
     def _use_render(self, render: str | None) -> str:
         """The caller's rendering, else the model's default; checked against the codec."""
@@ -269,9 +281,8 @@ class Enhancer(Runner):
     def render_margin(self) -> int:
         """Frames of context each side of a rendered block: the band-gain filter's STFT frames reach
         `context_frames` each way, and its gains read frames as far again (their mixture log-mel),
-        the refiner's two convolutions `kernel // 2` frames each, a codec decoder its own
-        `decode_context_frames`."""
-        refiner = 0 if self.refiner is None else 2 * (self.refiner.kernel // 2)
+        the refiner its `context_frames`, a codec decoder its own `decode_context_frames`."""
+        refiner = 0 if self.refiner is None else self.refiner.context_frames
         ctx = self.codec.context_frames
         return 2 * ctx + 1 + refiner + int(self.codec.decode_context_frames)
 
@@ -336,7 +347,8 @@ class Enhancer(Runner):
         _, n_samples, mixture = item
         stacked = torch.stack(targets)[None]
         log_gain = self.refiner(self._noisy_log_mel(mixture, stacked.shape[-1]), stacked)
-        wav = self.band_filter.apply(mixture[None].to(self.codec.device), log_gain.exp().to(self.codec.device))
+        gain = log_gain.exp().clamp(min=self.gain_floor).to(self.codec.device)
+        wav = self.band_filter.apply(mixture[None].to(self.codec.device), gain)
         return wav[0].float().cpu()[:, :n_samples]
 
     def _render(self, full: torch.Tensor, item, chosen: str, mean_levels: bool) -> torch.Tensor:
@@ -344,7 +356,8 @@ class Enhancer(Runner):
         _, n_samples, mixture = item
         dev = self.codec.device
         if chosen == "mixture" and mixture is not None:
-            wav = self.band_filter.filter_mixture(mixture[None].to(dev), full[None].to(dev))[0].float().cpu()
+            wav = self.band_filter.filter_mixture(mixture[None].to(dev), full[None].to(dev), self.gain_floor)
+            wav = wav[0].float().cpu()
         elif mean_levels:
             wav = self.codec.decode_levels(full[None].to(dev))[0].float().cpu()
         else:

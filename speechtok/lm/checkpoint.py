@@ -4,7 +4,7 @@ config.json holds the task (tts | enhance | prior), the codec it was trained on 
 its token config, which leaves out decoder-only settings, so a codec that makes the same
 codes with a better decoder, e.g. dmel-16k vs dmel-16k-gl, still matches), the pattern, the model config, the text
 vocabulary (TTS), sampling defaults (`sampling`: how tokens are drawn), render defaults (`render`: how tokens become
-audio: `mode`, `mean_levels`, `level_passes`, `level_blank`, `input_gains_db`) and an
+audio: `mode`, `mean_levels`, `level_passes`, `level_blank`, `input_gains_db`, `gain_floor`) and an
 optional default voice (a short prompt whose codes sit in model.safetensors under
 `default_prompt.codes`). The `family`/`format_version`/`config` keys follow the codec
 folders' layout, so both kinds of folder can live side by side in `speechtok/pretrained/`.

@@ -194,6 +194,12 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         "e.g. 0 for the input as it is (default from the model)",
     )
     p.add_argument(
+        "--gain-floor",
+        type=float,
+        help="mixture render: the lowest band gain, in (0, 1]; higher keeps more noise and more words "
+        "(default from the model, else 0.05)",
+    )
+    p.add_argument(
         "--no-refiner",
         dest="refine",
         action="store_false",
@@ -208,6 +214,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         enhancer = load_enhancer(args.model, codec=args.codec, device=args.device)
         enhancer.set_level_dropout(args.level_passes, args.level_blank)
         enhancer.set_input_gains(args.input_gains_db)
+        enhancer.set_gain_floor(args.gain_floor)
         kw = dict(
             seed=args.seed, mean_levels=args.mean_levels, render=args.render, refine=args.refine, **_sampling(args)
         )

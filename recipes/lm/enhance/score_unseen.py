@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("--hours", type=float, default=0.1, help="hours of clean speech in the pairs")
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--out", type=Path, default=Path("results/lm/unseen"))
+    p.add_argument("--gain-floor", type=float, help="the mixture render's lowest band gain (default: the model's)")
     args = p.parse_args()
     rows = unseen_pairs(args.manifests.parent, args.hours, args.seed)
     categories = {u.ID: u.extra.get("category", "") for u in read_manifest(args.manifests / "noise_ambient_dev.csv")}
@@ -89,7 +90,10 @@ def main() -> None:
     results = {}
     for model in args.models:
         enhancer = load_enhancer(model)
-        files = enhanced_files(enhancer, rows, args.out, "unseen")
+        enhancer.set_gain_floor(args.gain_floor)
+        if args.gain_floor is not None:
+            model = f"{model}, gain floor {args.gain_floor:g}"
+        files = enhanced_files(enhancer, rows, args.out, f"unseen-floor{enhancer.gain_floor:g}")
         result = evaluate_enhancement(
             noisy,
             [load_pair(f) for f in files],
