@@ -28,21 +28,39 @@ FILE = "refiner.safetensors"
 
 
 class GainRefiner(nn.Module):
-    def __init__(self, n_mels: int = 80, hidden: int = 128, kernel: int = 5, floor: float = GAIN_FLOOR):
+    def __init__(
+        self,
+        n_mels: int = 80,
+        hidden: int = 128,
+        kernel: int = 5,
+        floor: float = GAIN_FLOOR,
+        dilations: tuple[int, ...] = (1,),
+    ):
+        """`dilations`: one hidden convolution each, so the context grows with their sum (noise is
+        told from speech over longer spans than a syllable)."""
         super().__init__()
         self.n_mels, self.hidden, self.kernel, self.floor = n_mels, hidden, kernel, floor
-        self.net = nn.Sequential(
-            nn.Conv1d(4 * n_mels, hidden, kernel, padding=kernel // 2),
-            nn.GELU(),
-            nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2),
-            nn.GELU(),
-            nn.Conv1d(hidden, n_mels, 1),
-        )
+        self.dilations = tuple(int(d) for d in dilations)
+        layers: list[nn.Module] = [nn.Conv1d(4 * n_mels, hidden, kernel, padding=kernel // 2), nn.GELU()]
+        for d in self.dilations:
+            layers += [nn.Conv1d(hidden, hidden, kernel, padding=d * (kernel // 2), dilation=d), nn.GELU()]
+        self.net = nn.Sequential(*layers, nn.Conv1d(hidden, n_mels, 1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
+    @property
+    def context_frames(self) -> int:
+        """Frames each side that one output frame reads."""
+        return (self.kernel // 2) * (1 + sum(self.dilations))
+
     def config(self) -> dict:
-        return {"n_mels": self.n_mels, "hidden": self.hidden, "kernel": self.kernel, "floor": self.floor}
+        return {
+            "n_mels": self.n_mels,
+            "hidden": self.hidden,
+            "kernel": self.kernel,
+            "floor": self.floor,
+            "dilations": list(self.dilations),
+        }
 
     def mean_gain(self, noisy_log_mel: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Log of the rows' average gain [B, M, F], each clipped to [floor, 1]: what the enhancer

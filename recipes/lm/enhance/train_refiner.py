@@ -8,8 +8,10 @@
    clean log-mel at each input gain) is kept beside the clean log-mel, one file a pair (a
    re-run skips the pairs already done).
 2. Train: L1 between the refiner's log gains and the clean signal's own (clean minus noisy
-   log-mel, clipped to [log floor, 0]) on random crops; the dev loss over held-out pairs picks
-   the checkpoint. Re-running the command resumes.
+   log-mel, clipped to [log floor, 0]) on random crops, or with `loss_power` L1 between the
+   filtered and the clean mel magnitudes raised to that power; the dev loss over held-out pairs picks
+   the checkpoint: the `dev_manifests` pairs (unseen voices in unseen noise), else the first
+   `n_dev` training pairs. Re-running the command resumes.
 3. Export: the enhancer's folder with `refiner.safetensors` and the refiner's settings and
    training figures under `refiner` in config.json; `speechtok enhance --model` that folder.
 """
@@ -43,9 +45,13 @@ class RefinerBrain(WarmupCosineLR, sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         log_gain, noisy, clean, mask = predictions
-        wanted = (clean - noisy).clamp(math.log(self.modules.refiner.floor), 0)
+        power = self.hparams.loss_power
+        if power:  # compressed mel magnitudes: the cells that carry speech weigh most, as PESQ hears
+            error = ((power * (noisy + log_gain)).exp() - (power * clean).exp()).abs()
+        else:
+            error = (log_gain - (clean - noisy).clamp(math.log(self.modules.refiner.floor), 0)).abs()
         mask = mask[:, None]
-        return ((log_gain - wanted).abs() * mask).sum() / (mask.sum() * log_gain.shape[1]).clamp(min=1)
+        return (error * mask).sum() / (mask.sum() * log_gain.shape[1]).clamp(min=1)
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -90,11 +96,11 @@ def padded(item: dict, frames: int) -> tuple:
     return (*(torch.nn.functional.pad(item[k], (0, pad)) for k in ("noisy", "targets", "clean")), mask)
 
 
-def collect(hp: dict) -> list[dict]:
+def collect(hp: dict, manifests: list[str]) -> list[dict]:
     """What the refiner reads for each pair, computed once into inputs_folder by `workers` processes."""
-    rows = [u for m in hp["manifests"] for u in read_manifest(m)][: hp["limit"]]
+    rows = [u for m in manifests for u in read_manifest(m)][: hp["limit"]]
     if not rows:
-        raise SystemExit(f"no pairs in {hp['manifests']}")
+        raise SystemExit(f"no pairs in {manifests}")
     folder = Path(hp["inputs_folder"])
     folder.mkdir(parents=True, exist_ok=True)
     todo = [(u.ID, u.path, u.extra["clean_path"]) for u in rows if not (folder / f"{u.ID}.safetensors").exists()]
@@ -167,10 +173,13 @@ def main(argv: list[str]) -> None:
     sb.create_experiment_directory(
         experiment_directory=hp["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
-    items = collect(hp)
-    if len(items) <= hp["n_dev"]:
+    items = collect(hp, hp["manifests"])
+    if hp["dev_manifests"]:
+        train, dev = items, collect(hp, hp["dev_manifests"])
+    elif len(items) <= hp["n_dev"]:
         raise SystemExit(f"{len(items)} pairs: need more than n_dev={hp['n_dev']}")
-    train, dev = items[hp["n_dev"] :], items[: hp["n_dev"]]
+    else:
+        train, dev = items[hp["n_dev"] :], items[: hp["n_dev"]]
     refiner = GainRefiner(n_mels=items[0]["noisy"].shape[0], **hp["refiner"])
     hp["checkpointer"].add_recoverable("refiner", refiner)
     if not hp["export_only"]:
