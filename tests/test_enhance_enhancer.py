@@ -78,7 +78,7 @@ def test_enhance_can_render_through_the_noisy_input(models, tmp_path, codec, mon
     monkeypatch.setattr(
         BandGainFilter,
         "filter_mixture",
-        lambda self, mix, levels: captured.append((mix, levels)) or filter_mixture(self, mix, levels),
+        lambda self, mix, levels, *a: captured.append((mix, levels)) or filter_mixture(self, mix, levels, *a),
     )
     out = enhancer.enhance(wav, render="mixture")
     monkeypatch.undo()

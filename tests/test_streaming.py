@@ -42,7 +42,15 @@ def in_chunks(push, flush, x: torch.Tensor, sizes) -> torch.Tensor:
     return torch.cat(out, dim=-1)
 
 
-@pytest.mark.parametrize("make", [causal_dmel, causal_rvq], ids=["dmel", "rvq"])
+def bundled(name: str):
+    return lambda: load_codec(name)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [causal_dmel, causal_rvq, bundled("dmel-16k-stream"), bundled("rvq-16k-stream")],
+    ids=["dmel", "rvq", "dmel-16k-stream", "rvq-16k-stream"],
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_streams_equal_offline_encode_and_decode(make, seed):
     codec = make()
@@ -135,3 +143,11 @@ def test_causal_configs_save_and_load_and_offline_ones_keep_their_identity(tmp_p
     for name in ("dmel-16k", "rvq-16k"):
         config = json.loads((load_codec(name).save_pretrained(tmp_path / name) / "config.json").read_text())
         assert "causal" not in json.dumps(config)
+
+
+@pytest.mark.parametrize("name", ["dmel-16k-stream", "rvq-16k-stream"])
+def test_bundled_streaming_codecs_are_causal_at_40_ms(name):
+    codec = load_codec(name)
+    assert codec.streaming and codec.algorithmic_latency_ms == 40
+    if codec.family == "rvq":  # the vocoder is borrowed by name, not copied
+        assert codec.vocoder_from == "dmel-16k-stream"
