@@ -74,6 +74,7 @@ def test_streamed_enhance_equals_whole_file_enhance(folder, monkeypatch, dilatio
         assert batches == [18, 4, 4, 4, 4, 2]  # whole: 9 chunks x 2 gains; then 2 chunks a block
         if refine:  # the refined gains: over the whole file once, then block by block with context
             assert spans[0] == 90 and min(spans[1:]) < 90 and len(spans) == 1 + len(pieces)
+            assert max(spans[1:]) < 90 or dilations != (1,)  # a wide refiner's margin may span the file
     enhancer.batch_rows = 4  # the dropout is seeded: another seed, other blanks
     assert not torch.allclose(torch.cat(list(enhancer.enhance_stream(wav, seed=4)), -1), whole)
 

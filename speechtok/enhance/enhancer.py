@@ -95,8 +95,9 @@ class Enhancer(Runner):
 
     def set_gain_floor(self, floor: float | None) -> None:
         """The lowest band gain "mixture" renders apply, in (0, 1]: higher keeps more of the noise
-        and more of the words a wrong gain would cut (recipes/lm/README.md measures the trade);
-        None keeps the current floor."""
+        and more of the words a wrong gain would cut (recipes/lm/README.md measures the trade). A
+        gain refiner's gains stay within its own trained floor, so a lower one acts on the plain
+        render only. None keeps the current floor."""
         if floor is None:
             return
         if not (math.isfinite(floor) and 0 < floor <= 1):

@@ -197,7 +197,7 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         "--gain-floor",
         type=float,
         help="mixture render: the lowest band gain, in (0, 1]; higher keeps more noise and more words "
-        "(default from the model, else 0.05)",
+        "(default from the model, else 0.05; a gain refiner never goes below its own 0.05)",
     )
     p.add_argument(
         "--no-refiner",

@@ -8,8 +8,7 @@
    clean log-mel at each input gain) is kept beside the clean log-mel, one file a pair (a
    re-run skips the pairs already done).
 2. Train: L1 between the refiner's log gains and the clean signal's own (clean minus noisy
-   log-mel, clipped to [log floor, 0]) on random crops, or with `loss_power` L1 between the
-   filtered and the clean mel magnitudes raised to that power; the dev loss over held-out pairs picks
+   log-mel, clipped to [log floor, 0]) on random crops; the dev loss over held-out pairs picks
    the checkpoint: the `dev_manifests` pairs (unseen voices in unseen noise), else the first
    `n_dev` training pairs. Re-running the command resumes.
 3. Export: the enhancer's folder with `refiner.safetensors` and the refiner's settings and
@@ -45,13 +44,9 @@ class RefinerBrain(WarmupCosineLR, sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         log_gain, noisy, clean, mask = predictions
-        power = self.hparams.loss_power
-        if power:  # compressed mel magnitudes: the cells that carry speech weigh most, as PESQ hears
-            error = ((power * (noisy + log_gain)).exp() - (power * clean).exp()).abs()
-        else:
-            error = (log_gain - (clean - noisy).clamp(math.log(self.modules.refiner.floor), 0)).abs()
+        wanted = (clean - noisy).clamp(math.log(self.modules.refiner.floor), 0)
         mask = mask[:, None]
-        return (error * mask).sum() / (mask.sum() * log_gain.shape[1]).clamp(min=1)
+        return ((log_gain - wanted).abs() * mask).sum() / (mask.sum() * log_gain.shape[1]).clamp(min=1)
 
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
