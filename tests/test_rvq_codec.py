@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from speechtok.codecs import CodecError, DMelCodec, RVQCodec, load_codec
+from speechtok.codecs import PRETRAINED_DIR, CodecError, DMelCodec, RVQCodec, load_codec
 from speechtok.tokens import codec_hash
 from tests.test_codec_api import speechlike
 
@@ -144,6 +144,18 @@ def test_single_codebook_setting():
     assert codec.decode(codes).shape == (1, 1, 50 * 320)
     with pytest.raises(CodecError, match="fixed 1 codebook; it cannot use 2"):
         codec.encode(speechlike(1.0), n_codebooks=2)
+
+
+def test_dead_code_threshold_reaches_every_codebook_and_is_saved(tmp_path):
+    """A code is restarted when its EMA count falls below the threshold: with 4096 codes and a CPU
+    batch of 1,600 frames the mean count is 0.4, so the threshold must be settable per codec."""
+    codec = tiny(n_codebooks=2, dead_code_threshold=0.15)
+    assert [layer._codebook.threshold_ema_dead_code for layer in codec.quantizer.layers] == [0.15, 0.15]
+    loaded = load_codec(codec.save_pretrained(tmp_path / "rvq"))
+    assert loaded.config()["dead_code_threshold"] == 0.15
+    assert loaded.quantizer.layers[1]._codebook.threshold_ema_dead_code == 0.15
+    assert "dead_code_threshold" not in json.loads((PRETRAINED_DIR / "rvq-16k" / "config.json").read_text())
+    assert load_codec("rvq-16k").dead_code_threshold == 2.0  # what configs without the key were trained with
 
 
 def test_bundled_learned_codecs_on_real_speech(shared_data):

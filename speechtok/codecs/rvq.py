@@ -48,6 +48,7 @@ class RVQCodec(Codec, OnDMelFrontend):
         encoder_layers: int = 4,
         decoder_layers: int = 4,
         quantizer_dropout: bool = True,
+        dead_code_threshold: float = 2.0,
         mel: dict[str, Any] | None = None,
         vocoder: dict[str, Any] | None = None,
         vocoder_from: str | None = None,
@@ -62,7 +63,7 @@ class RVQCodec(Codec, OnDMelFrontend):
             encoder_layers=encoder_layers,
             decoder_layers=decoder_layers,
         )
-        self.quantizer_dropout = quantizer_dropout
+        self.quantizer_dropout, self.dead_code_threshold = quantizer_dropout, dead_code_threshold
         n_mels, causal = self.frontend.n_mels, self.frontend.causal  # a causal log-mel makes a causal codec
         self.encoder = ConvNeXtBackbone(n_mels, dim, intermediate_dim, encoder_layers, causal=causal)
         self.receptive = self.encoder.context_frames  # frames each side (causal: before) a code depends on
@@ -75,7 +76,7 @@ class RVQCodec(Codec, OnDMelFrontend):
             decay=0.99,
             kmeans_init=True,
             kmeans_iters=10,
-            threshold_ema_dead_code=2,
+            threshold_ema_dead_code=dead_code_threshold,
             quantize_dropout=quantizer_dropout and n_codebooks > 1,
             quantize_dropout_cutoff_index=0,
         )
@@ -103,6 +104,7 @@ class RVQCodec(Codec, OnDMelFrontend):
             n_codebooks=self.max_codebooks,
             codebook_size=self.codebook_size,
             quantizer_dropout=self.quantizer_dropout,
+            dead_code_threshold=self.dead_code_threshold,
             mel=self.mel_config,
             **self.vocoder_fields(),
             **self.dims,
