@@ -7,9 +7,9 @@
 A decoder is a codec (bundled name or folder; `NAME@K` with its first K codebooks), `glN` for
 Griffin-Lim with N iterations (momentum 0) or `fglN` for fast Griffin-Lim (momentum 0.99), both on
 dMel's levels, or `real` for the recording itself (the ceiling). `--n_utts` per set (default: the
-recipe's `n_dev_utts`, the subset the training log reports). Prints PESQ-wb / STOI per set, and the mean over the unseen-voice sets
-that checkpoints are chosen by; `--dnsmos` adds DNSMOS OVRL (naturalness, which PESQ-wb does not
-reward: what TTS is judged by), per set and over the unseen sets.
+recipe's `n_dev_utts`, the subset the training log reports). Prints PESQ-wb / STOI per set, and
+the mean over the unseen-voice sets that checkpoints are chosen by; `--dnsmos` adds DNSMOS OVRL
+(naturalness, which PESQ-wb does not reward: what TTS is judged by), per set and over the unseen sets.
 """
 
 from __future__ import annotations
