@@ -108,6 +108,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--crop_frames", type=int, default=160)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=192, help="width of the convolution and each GRU direction")
+    p.add_argument("--init_from", type=Path, default=None, help="a net.pt of the same width to train on from")
     p.add_argument("--eval_every", type=int, default=500)
     p.add_argument("--n_dev", type=int, default=None, help="score the first N unseen pairs only (default: all)")
     p.add_argument("--eval_only", action="store_true", help="score the net saved in --out, with WER")
@@ -119,7 +121,9 @@ def main() -> None:
     codec = load_codec(hp["codec"])
     band_filter = BandGainFilter(codec)
     rows = [u for m in hp["dev_manifests"] for u in read_manifest(Path(hp["manifest_folder"]) / m)][: args.n_dev]
-    net = MaskNet()
+    net = MaskNet(hidden=args.hidden)
+    if args.init_from:
+        net.load_state_dict(torch.load(args.init_from))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.eval_only:
         net.load_state_dict(torch.load(args.out / "net.pt"))
