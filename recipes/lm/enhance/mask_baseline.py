@@ -22,6 +22,7 @@ import math
 import sys
 import time
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -73,31 +74,42 @@ def _pesq(ref: np.ndarray, est: np.ndarray) -> float:
         return math.nan
 
 
+def _score(ref: np.ndarray, est: np.ndarray, text: str, wer: bool) -> tuple[float, float, int, int]:
+    """PESQ-wb, STOI, and Whisper's word errors and reference words (0, 0 without `wer` or text)."""
+    n = min(len(ref), len(est))
+    r = J.whisper_judge().wer(est, 16000, text) if wer and text else {"errors": 0, "ref_words": 0}
+    return _pesq(ref[:n], est[:n]), stoi(ref[:n], est[:n], 16000), r["errors"], r["ref_words"]
+
+
+@cache
+def _noisy_score(path: str, clean_path: str, text: str, wer: bool) -> tuple[float, float, int, int]:
+    """The noisy input's scores: the same at every evaluation, so computed once."""
+    return _score(load_audio(clean_path, 16000)[0].numpy(), load_audio(path, 16000)[0].numpy(), text, wer)
+
+
 def evaluate(net, codec, band_filter, rows, wer: bool) -> dict:
     """Means over the pairs (all, dry, reverberant) of PESQ-wb and STOI, and corpus WER, for the noisy
     input and the output."""
     net.eval()
     scores: dict[str, list] = defaultdict(list)
-    words: dict[str, list] = defaultdict(lambda: [0, 0])
     for u in rows:
-        noisy = load_audio(u.path, 16000)[None]
         ref = load_audio(u.extra["clean_path"], 16000)[0].numpy()
-        outputs = {"noisy": noisy[0, 0].numpy(), "enhanced": enhance(net, codec, band_filter, noisy)}
+        enhanced = enhance(net, codec, band_filter, load_audio(u.path, 16000)[None])
+        outputs = {
+            "noisy": _noisy_score(u.path, u.extra["clean_path"], u.text, wer),
+            "enhanced": _score(ref, enhanced, u.text, wer),
+        }
         for group in ("all", "reverberant" if u.extra["reverb"] == "1" else "dry"):
-            for name, est in outputs.items():
-                n = min(len(ref), len(est))
-                scores[f"{name} {group}"].append((_pesq(ref[:n], est[:n]), stoi(ref[:n], est[:n], 16000)))
-                if wer and u.text:
-                    r = J.whisper_judge().wer(est, 16000, u.text)
-                    words[f"{name} {group}"][0] += r["errors"]
-                    words[f"{name} {group}"][1] += r["ref_words"]
+            for name, row in outputs.items():
+                scores[f"{name} {group}"].append(row)
     net.train()
     out = {}
     for key, values in scores.items():
-        pesq, st = np.nanmean(np.array(values, dtype=float), 0)
+        table = np.array(values, dtype=float)
+        pesq, st = np.nanmean(table[:, :2], 0)
         out[key] = {"n": len(values), "pesq_wb": round(float(pesq), 3), "stoi": round(float(st), 3)}
-        if words[key][1]:
-            out[key]["wer"] = round(words[key][0] / words[key][1], 3)
+        if table[:, 3].sum():
+            out[key]["wer"] = round(float(table[:, 2].sum() / table[:, 3].sum()), 3)
     return out
 
 
