@@ -28,11 +28,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.speechtok-installed
-want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing speechtok[$EXTRAS] into .venv (first run downloads torch, a few GB)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv/bin/speechtok)"
