@@ -122,6 +122,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=192, help="width of the convolution and each GRU direction")
     p.add_argument("--init_from", type=Path, default=None, help="a net.pt of the same width to train on from")
+    p.add_argument(
+        "--loss_power",
+        type=float,
+        default=None,
+        help="L1 of mel magnitudes to this power (e.g. 0.3), which weights loud cells, instead of L1 of log gains",
+    )
     p.add_argument("--eval_every", type=int, default=500)
     p.add_argument("--n_dev", type=int, default=None, help="score the first N unseen pairs only (default: all)")
     p.add_argument("--eval_only", action="store_true", help="score the net saved in --out, with WER")
@@ -151,9 +157,13 @@ def main() -> None:
             torch.stack(x) for x in zip(*(batches.pair(step * args.batch + j, rng) for j in range(args.batch)))
         )
         with torch.no_grad():
-            noisy_mel = codec.log_mel(noisy)
-            wanted = (codec.log_mel(clean) - noisy_mel).clamp(LOW, 0)
-        loss = (net(noisy_mel) - wanted).abs().mean()
+            noisy_mel, clean_mel = codec.log_mel(noisy), codec.log_mel(clean)
+        gains = net(noisy_mel)
+        if args.loss_power:
+            c = args.loss_power
+            loss = ((c * (noisy_mel + gains)).exp() - (c * clean_mel).exp()).abs().mean()
+        else:
+            loss = (gains - (clean_mel - noisy_mel).clamp(LOW, 0)).abs().mean()
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
