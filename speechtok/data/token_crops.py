@@ -28,30 +28,70 @@ def _clips(codec, utts: list[Utterance], cache, frames: int) -> list[tuple[Utter
 class PromptedCrops(EpochSeeded):
     """`steps_per_epoch` batches, each a dict: `codes` [B, N] (N = `crop_seconds` of codes), `wav`
     [B, 1, N*hop] of the same crop, and `prompt_codes` P, the number of leading frames given as the
-    prompt (one random P per batch, from `prompt_seconds`). Utterances at least `crop_seconds` long
-    are drawn by source share and speaker; each crop gets a random gain of -6 to +3 dB."""
+    prompt (one random P per batch, from `prompt_seconds`). Crops are drawn by source share and
+    speaker; each gets a random gain of -6 to +3 dB.
+
+    With `speaker_crops` a crop joins clips of one speaker: from a random frame of the first, then
+    the speaker's other clips in random order. Short clips then count (most crowd clips are about a
+    second), and the prompt is often another recording of the target's voice, as in `decode(codes,
+    prompt=...)`. Otherwise crops come from single utterances at least `crop_seconds` long."""
 
     def __init__(self, codec, sources: list[list[Utterance]], caches: list, hparams: dict) -> None:
         super().__init__(hparams["steps_per_epoch"], hparams["seed"])
         rate = codec.frame_rate
         self.crop = int(hparams["crop_seconds"] * rate)
         self.prompt = [int(s * rate) for s in hparams["prompt_seconds"]]
-        per_source = [_clips(codec, utts, cache, self.crop) for utts, cache in zip(sources, caches)]
+        self.speaker_crops = bool(hparams["speaker_crops"])
+        per_source = [
+            _clips(codec, utts, cache, 1 if self.speaker_crops else self.crop) for utts, cache in zip(sources, caches)
+        ]
+        if self.speaker_crops:  # speakers whose clips together fill a crop
+            per_source = [_fill_a_crop(clips, self.crop) for clips in per_source]
         self.weights = balanced_weights([[u for u, _, _ in clips] for clips in per_source], hparams["source_shares"])
         self.clips = [(c, w) for clips in per_source for _, c, w in clips]
+        speakers = [(n, u.speaker or u.ID) for n, clips in enumerate(per_source) for u, _, _ in clips]
+        self.same_speaker: dict[tuple, list[int]] = {}
+        for k, who in enumerate(speakers):
+            self.same_speaker.setdefault(who, []).append(k)
+        self.speaker_of = speakers
         self.batch_size, self.hop = hparams["batch_size"], codec.hop_length
+
+    def _crop(self, k: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes [N] and int16 audio [N*hop] of one crop starting in clip k."""
+        if not self.speaker_crops:
+            c, w = self.clips[k]
+            s = int(rng.integers(0, len(c) - self.crop + 1))
+            return c[s : s + self.crop], w[s * self.hop : (s + self.crop) * self.hop]
+        order = [k] + [j for j in rng.permutation(self.same_speaker[self.speaker_of[k]]) if j != k]
+        lengths = [len(self.clips[j][0]) for j in order]
+        s = int(rng.integers(0, min(lengths[0] - 1, sum(lengths) - self.crop) + 1))  # the rest still fills
+        codes, wavs, n = [], [], 0
+        for j, start in zip(order, [s] + [0] * (len(order) - 1)):
+            c, w = self.clips[j]
+            codes.append(c[start:])
+            wavs.append(w[start * self.hop :])
+            n += len(c) - start
+            if n >= self.crop:
+                break
+        return torch.cat(codes)[: self.crop], torch.cat(wavs)[: self.crop * self.hop]
 
     def __getitem__(self, i: int) -> dict:
         rng = self.rng(i)
         prompt = int(rng.integers(self.prompt[0], self.prompt[1] + 1))
         codes, wavs = [], []
         for k in rng.choice(len(self.clips), size=self.batch_size, p=self.weights):
-            c, w = self.clips[k]
-            s = int(rng.integers(0, len(c) - self.crop + 1))
-            gain = 10 ** (rng.uniform(-6, 3) / 20)
-            codes.append(c[s : s + self.crop])
-            wavs.append(w[s * self.hop : (s + self.crop) * self.hop].float() / 32767 * gain)
+            c, w = self._crop(int(k), rng)
+            codes.append(c)
+            wavs.append(w.float() / 32767 * 10 ** (rng.uniform(-6, 3) / 20))
         return {"codes": torch.stack(codes), "wav": torch.stack(wavs)[:, None], "prompt_codes": prompt}
+
+
+def _fill_a_crop(clips: list, frames: int) -> list:
+    """The clips of the speakers whose clips hold at least `frames` codes in all."""
+    total: dict[str, int] = {}
+    for u, c, _ in clips:
+        total[u.speaker or u.ID] = total.get(u.speaker or u.ID, 0) + len(c)
+    return [clip for clip in clips if total[clip[0].speaker or clip[0].ID] >= frames]
 
 
 def dev_crops(codec, sets: list[tuple[list[Utterance], object]], hparams: dict) -> list[dict]:
