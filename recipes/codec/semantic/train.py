@@ -65,13 +65,20 @@ class DecoderBrain(WarmupCosineLR, sb.Brain):
             return
         stats = {"mel_l1": stage_loss}
         self.hparams.train_logger.log_stats(
-            stats_meta={"epoch": epoch, "step": self.optimizer_step, "lr": self.hparams.lr * self.lr_factor()},
+            stats_meta={
+                "epoch": epoch,
+                "step": self.optimizer_step,
+                "lr": self.hparams.lr * self.lr_factor(),
+                "cpu_hours": self.cpu_hours(),
+            },
             train_stats={"loss": self.train_loss},
             valid_stats=stats,
         )
         print(f"epoch {epoch} step {self.optimizer_step} dev mel_l1 {stage_loss:.4f}", flush=True)
         self.checkpointer.save_and_keep_only(
-            meta={**stats, "step": self.optimizer_step}, min_keys=["mel_l1"], num_to_keep=2
+            meta={**stats, "step": self.optimizer_step, "cpu_hours": self.cpu_hours()},
+            min_keys=["mel_l1"],
+            num_to_keep=2,
         )
 
 
@@ -131,7 +138,7 @@ def export(hparams: dict) -> Path:
         hparams["save_folder"],
         hparams["export_folder"],
         {"decoder": codec.mel_decoder},
-        keep=("step", "mel_l1"),
+        keep=("step", "cpu_hours", "mel_l1"),
         min_key="mel_l1",
         dev_sets=hparams["dev_sets"],
     )
