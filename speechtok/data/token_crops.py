@@ -49,11 +49,10 @@ class PromptedCrops(EpochSeeded):
             per_source = [_fill_a_crop(clips, self.crop) for clips in per_source]
         self.weights = balanced_weights([[u for u, _, _ in clips] for clips in per_source], hparams["source_shares"])
         self.clips = [(c, w) for clips in per_source for _, c, w in clips]
-        speakers = [(n, u.speaker or u.ID) for n, clips in enumerate(per_source) for u, _, _ in clips]
+        self.speaker_of = [(n, _voice(u)) for n, clips in enumerate(per_source) for u, _, _ in clips]
         self.same_speaker: dict[tuple, list[int]] = {}
-        for k, who in enumerate(speakers):
+        for k, who in enumerate(self.speaker_of):
             self.same_speaker.setdefault(who, []).append(k)
-        self.speaker_of = speakers
         self.batch_size, self.hop = hparams["batch_size"], codec.hop_length
 
     def _crop(self, k: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,12 +85,17 @@ class PromptedCrops(EpochSeeded):
         return {"codes": torch.stack(codes), "wav": torch.stack(wavs)[:, None], "prompt_codes": prompt}
 
 
+def _voice(u: Utterance) -> str:
+    """The speaker of an utterance, or the utterance itself where the manifest names none."""
+    return u.speaker or u.ID
+
+
 def _fill_a_crop(clips: list, frames: int) -> list:
     """The clips of the speakers whose clips hold at least `frames` codes in all."""
     total: dict[str, int] = {}
     for u, c, _ in clips:
-        total[u.speaker or u.ID] = total.get(u.speaker or u.ID, 0) + len(c)
-    return [clip for clip in clips if total[clip[0].speaker or clip[0].ID] >= frames]
+        total[_voice(u)] = total.get(_voice(u), 0) + len(c)
+    return [clip for clip in clips if total[_voice(clip[0])] >= frames]
 
 
 def dev_crops(codec, sets: list[tuple[list[Utterance], object]], hparams: dict) -> list[dict]:
