@@ -130,3 +130,47 @@ def test_warm_start_from_an_exported_folder(trained):
         ).group(1)
     )
     assert mel(tmp_path / "warm") < mel(tmp_path / "cold") - 0.1
+
+
+@pytest.mark.slow
+def test_fine_tune_on_a_learned_codecs_decoded_mel(trained):
+    """`input_codec`: the vocoder trains on a learned codec's decoded log-mel, and the export is that
+    codec owning the new vocoder: the same tokens, another rendering."""
+    import torch
+
+    from speechtok.codecs import RVQCodec
+
+    tmp_path, out, _ = trained
+    torch.manual_seed(0)
+    mel = {"n_mels": 80, "n_fft": 1024, "win_length": 800, "f_min": 80.0, "f_max": 7600.0}
+    rvq = RVQCodec(
+        n_codebooks=2,
+        codebook_size=16,
+        codebook_dim=8,
+        dim=32,
+        intermediate_dim=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        mel={**mel, "log_min": -11.5, "log_max": 2.0},
+        vocoder_from=str(out / "export/dmel-16k"),
+    )
+    wav = torch.from_numpy(harmonic(1.0, 150))[None, None]
+    codes = rvq.eval().encode(wav)  # the first encode fits the codebooks
+    source = rvq.save_pretrained(tmp_path / "rvq-tiny", dtype=torch.float32)
+    tuned = tmp_path / "tuned"
+    extra = (
+        "--init_from",
+        str(out / "export/dmel-16k"),
+        "--input_codec",
+        str(source),
+        "--input_n_codebooks",
+        "[2, 1]",
+        "--export_folder",
+        str(tuned / "export/rvq-tiny"),
+    )
+    proc = run(tuned, tmp_path / "manifests", epochs=1, extra=extra, steps=3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    codec = load_codec(tuned / "export/rvq-tiny")
+    assert "vocoder_from" not in codec.config() and codec.config()["vocoder"]["dim"] == 32
+    assert torch.equal(codec.encode(wav), codes)
+    assert not torch.allclose(codec.decode(codes), load_codec(source).decode(codes))
