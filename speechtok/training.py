@@ -88,6 +88,19 @@ def warm_start(hparams: dict, copy_from) -> None:
     print(f"warm start from {folder}", flush=True)
 
 
+def warm_start_matching(hparams: dict, target: nn.Module, part) -> None:
+    """`warm_start` into another architecture (a causal vocoder's smaller iSTFT head, a flow decoder's
+    noisy-input layers): `target` takes every tensor of `part(source_codec)` that fits, and the log
+    names what starts fresh."""
+
+    def copy(source) -> None:
+        new = copy_matching(target, part(source))
+        if new:
+            print(f"new in this run (not in init_from): {', '.join(new)}", flush=True)
+
+    warm_start(hparams, copy)
+
+
 def fit_codec_brain(brain, hparams: dict, train_set, dev_set) -> None:
     """The codec recipes' `fit`: epochs of random crops in batches of `batch_size`, whole dev
     utterances one at a time (they differ in length)."""

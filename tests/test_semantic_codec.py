@@ -168,3 +168,37 @@ def test_level_decoder_outputs_expected_levels_and_learns():
     assert losses[-1] < 0.5 * losses[0]
     grid = torch.linspace(-1, 1, 16)
     assert (dec(codes, prompt_codes, prompt_mel) - grid[target]).abs().mean() < 0.25  # expectation near the levels
+
+
+def test_flow_decoder_starts_as_the_regression_decoder_and_samples_repeatably():
+    """`flow_steps` > 0: warm-started from a regression decoder, its noisy-input and time layers are
+    zero, so every clean estimate and the sample equal the regression's output; once they learn,
+    the sample depends on the noise seed, and the same seed gives the same sample."""
+    from speechtok.codecs.semantic import PromptedMelDecoder
+    from speechtok.training import copy_matching
+
+    torch.manual_seed(0)
+    dims = dict(n_mels=8, dim=32, heads=2, layers=1, conv_layers=1)
+    regression, flow = PromptedMelDecoder(32, **dims), PromptedMelDecoder(32, **dims, flow_steps=4)
+    assert sorted(copy_matching(flow, regression)) == [
+        "noisy_in.bias", "noisy_in.weight", "time.0.bias", "time.0.weight", "time.2.bias", "time.2.weight"
+    ]  # fmt: skip
+    codes, prompt_codes, prompt_mel = torch.randint(0, 32, (2, 10)), torch.randint(0, 32, (2, 5)), torch.rand(2, 8, 10)
+    expected = regression(codes, prompt_codes, prompt_mel)
+    noisy = torch.randn(2, 8, 20)
+    assert torch.allclose(flow.denoise(codes, prompt_codes, prompt_mel, noisy, torch.tensor([0.1, 0.9])), expected)
+    assert torch.allclose(flow(codes, prompt_codes, prompt_mel), expected, atol=1e-6)
+    # learn to copy the noisy input at t near 1: the sample now follows the noise
+    opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    for _ in range(40):
+        target = torch.rand(2, 8, 20) * 2 - 1
+        t = torch.rand(2)
+        x_t = (1 - t)[:, None, None] * torch.randn_like(target) + t[:, None, None] * target
+        loss = (flow.denoise(codes, prompt_codes, prompt_mel, x_t, t) - target).abs().mean()
+        opt.zero_grad(), loss.backward(), opt.step()
+    with torch.no_grad():
+        first, again = flow.sample(codes, prompt_codes, prompt_mel), flow.sample(codes, prompt_codes, prompt_mel)
+        other = flow.sample(codes, prompt_codes, prompt_mel, seed=1)
+    assert torch.equal(first, again) and not torch.allclose(first, other)
+    with pytest.raises(ValueError, match="exclude each other"):
+        PromptedMelDecoder(32, **dims, levels=16, flow_steps=4)

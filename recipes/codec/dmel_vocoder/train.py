@@ -37,7 +37,7 @@ from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import copy_matching, export_best, fit_codec_brain, start_recipe, warm_start
+from speechtok.training import export_best, fit_codec_brain, start_recipe, warm_start_matching
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
@@ -179,19 +179,13 @@ def export(hparams: dict) -> Path:
     )
 
 
-def report_new(names: list[str]) -> None:
-    """A warm start into another architecture (a causal vocoder's smaller iSTFT head) keeps what fits."""
-    if names:
-        print(f"new in this run (not in init_from): {', '.join(names)}", flush=True)
-
-
 def main(argv: list[str]) -> None:
     started = start_recipe(argv, export)
     if started is None:
         return
     hparams, run_opts = started
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    warm_start(hparams, lambda source: report_new(copy_matching(codec.vocoder, source.vocoder)))
+    warm_start_matching(hparams, codec.vocoder, lambda source: source.vocoder)
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)

@@ -10,8 +10,10 @@
    the tokenizer (`tokenizer_folder`), which encodes but cannot decode.
 3. The decoder learns log-mel from tokens given a prompt: crops of `crop_seconds`, the first
    `prompt_seconds` (random) given as log-mel and tokens, the rest predicted (L1 on normalised
-   log-mel). The checkpoint with the lowest dev mel L1 on unseen voices is exported with the
-   centroids as a codec that decodes with a voice prompt. Re-running resumes.
+   log-mel; with `decoder.flow_steps`, L1 of the flow's clean estimate from a noisy log-mel at a
+   random time, the dev set's noise and times seeded). The checkpoint with the lowest dev loss on
+   unseen voices is exported with the centroids as a codec that decodes with a voice prompt.
+   Re-running resumes; `init_from` warm-starts a fresh run's decoder from a codec folder (what fits).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from speechtok.data.segments import ItemList, balanced_weights
 from speechtok.data.states import StateCache, cached_states
 from speechtok.data.token_crops import PromptedCrops, dev_crops
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best, start_recipe
+from speechtok.training import export_best, start_recipe, warm_start_matching
 
 
 class DecoderBrain(WarmupCosineLR, sb.Brain):
@@ -40,10 +42,16 @@ class DecoderBrain(WarmupCosineLR, sb.Brain):
         with torch.no_grad():
             mel = codec.normalise(codec.log_mel(wav))[..., : codes.shape[1] * codec.pool]
         p, decoder = prompt_codes * codec.pool, codec.mel_decoder
-        inputs = (codes[:, prompt_codes:], codes[:, :prompt_codes], mel[..., :p])
+        inputs, target = (codes[:, prompt_codes:], codes[:, :prompt_codes], mel[..., :p]), mel[..., p:]
+        if decoder.flow_steps:
+            noise_source = None if stage == sb.Stage.TRAIN else self.dev_noise
+            t = torch.rand(target.shape[0], generator=noise_source).to(self.device)
+            noise = torch.randn(target.shape, generator=noise_source).to(self.device)
+            noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
+            return decoder.denoise(*inputs, noisy, t), target
         if stage == sb.Stage.TRAIN and decoder.levels:
-            return decoder.level_logits(*inputs), mel[..., p:]
-        return decoder(*inputs), mel[..., p:]
+            return decoder.level_logits(*inputs), target
+        return decoder(*inputs), target
 
     def compute_objectives(self, predictions, batch, stage):
         """Training: L1 on normalised log-mel, or cross-entropy over the levels when the decoder
@@ -58,6 +66,7 @@ class DecoderBrain(WarmupCosineLR, sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.train_set.set_epoch(epoch or 0)
+        self.dev_noise = torch.Generator().manual_seed(0)  # the same noise and times at every evaluation
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
@@ -155,6 +164,7 @@ def main(argv: list[str]) -> None:
         return
     codec = build_codec(hparams, decoder=True)
     codec.centroids.copy_(tokenizer.centroids), codec.mean.copy_(tokenizer.mean), codec.std.copy_(tokenizer.std)
+    warm_start_matching(hparams, codec.mel_decoder, lambda source: source.mel_decoder)
     train_set = PromptedCrops(
         codec,
         [read_manifest(p) for p in hparams["train_manifests"]],
