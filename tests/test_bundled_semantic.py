@@ -46,7 +46,7 @@ def test_round_trip_with_a_prompt_of_the_same_unseen_voice(codec, shared_data):
     mel = lambda x: codec.normalise(codec.log_mel(x))  # noqa: E731
     err = (mel(out) - mel(target[..., : out.shape[-1]])).abs().mean().item()
     silent = (mel(torch.zeros_like(out)) - mel(target[..., : out.shape[-1]])).abs().mean().item()
-    assert err < 0.4 * silent  # (0.26 against 0.89 at step 4400) the decoded log-mel follows the speech, not silence
+    assert err < 0.3 * silent  # (0.14 against 0.89, flow decoder) the decoded log-mel follows speech, not silence
 
 
 def test_transcriber_reads_unseen_speakers_keywords(codec, shared_data):

@@ -131,7 +131,8 @@ class PromptedMelDecoder(ConvTransformer):
     than the regression's average of what the tokens allow. A flow decoder trained with
     `prompt_dropout` (that share of its crops sees a learned "no voice" vector instead of the
     prompt's log-mel) samples with classifier-free `guidance` > 1, which pushes each estimate away
-    from the voiceless one, towards the prompt's voice (CosyVoice uses 1.7)."""
+    from the voiceless one, towards the prompt's voice (CosyVoice uses 1.7). `temperature` scales the
+    starting noise: below 1 the samples stay nearer the likeliest log-mel."""
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class PromptedMelDecoder(ConvTransformer):
         flow_steps: int = 0,
         prompt_dropout: float = 0.0,
         guidance: float = 1.0,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__(dim, heads, layers, conv_layers)
         if levels and flow_steps:
@@ -153,7 +155,7 @@ class PromptedMelDecoder(ConvTransformer):
         if (prompt_dropout and not flow_steps) or (guidance != 1.0 and not prompt_dropout):
             raise ValueError("PromptedMelDecoder: guidance needs a flow decoder trained with prompt_dropout")
         self.upsample, self.n_mels, self.levels, self.flow_steps = upsample, n_mels, levels, flow_steps
-        self.prompt_dropout, self.guidance = prompt_dropout, guidance
+        self.prompt_dropout, self.guidance, self.temperature = prompt_dropout, guidance, temperature
         self.token = nn.Embedding(codebook_size, dim)
         self.mel_in = nn.Linear(n_mels, dim)
         self.fill = nn.Parameter(torch.zeros(dim))
@@ -229,7 +231,7 @@ class PromptedMelDecoder(ConvTransformer):
         """`flow_steps` Euler steps from seeded noise (so decoding is repeatable): at step i of n,
         x moves 1/(n - i) of the way to the clean estimate, which the last step reaches."""
         shape = (codes.shape[0], self.n_mels, codes.shape[1] * self.upsample)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(codes.device)
+        x = self.temperature * torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(codes.device)
         n = self.flow_steps
         for i in range(n):
             t = torch.full((shape[0],), i / n, device=codes.device)
