@@ -51,25 +51,3 @@ def test_missing_or_mismatched_source_is_a_clear_error(dmel_folder, tmp_path):
         small_rvq(str(dmel_folder), f_max=8000.0)
     with pytest.raises(CodecError, match="which has no trained vocoder"):
         small_rvq("dmel-16k-gl")
-
-
-def test_an_owned_vocoder_is_saved_with_the_codec(dmel_folder, tmp_path):
-    """`own_vocoder` (a vocoder fine-tuned on this codec's decoded log-mel): saved with the codec,
-    so it decodes the same when its source changes; the tokens are the borrowing codec's."""
-    codec = small_rvq(str(dmel_folder)).eval()
-    wav = torch.randn(1, 1, 16000) * 0.1
-    codes = codec.encode(wav)
-    torch.manual_seed(7)
-    tuned = DMelCodec(vocoder=SMALL_VOCODER)
-    codec.own_vocoder(tuned)
-    assert codec.borrowed_weights == () and "vocoder_from" not in codec.config()
-    saved = codec.save_pretrained(tmp_path / "rvq-owned", dtype=torch.float32)
-    assert any(k.startswith("frontend.vocoder.") for k in load_file(str(saved / "model.safetensors")))
-    DMelCodec(vocoder=SMALL_VOCODER).save_pretrained(dmel_folder, dtype=torch.float32)  # the old source moves on
-    reloaded = load_codec(saved)
-    assert torch.equal(reloaded.encode(wav), codes)
-    assert torch.equal(reloaded.decode(codes), tuned.vocoder(codec.decode_mel(codes))[..., : codes.shape[-1] * 320])
-    with pytest.raises(
-        CodecError, match=r"cannot own the vocoder of .*whose log-mel differs from this codec's \(f_min\)"
-    ):
-        small_rvq(str(dmel_folder)).own_vocoder(DMelCodec(f_min=0.0, vocoder=SMALL_VOCODER))

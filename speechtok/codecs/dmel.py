@@ -231,27 +231,13 @@ class OnDMelFrontend(SwitchableRenderer):
             dmel = load_codec(vocoder_from)
         except CodecError as exc:
             raise CodecError(f"{what}, which does not load: {exc}") from exc
-        self._check_vocoder_source(dmel, what, sample_rate, frame_rate)
-        return dmel
-
-    def _check_vocoder_source(self, dmel, what: str, sample_rate: int, frame_rate: int) -> None:
         if not isinstance(dmel, DMelCodec) or dmel.vocoder is None:
             raise CodecError(f"{what}, which has no trained vocoder")
         wanted = {"sample_rate": sample_rate, "frame_rate": frame_rate, **self.mel_config}
         differs = sorted(k for k, v in wanted.items() if dmel.config().get(k) != v)
         if differs:
             raise CodecError(f"{what}, whose log-mel differs from this codec's ({', '.join(differs)})")
-
-    def own_vocoder(self, dmel: DMelCodec) -> None:
-        """Render with a frozen copy of `dmel`'s vocoder saved with this codec rather than borrowed by
-        name: for a vocoder fine-tuned on this codec's own decoded log-mel, which no other codec shares."""
-        what = f"{self.family} codec cannot own the vocoder of '{dmel.name or dmel.family}'"
-        sample_rate, frame_rate = self.frontend.sample_rate, int(self.frontend.frame_rate)
-        self._check_vocoder_source(dmel, what, sample_rate, frame_rate)
-        self.vocoder_config, self.vocoder_from, self.borrowed_weights = dmel.vocoder_config, None, ()
-        device = self.frontend.mel_fb.device
-        self.frontend = DMelCodec(sample_rate, frame_rate, vocoder=self.vocoder_config, **self.mel_config).to(device)
-        self.use_vocoder_of(dmel)
+        return dmel
 
     @property
     def renderer(self) -> Renderer:

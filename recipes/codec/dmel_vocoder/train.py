@@ -8,11 +8,6 @@ discriminators once `adv_start_step` is reached. Checkpoints are chosen by dev P
 voices (`dev_sets`); `seen_dev_sets` are reported apart. `init_from` warm-starts a fresh run from
 an exported codec folder; `cpu_hours` in the log counts CPU time across resumes.
 
-With `input_codec` (a learned mel codec's name or folder, frozen) the vocoder is fine-tuned on that
-codec's decoded log-mel instead of dMel levels, as EnCodec and DAC train their decoders on what the
-quantiser leaves, and the export is that codec, now owning the fine-tuned vocoder.
-`input_n_codebooks` lists the bitrates to draw from per training batch (dev: all codebooks).
-
     python recipes/codec/dmel_vocoder/train.py recipes/codec/dmel_vocoder/hparams/gpu.yaml
     torchrun --nproc_per_node 2 recipes/codec/dmel_vocoder/train.py hparams/gpu.yaml
 
@@ -23,16 +18,13 @@ Add `--export_only True` to export the best checkpoint so far without training.
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
 import speechbrain as sb
 import torch
 
-from speechtok.codecs import load_codec
 from speechtok.codecs.dmel import DMelCodec
-from speechtok.codecs.rvq import RVQCodec
 from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
@@ -46,8 +38,6 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
     def on_fit_start(self):
         super().on_fit_start()
         self.codec.to(self.device)
-        if self.input_codec is not None:
-            self.input_codec.to(self.device)
 
     def init_optimizers(self):
         self.g_opt = self.hparams.g_opt_class(self.modules.generator.parameters())
@@ -57,17 +47,13 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
             self.checkpointer.add_recoverable("g_opt", self.g_opt)
             self.checkpointer.add_recoverable("d_opt", self.d_opt)
 
-    def vocoder_input(self, wav: torch.Tensor, n_codebooks: int | None = None) -> torch.Tensor:
-        """The log-mel the vocoder will decode in use: dMel's quantised levels, or the input codec's
-        decoded log-mel from its first `n_codebooks` (clones leave inference mode)."""
-        if self.input_codec is None:
-            return self.codec.dequantize(self.codec.encode(wav).clone())
-        return self.input_codec.decode_mel(self.input_codec.encode(wav, n_codebooks=n_codebooks)).clone()
+    def dmel_input(self, wav: torch.Tensor) -> torch.Tensor:
+        """Quantised log-mel exactly as the codec produces it (clone leaves inference mode)."""
+        return self.codec.dequantize(self.codec.encode(wav).clone())
 
     def fit_batch(self, batch):
         wav = batch.to(self.device)
-        choices = self.hparams.input_n_codebooks
-        mel = self.vocoder_input(wav, random.choice(choices) if choices else None)
+        mel = self.dmel_input(wav)
         for opt in (self.g_opt, self.d_opt):
             for group in opt.param_groups:
                 group["lr"] = self.hparams.lr * self.lr_factor()
@@ -119,7 +105,7 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
         (set_name,), wav = batch
         wav = wav.to(self.device)
         with torch.no_grad():
-            fake = self.modules.generator(self.vocoder_input(wav)).float()[..., : wav.shape[-1]]
+            fake = self.modules.generator(self.dmel_input(wav)).float()[..., : wav.shape[-1]]
         ref, est = wav[0, 0].cpu().numpy(), fake[0, 0].clamp(-1, 1).cpu().numpy()
         self.dev_scores.append((set_name, pesq_wb(ref, est, 16000), stoi(ref, est, 16000)))
         return self.hparams.mel_loss(fake, wav).detach().cpu()
@@ -152,22 +138,9 @@ class VocoderBrain(WarmupCosineLR, sb.Brain):
         )
 
 
-def input_codec(hparams: dict, dmel: DMelCodec) -> RVQCodec | None:
-    """The frozen learned codec whose decoded log-mel the vocoder learns from, if any."""
-    if not hparams.get("input_codec"):
-        return None
-    codec = load_codec(hparams["input_codec"])
-    if not isinstance(codec, RVQCodec):
-        raise SystemExit(f"input_codec {hparams['input_codec']}: a learned mel codec (rvq family) is needed")
-    codec.own_vocoder(dmel)  # checks that its log-mel is the vocoder's
-    return codec.requires_grad_(False)
-
-
 def export(hparams: dict) -> Path:
-    """Save the best checkpoint so far (by dev PESQ) as a codec folder, the dMel codec or the input
-    codec owning the vocoder; safe while training runs."""
-    dmel = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    codec = input_codec(hparams, dmel) or dmel
+    """Save the best checkpoint so far (by dev PESQ) as a codec folder; safe while training runs."""
+    codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
     return export_best(
         codec,
         hparams["save_folder"],
@@ -190,7 +163,7 @@ def main(argv: list[str]) -> None:
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)
     brain = VocoderBrain(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
-    brain.codec, brain.input_codec, brain.train_set = codec, input_codec(hparams, codec), train_set
+    brain.codec, brain.train_set = codec, train_set
     fit_codec_brain(brain, hparams, train_set, dev_set)
     if sb.utils.distributed.if_main_process():
         print(f"exported {export(hparams)}")
