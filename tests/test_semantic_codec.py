@@ -207,26 +207,3 @@ def test_flow_decoder_starts_as_the_regression_decoder_and_samples_repeatably():
         )
     with pytest.raises(ValueError, match="exclude each other"):
         PromptedMelDecoder(32, **dims, levels=16, flow_steps=4)
-
-
-def test_guidance_is_the_voiceless_estimate_plus_a_multiple_of_the_prompts_effect():
-    """With `prompt_dropout`, the decoder has a learned "no voice" input; `guidance` g samples from
-    u + g (c - u) of the estimates with (c) and without (u) the prompt's log-mel; g = 1 is plain."""
-    from speechtok.codecs.semantic import PromptedMelDecoder
-
-    dims = dict(n_mels=8, dim=32, heads=2, layers=1, conv_layers=1, flow_steps=3, prompt_dropout=0.2)
-    torch.manual_seed(0)
-    plain, guided = PromptedMelDecoder(32, **dims), PromptedMelDecoder(32, **dims, guidance=1.7)
-    for weight in (plain.noisy_in.weight, plain.time[-1].weight, plain.no_voice):  # all start at zero
-        torch.nn.init.normal_(weight, std=0.1)
-    guided.load_state_dict(plain.state_dict())
-    codes, prompt_codes, prompt_mel = torch.randint(0, 32, (2, 6)), torch.randint(0, 32, (2, 5)), torch.rand(2, 8, 10)
-    x, t = torch.randn(2, 8, 12), torch.tensor([0.2, 0.7])
-    with torch.no_grad():
-        c = plain.denoise(codes, prompt_codes, prompt_mel, x, t)
-        u = plain.denoise(codes, prompt_codes, prompt_mel, x, t, torch.tensor([True, True]))
-        assert not torch.allclose(c, u)
-        assert torch.allclose(guided.guided(codes, prompt_codes, prompt_mel, x, t), u + 1.7 * (c - u), atol=1e-6)
-        assert torch.equal(plain.guided(codes, prompt_codes, prompt_mel, x, t), c)
-    with pytest.raises(ValueError, match="guidance needs a flow decoder trained with prompt_dropout"):
-        PromptedMelDecoder(32, n_mels=8, dim=32, heads=2, layers=1, conv_layers=1, flow_steps=3, guidance=1.7)

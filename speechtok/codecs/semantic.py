@@ -128,11 +128,8 @@ class PromptedMelDecoder(ConvTransformer):
     noisy log-mel x_t = (1 - t) noise + t mel and the time t, the decoder estimates the clean
     log-mel from them (`denoise`; a regression decoder is the t = 0 case, so it warm-starts one),
     and `flow_steps` Euler steps of the ODE that estimate defines turn noise into a sample, sharper
-    than the regression's average of what the tokens allow. A flow decoder trained with
-    `prompt_dropout` (that share of its crops sees a learned "no voice" vector instead of the
-    prompt's log-mel) samples with classifier-free `guidance` > 1, which pushes each estimate away
-    from the voiceless one, towards the prompt's voice (CosyVoice uses 1.7). `temperature` scales the
-    starting noise: below 1 the samples stay nearer the likeliest log-mel."""
+    than the regression's average of what the tokens allow. `temperature` scales the starting
+    noise: below 1 the samples stay nearer the likeliest log-mel."""
 
     def __init__(
         self,
@@ -145,17 +142,13 @@ class PromptedMelDecoder(ConvTransformer):
         conv_layers: int = 2,
         levels: int = 0,
         flow_steps: int = 0,
-        prompt_dropout: float = 0.0,
-        guidance: float = 1.0,
         temperature: float = 1.0,
     ) -> None:
         super().__init__(dim, heads, layers, conv_layers)
         if levels and flow_steps:
             raise ValueError("PromptedMelDecoder: levels and flow_steps exclude each other")
-        if (prompt_dropout and not flow_steps) or (guidance != 1.0 and not prompt_dropout):
-            raise ValueError("PromptedMelDecoder: guidance needs a flow decoder trained with prompt_dropout")
         self.upsample, self.n_mels, self.levels, self.flow_steps = upsample, n_mels, levels, flow_steps
-        self.prompt_dropout, self.guidance, self.temperature = prompt_dropout, guidance, temperature
+        self.temperature = temperature
         self.token = nn.Embedding(codebook_size, dim)
         self.mel_in = nn.Linear(n_mels, dim)
         self.fill = nn.Parameter(torch.zeros(dim))
@@ -168,8 +161,6 @@ class PromptedMelDecoder(ConvTransformer):
             self.time = nn.Sequential(nn.Linear(32, dim), nn.SiLU(), nn.Linear(dim, dim))
             for layer in (self.noisy_in, self.time[-1]):
                 nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
-        if prompt_dropout:
-            self.no_voice = nn.Parameter(torch.zeros(dim))  # in place of the prompt's log-mel, withheld
 
     def _target_states(
         self,
@@ -178,7 +169,6 @@ class PromptedMelDecoder(ConvTransformer):
         prompt_mel: torch.Tensor,
         noisy: torch.Tensor | None = None,
         t: torch.Tensor | None = None,
-        drop_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
         up = self.upsample
         p_frames, t_frames = prompt_codes.shape[1] * up, codes.shape[1] * up
@@ -186,10 +176,7 @@ class PromptedMelDecoder(ConvTransformer):
         fill = self.fill.expand(codes.shape[0], t_frames, -1)
         if noisy is not None:
             fill = fill + self.noisy_in(noisy.transpose(1, 2)) + self.time(time_features(t))[:, None]
-        voice = self.mel_in(prompt_mel.transpose(1, 2))
-        if drop_prompt is not None:
-            voice = torch.where(drop_prompt[:, None, None], self.no_voice.to(voice.dtype), voice)
-        mel = torch.cat([voice, fill], dim=1)
+        mel = torch.cat([self.mel_in(prompt_mel.transpose(1, 2)), fill], dim=1)
         part = torch.cat([codes.new_zeros(p_frames), codes.new_ones(t_frames)])
         return self.encode(tokens + mel + self.part(part))[:, p_frames:]
 
@@ -208,24 +195,11 @@ class PromptedMelDecoder(ConvTransformer):
             return self.sample(codes, prompt_codes, prompt_mel)
         return torch.tanh(self.out(self._target_states(codes, prompt_codes, prompt_mel))).transpose(1, 2)
 
-    def denoise(self, codes, prompt_codes, prompt_mel, noisy, t, drop_prompt=None) -> torch.Tensor:
+    def denoise(self, codes, prompt_codes, prompt_mel, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The flow's estimate of the target's normalised log-mel [B, n_mels, F*upsample] from the
-        noisy one `noisy` (same shape) at times `t` [B] (`flow_steps` > 0); items where
-        `drop_prompt` [B] is True do not see the prompt's log-mel."""
-        states = self._target_states(codes, prompt_codes, prompt_mel, noisy, t, drop_prompt)
+        noisy one `noisy` (same shape) at times `t` [B] (`flow_steps` > 0)."""
+        states = self._target_states(codes, prompt_codes, prompt_mel, noisy, t)
         return torch.tanh(self.out(states)).transpose(1, 2)
-
-    def guided(self, codes, prompt_codes, prompt_mel, noisy, t) -> torch.Tensor:
-        """`denoise` with classifier-free guidance: the voiceless estimate plus `guidance` times the
-        prompt's effect on it (`guidance` 1: plain `denoise`)."""
-        if self.guidance == 1.0:
-            return self.denoise(codes, prompt_codes, prompt_mel, noisy, t)
-        b, two = codes.shape[0], lambda x: torch.cat([x, x])
-        drop = torch.arange(2 * b, device=codes.device) >= b
-        with_voice, without = self.denoise(
-            two(codes), two(prompt_codes), two(prompt_mel), two(noisy), two(t), drop
-        ).split(b)
-        return without + self.guidance * (with_voice - without)
 
     def sample(self, codes, prompt_codes, prompt_mel, seed: int = 0) -> torch.Tensor:
         """`flow_steps` Euler steps from seeded noise (so decoding is repeatable): at step i of n,
@@ -235,7 +209,7 @@ class PromptedMelDecoder(ConvTransformer):
         n = self.flow_steps
         for i in range(n):
             t = torch.full((shape[0],), i / n, device=codes.device)
-            x = x + (self.guided(codes, prompt_codes, prompt_mel, x, t) - x) / (n - i)
+            x = x + (self.denoise(codes, prompt_codes, prompt_mel, x, t) - x) / (n - i)
         return x
 
 

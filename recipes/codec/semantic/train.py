@@ -11,10 +11,8 @@
 3. The decoder learns log-mel from tokens given a prompt: crops of `crop_seconds`, the first
    `prompt_seconds` (random) given as log-mel and tokens, the rest predicted (L1 on normalised
    log-mel; with `decoder.flow_steps`, L1 of the flow's clean estimate from a noisy log-mel at a
-   random time, the dev set's noise and times seeded; with `decoder.prompt_dropout`, that share of
-   the crops do not see the prompt's log-mel, so the decoder can sample with guidance). The checkpoint
-   with the lowest dev loss on unseen voices is exported with the centroids as a codec that decodes
-   with a voice prompt.
+   random time, the dev set's noise and times seeded). The checkpoint with the lowest dev loss on
+   unseen voices is exported with the centroids as a codec that decodes with a voice prompt.
    Re-running resumes; `init_from` warm-starts a fresh run's decoder from a codec folder (what fits).
 """
 
@@ -50,9 +48,7 @@ class DecoderBrain(WarmupCosineLR, sb.Brain):
             t = torch.rand(target.shape[0], generator=noise_source).to(self.device)
             noise = torch.randn(target.shape, generator=noise_source).to(self.device)
             noisy = (1 - t)[:, None, None] * noise + t[:, None, None] * target
-            drop = torch.rand(target.shape[0], generator=noise_source) < decoder.prompt_dropout
-            drop = drop.to(self.device) if decoder.prompt_dropout else None
-            return decoder.denoise(*inputs, noisy, t, drop), target
+            return decoder.denoise(*inputs, noisy, t), target
         if stage == sb.Stage.TRAIN and decoder.levels:
             return decoder.level_logits(*inputs), target
         return decoder(*inputs), target
