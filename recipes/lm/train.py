@@ -365,6 +365,10 @@ def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
     samples = Path(hp["output_folder"]) / "samples"
     if hp["task"] == "tts":
         prompt = default_prompt(extra["train"], hp["default_voice"], codec.frame_rate)
+        if prompt is not None:
+            path = prompt.pop("path")
+            if codec.takes_prompt:  # its decoder renders the default voice from the sound, not the codes
+                prompt["audio"] = load_audio(path, codec.sample_rate)[0]
         save_lm(
             out,
             lm,

@@ -6,7 +6,8 @@ codes with a better decoder, e.g. dmel-16k vs dmel-16k-gl, still matches), the p
 vocabulary (TTS), sampling defaults (`sampling`: how tokens are drawn), render defaults (`render`: how tokens become
 audio: `mode`, `mean_levels`, `level_passes`, `level_blank`, `input_gains_db`, `gain_floor`) and an
 optional default voice (a short prompt whose codes sit in model.safetensors under
-`default_prompt.codes`). The `family`/`format_version`/`config` keys follow the codec
+`default_prompt.codes`, and for a codec that decodes with a voice prompt its waveform under
+`default_prompt.audio`). The `family`/`format_version`/`config` keys follow the codec
 folders' layout, so both kinds of folder can live side by side in `speechtok/pretrained/`.
 Loading never unpickles. Folders written before the `render` block kept its settings in `sampling`
 (`render` as the mode); `read_lm_config` moves them (`split_render`).
@@ -32,6 +33,7 @@ FAMILY = "token-lm"
 FORMAT_VERSION = 1
 TASKS = ("tts", "enhance", "prior")  # prior: source-free, for entropy coding (speechtok.compress)
 PROMPT_KEY = "default_prompt.codes"
+PROMPT_AUDIO_KEY = "default_prompt.audio"  # the default voice's waveform [T] (codecs that `takes_prompt`)
 SPEAKER_FOLDER = "speaker"  # a TTS model's speaker encoder, inside its folder
 # render settings an older config kept in its `sampling` block: old key -> key in `render`
 LEGACY_RENDER_KEYS = {
@@ -84,7 +86,8 @@ def save_lm(
     speaker_encoder=None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
-    """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...};
+    """Write `lm` as a folder. `default_prompt` = {"codes": LongTensor [K, P], "text", "symbols", ...},
+    with "audio" (its waveform [T] at the codec's rate) where the codec decodes with a voice prompt;
     a model with `speaker_dim` keeps its `speaker_encoder` (`speechtok.tts.speaker`) in SPEAKER_FOLDER."""
     if task not in TASKS:
         raise CheckpointError(cannot("save token LM to", directory, f"task must be one of {TASKS}, got {task!r}"))
@@ -115,7 +118,13 @@ def save_lm(
             problem = f"default prompt codes must be [K={codec.n_codebooks}, P], got {tuple(codes.shape)}"
             raise CheckpointError(cannot("save token LM to", directory, problem))
         state[PROMPT_KEY] = codes.to(torch.int32).contiguous()
-        prompt_meta = {k: v for k, v in default_prompt.items() if k != "codes"}
+        if codec.takes_prompt:
+            audio = default_prompt.get("audio")
+            if audio is None or torch.as_tensor(audio).dim() != 1:
+                problem = f"codec '{codec.name}' decodes with a voice prompt: the default prompt needs its waveform [T]"
+                raise CheckpointError(cannot("save token LM to", directory, problem))
+            state[PROMPT_AUDIO_KEY] = torch.as_tensor(audio).to(dtype).contiguous()
+        prompt_meta = {k: v for k, v in default_prompt.items() if k not in ("codes", "audio")}
     meta = {
         "family": FAMILY,
         "format_version": FORMAT_VERSION,
@@ -191,7 +200,8 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 
 def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu") -> tuple[TokenLM, dict]:
-    """(model in eval mode, config dict); meta["default_prompt"]["codes"] is a LongTensor [K, P] if present.
+    """(model in eval mode, config dict); meta["default_prompt"]["codes"] is a LongTensor [K, P] if present,
+    and ["audio"] its float waveform [T] where the folder keeps one.
     With `codec`, also checks that it makes the codes the model expects."""
     directory = Path(directory)
     meta = read_lm_config(directory)
@@ -200,6 +210,7 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
     weights = directory / "model.safetensors"
     state = read_weights(weights)
     prompt = state.pop(PROMPT_KEY, None)
+    prompt_audio = state.pop(PROMPT_AUDIO_KEY, None)
     try:
         lm = TokenLM(LMConfig(**meta["config"]))
     except (TypeError, ValueError) as exc:
@@ -212,6 +223,8 @@ def load_lm(directory: str | Path, codec=None, device: str | torch.device = "cpu
             problem = "config.json names a default prompt but model.safetensors lacks its codes"
             raise CheckpointError(cannot("load token LM from", directory, problem))
         meta["default_prompt"]["codes"] = prompt.long()
+        if prompt_audio is not None:
+            meta["default_prompt"]["audio"] = prompt_audio.float()
     return lm.to(device).eval(), meta
 
 

@@ -184,10 +184,14 @@ class Runner:
         """Codes [K, F] and length in samples of a waveform, path or token file (.npz)."""
         return self._read(audio, sr, what)[:2]
 
-    def _decode(self, codes: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        out = []
+    def _decode(
+        self, codes: torch.Tensor, lengths: torch.Tensor, prompt: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Waveforms [1, n*hop] of codes [B, K, F] cut to `lengths`; `prompt` [1, 1, T]: the voice a
+        codec that `takes_prompt` decodes with."""
+        out, voice = [], None if prompt is None else prompt.to(self.codec.device)
         for c, n in zip(codes, lengths.tolist()):  # n >= 1: generation runs with min_len >= 1
-            wav = self.codec.decode(c[None, :, :n].to(self.codec.device))[0].float().cpu()
+            wav = self.codec.decode(c[None, :, :n].to(self.codec.device), prompt=voice)[0].float().cpu()
             out.append(wav[:, : n * self.codec.hop_length])
         return out
 

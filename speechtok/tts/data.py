@@ -66,6 +66,7 @@ def tts_items(manifests, codec, frontend: TextFrontend, cache: Path, codec_name:
         items.append(
             {
                 "id": u.ID,
+                "path": u.path,
                 "speaker": u.speaker or u.ID,
                 "text": transcript(u),
                 "symbols": s,
@@ -235,13 +236,15 @@ def with_voices(items: list[dict], encoder, codec, max_frames: int = VOICE_FRAME
 
 
 def default_prompt(items, speaker: str, frame_rate: float, seconds=(2.0, 4.0)) -> dict | None:
-    """A short utterance of `speaker` (the first by ID of 2-4 s) to be the model's default voice."""
+    """A short utterance of `speaker` (the first by ID of 2-4 s) to be the model's default voice
+    (its codes, text, symbols and audio path)."""
     mine = sorted((r for r in items if r["speaker"] == speaker), key=lambda r: r["id"])
     ok = [r for r in mine if seconds[0] * frame_rate <= r["codes"].shape[-1] <= seconds[1] * frame_rate] or mine
     if not ok:
         return None
     r = ok[0]
-    return {"codes": r["codes"].long(), "text": r["text"], "symbols": r["symbols"], "id": r["id"], "speaker": speaker}
+    keep = ("text", "symbols", "id", "path")
+    return {"codes": r["codes"].long(), **{k: r[k] for k in keep}, "speaker": speaker}
 
 
 __all__ = [

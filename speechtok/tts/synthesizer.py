@@ -63,18 +63,24 @@ class Synthesizer(Runner):
         levels = prompt[None, :, :VOICE_FRAMES].to(self.device)
         return self.speaker_encoder(self.codec.dequantize(levels)).expand(rows, -1)
 
-    def _prompt(self, prompt_wav, prompt_sr, prompt_text) -> tuple[torch.Tensor | None, str]:
-        """Prompt codes [K, P] (or None) and the symbols to put before the text ('' if none)."""
+    def _prompt(self, prompt_wav, prompt_sr, prompt_text) -> tuple[torch.Tensor | None, str, torch.Tensor | None]:
+        """Prompt codes [K, P] (or None), the symbols to put before the text ('' if none), and the
+        voice a codec that `takes_prompt` decodes with: a waveform [1, 1, T] (None for other codecs)."""
         if prompt_wav is None:
             if prompt_text is not None:
                 raise LMInputError("prompt_text given without prompt audio")
             dp = self.default_prompt
-            return (None, "") if dp is None else (dp["codes"], dp["symbols"])
+            if dp is None:
+                return None, "", self._voice_audio(None, "this model has no default voice; give a prompt")
+            audio = dp.get("audio")
+            voice = self._voice_audio(None if audio is None else audio[None], "the model's default voice has no audio")
+            return dp["codes"], dp["symbols"], voice
         if prompt_text is not None:  # continuation: the whole clip, its transcript before the text
-            codes, _ = self._encode(prompt_wav, prompt_sr, "prompt")
-            return codes, self.frontend.to_symbols(prompt_text)
+            codes, _, wav = self._read(prompt_wav, prompt_sr, "prompt")
+            return codes, self.frontend.to_symbols(prompt_text), self._voice_audio(wav, self._no_sound)
         if isinstance(prompt_wav, (str, Path)) and Path(prompt_wav).suffix == ".npz":
             codes, _ = self._encode(prompt_wav, prompt_sr, "prompt")
+            wav = None
         else:
             wav = self._audio(prompt_wav, prompt_sr, "prompt")
             n = self.sample_rate // 40  # 25 ms frames
@@ -98,7 +104,24 @@ class Synthesizer(Runner):
                 )
             wav = torch.from_numpy(trimmed[: int(self.prompt_seconds * self.sample_rate)])[None]
             codes, _ = self._encode(wav, None, "prompt")
-        return codes[:, : round(self.prompt_seconds * self.codec.frame_rate)], ""
+        voice = self._voice_audio(wav, self._no_sound)
+        return codes[:, : round(self.prompt_seconds * self.codec.frame_rate)], "", voice
+
+    @property
+    def _no_sound(self) -> str:
+        return (
+            f"prompt: codec '{self.codec.name}' renders the voice from the prompt's sound, and a token "
+            "file (.npz) has none; give the prompt as audio"
+        )
+
+    def _voice_audio(self, wav: torch.Tensor | None, missing: str) -> torch.Tensor | None:
+        """The waveform [1, 1, T] a codec that `takes_prompt` decodes with (`missing`: the error
+        without one); None for other codecs, which decode the codes alone."""
+        if not self.codec.takes_prompt:
+            return None
+        if wav is None:
+            raise LMInputError(missing)
+        return wav.reshape(1, 1, -1)
 
     @torch.inference_mode()
     def tts_batch(
@@ -124,7 +147,7 @@ class Synthesizer(Runner):
         if not texts:
             return []
         mean_levels = self._use_levels(mean_levels)
-        prompt, before = self._prompt(prompt_wav, prompt_sr, prompt_text)
+        prompt, before, voice_wav = self._prompt(prompt_wav, prompt_sr, prompt_text)
         max_len = None if max_seconds is None else max(1, round(max_seconds * self.codec.frame_rate))
         pieces = self._pieces(list(texts), prompt, before, max_len)
         src, src_len, P, prompt_len, timeline = self._rows([t for ps in pieces for t, _ in ps], prompt, before)
@@ -135,7 +158,7 @@ class Synthesizer(Runner):
             src, src_len, P, prompt_len, seed, overrides, max_len=max_len, min_len=1, speaker=voice, **timeline
         )
         if not mean_levels:
-            return self._join(self._decode(codes.cpu(), lengths.cpu()), pieces)
+            return self._join(self._decode(codes.cpu(), lengths.cpu(), voice_wav), pieces)
         levels = self._expected_levels(src, src_len, P, codes, lengths, timeline, seed, voice)
         return self._join(
             [
@@ -225,7 +248,7 @@ class Synthesizer(Runner):
         """The LM's inputs for `texts` in one voice: source ids [B, L], their lengths [B], prompt
         codes [B, K, P] and lengths [B] (both None without a prompt), and generate()'s timeline
         keywords (rate, continue_prompt) for a continued clip."""
-        return self._rows(texts, *self._prompt(prompt_wav, prompt_sr, prompt_text))
+        return self._rows(texts, *self._prompt(prompt_wav, prompt_sr, prompt_text)[:2])
 
     def _rows(self, texts: Sequence[str], prompt: torch.Tensor | None, before: str) -> tuple:
         """`inputs` for prompt codes [K, P] (or None) and the symbols before the text."""
