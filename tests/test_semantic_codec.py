@@ -207,3 +207,64 @@ def test_flow_decoder_starts_as_the_regression_decoder_and_samples_repeatably():
         )
     with pytest.raises(ValueError, match="exclude each other"):
         PromptedMelDecoder(32, **dims, levels=16, flow_steps=4)
+
+
+def test_voice_match_moves_the_long_term_spectrum_to_the_prompts():
+    """`voice_match` a: the output's mean log-mel over its louder frames moves a of the way to the prompt's."""
+    from speechtok.codecs.semantic import PromptedMelDecoder, speech_mean
+
+    torch.manual_seed(0)
+    dims = dict(n_mels=8, dim=32, heads=2, layers=1, conv_layers=1)
+    plain = PromptedMelDecoder(32, **dims)
+    codes, prompt_codes = torch.randint(0, 32, (2, 10)), torch.randint(0, 32, (2, 5))
+    prompt_mel = 0.3 * torch.rand(2, 8, 10) - 0.5  # a voice with its own spectrum, far from the clamp
+    with torch.no_grad():
+        base = 0.5 * plain(codes, prompt_codes, prompt_mel)
+        plain.out.weight.mul_(0.5), plain.out.bias.mul_(0.5)  # keep the output off tanh's edges too
+        for share in (0.5, 1.0):
+            matched = PromptedMelDecoder(32, **dims, voice_match=share)
+            matched.load_state_dict(plain.state_dict())
+            out, ref = matched(codes, prompt_codes, prompt_mel), plain(codes, prompt_codes, prompt_mel)
+            want = speech_mean(ref) + share * (speech_mean(prompt_mel) - speech_mean(ref))
+            assert torch.allclose(speech_mean(out), want, atol=1e-5)
+            assert torch.allclose(out - ref, (out - ref)[..., :1].expand_as(out), atol=1e-5)  # one shift per channel
+    assert (speech_mean(prompt_mel) - speech_mean(base)).abs().max() > 0.1  # the test moves something
+
+
+def test_two_stage_tts_renders_in_the_voice_of_the_prompt_audio(tiny, tmp_path, monkeypatch):
+    """A TTS LM over semantic tokens: the default voice keeps its waveform for the decoder, a prompt
+    clip's sound is what the codec decodes with, and a token-file prompt (no sound) is refused."""
+    from speechtok.lm import LMConfig, TokenLM
+    from speechtok.lm.checkpoint import CheckpointError, save_lm
+    from speechtok.lm.runner import LMInputError
+    from speechtok.lm.transformer import TransformerConfig
+    from speechtok.tts import load_tts
+    from speechtok.tts.text import TextFrontend
+
+    torch.manual_seed(0)
+    fe = TextFrontend("chars")
+    cfg = LMConfig(pattern="single", n_codebooks=1, codebook_size=16, src_vocab=fe.vocab_size, max_len_ratio=2.0)
+    lm = TokenLM(LMConfig(**{**cfg.__dict__, "transformer": TransformerConfig.tiny()}))
+    voice = torch.from_numpy(speechlike(2.0))
+    prompt = {"codes": tiny.encode(voice.view(1, 1, -1))[0], "text": "hi", "symbols": "hi"}
+    with pytest.raises(CheckpointError, match="needs its waveform"):
+        save_lm(tmp_path / "bad", lm, "tts", tiny, text=fe.config(), default_prompt=prompt)
+    folder = save_lm(
+        tmp_path / "tts-semantic", lm, "tts", tiny, text=fe.config(), default_prompt={**prompt, "audio": voice}
+    )
+    synth = load_tts(folder, codec=tiny)
+    assert torch.allclose(synth.default_prompt["audio"], voice, atol=1e-3)  # kept in fp16
+    heard, decode = [], tiny.decode
+    monkeypatch.setattr(tiny, "decode", lambda codes, prompt=None: heard.append(prompt) or decode(codes, prompt))
+    a = synth.tts("hello", seed=0, max_seconds=0.8)
+    assert torch.allclose(heard[-1].flatten(), voice, atol=1e-3)  # the default voice's sound
+    assert a.shape[0] == 1 and 0 < a.shape[-1] <= 0.8 * 16000 and a.shape[-1] % tiny.hop_length == 0
+    assert torch.equal(a, synth.tts("hello", seed=0, max_seconds=0.8))
+    other = synth.tts("hello", prompt_wav=torch.from_numpy(speechlike(2.5, seed=1)), seed=0, max_seconds=0.8)
+    assert other.shape[-1] > 0 and heard[-1].shape[-1] <= 3 * 16000  # the new clip, trimmed to 3 s
+    assert not torch.allclose(heard[-1].flatten()[:16000], voice[:16000], atol=1e-2)
+    codec_folder = tiny.save_pretrained(tmp_path / "semantic-tiny")
+    sf.write(tmp_path / "voice.wav", speechlike(2.0, seed=2), 16000)
+    assert main(["encode", str(tmp_path / "voice.wav"), str(tmp_path / "voice.npz"), "--codec", str(codec_folder)]) == 0
+    with pytest.raises(LMInputError, match="has none; give the prompt as audio"):
+        synth.tts("hello", prompt_wav=tmp_path / "voice.npz", seed=0)

@@ -116,6 +116,14 @@ def time_features(t: torch.Tensor, dim: int = 32) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def speech_mean(mel: torch.Tensor, share: float = 0.7) -> torch.Tensor:
+    """Mean log-mel [B, n_mels, 1] over the `share` of frames of mel [B, n_mels, F] that are loudest
+    (by their mean level): the long-term spectrum of the speech, not of the pauses."""
+    loud = mel.mean(1)
+    keep = (loud >= loud.quantile(1.0 - share, dim=1, keepdim=True)).to(mel)
+    return (mel * keep[:, None]).sum(-1, keepdim=True) / keep.sum(-1)[:, None, None]
+
+
 class PromptedMelDecoder(ConvTransformer):
     """Log-mel for semantic tokens in the context of a voice prompt (non-autoregressive).
 
@@ -129,7 +137,9 @@ class PromptedMelDecoder(ConvTransformer):
     log-mel from them (`denoise`; a regression decoder is the t = 0 case, so it warm-starts one),
     and `flow_steps` Euler steps of the ODE that estimate defines turn noise into a sample, sharper
     than the regression's average of what the tokens allow. `temperature` scales the starting
-    noise: below 1 the samples stay nearer the likeliest log-mel."""
+    noise: below 1 the samples stay nearer the likeliest log-mel. `voice_match` moves the output's
+    long-term spectrum (its mean log-mel over the louder frames) that share of the way to the
+    prompt's: the voice's average timbre, which a small decoder carries only in part."""
 
     def __init__(
         self,
@@ -143,12 +153,13 @@ class PromptedMelDecoder(ConvTransformer):
         levels: int = 0,
         flow_steps: int = 0,
         temperature: float = 1.0,
+        voice_match: float = 0.0,
     ) -> None:
         super().__init__(dim, heads, layers, conv_layers)
         if levels and flow_steps:
             raise ValueError("PromptedMelDecoder: levels and flow_steps exclude each other")
         self.upsample, self.n_mels, self.levels, self.flow_steps = upsample, n_mels, levels, flow_steps
-        self.temperature = temperature
+        self.temperature, self.voice_match = temperature, voice_match
         self.token = nn.Embedding(codebook_size, dim)
         self.mel_in = nn.Linear(n_mels, dim)
         self.fill = nn.Parameter(torch.zeros(dim))
@@ -190,10 +201,14 @@ class PromptedMelDecoder(ConvTransformer):
         [B, P] and normalised log-mel [B, n_mels, P*upsample]."""
         if self.levels:
             probs = self.level_logits(codes, prompt_codes, prompt_mel).softmax(dim=1)
-            return torch.einsum("blmf,l->bmf", probs, self.grid)
-        if self.flow_steps:
-            return self.sample(codes, prompt_codes, prompt_mel)
-        return torch.tanh(self.out(self._target_states(codes, prompt_codes, prompt_mel))).transpose(1, 2)
+            mel = torch.einsum("blmf,l->bmf", probs, self.grid)
+        elif self.flow_steps:
+            mel = self.sample(codes, prompt_codes, prompt_mel)
+        else:
+            mel = torch.tanh(self.out(self._target_states(codes, prompt_codes, prompt_mel))).transpose(1, 2)
+        if self.voice_match:
+            mel = (mel + self.voice_match * (speech_mean(prompt_mel) - speech_mean(mel))).clamp(-1, 1)
+        return mel
 
     def denoise(self, codes, prompt_codes, prompt_mel, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The flow's estimate of the target's normalised log-mel [B, n_mels, F*upsample] from the

@@ -78,11 +78,18 @@ def _audio_list(items, name: str, n: int | None = None, optional_items: bool = F
     return out
 
 
-def resynthesize(codec: Codec, wav, sr: int) -> tuple[np.ndarray, int]:
-    """decode(encode(wav)) at the codec's rate, cropped to the input length."""
+def resynthesize(codec: Codec, wav, sr: int, prompt: tuple | None = None) -> tuple[np.ndarray, int]:
+    """decode(encode(wav)) at the codec's rate, cropped to the input length; `prompt` (wav, sr) is
+    the voice a codec that `takes_prompt` decodes with."""
     x = resample(torch.from_numpy(M.as_mono(wav)).float(), int(sr), codec.sample_rate)
+    voice = None
+    if codec.takes_prompt:
+        if prompt is None:
+            raise EvalError(f"codec '{_codec_name(codec)}' decodes with a voice prompt: the item needs one")
+        voice = resample(torch.from_numpy(M.as_mono(prompt[0])).float(), int(prompt[1]), codec.sample_rate)
+        voice = voice.view(1, 1, -1).to(codec.device)
     with torch.inference_mode():
-        out = codec.decode(codec.encode(x.view(1, 1, -1).to(codec.device)))
+        out = codec.decode(codec.encode(x.view(1, 1, -1).to(codec.device)), prompt=voice)
     return out[0, 0, : x.numel()].double().cpu().numpy(), codec.sample_rate
 
 
@@ -161,7 +168,7 @@ def evaluate_tts(
     if codec is not None:
         if refs is None:
             raise EvalError("evaluate_tts: the codec resynthesis ceiling needs the ground-truth references")
-        systems["codec_resynth"] = [resynthesize(codec, w, sr) for w, sr in refs]
+        systems["codec_resynth"] = [resynthesize(codec, w, sr, p) for (w, sr), p in zip(refs, prompts)]
     spk = J.speaker_judge() if any(p is not None for p in prompts) else None
     prompt_emb: dict[int, np.ndarray] = {}  # one embedding per distinct prompt object
     result = {"task": "tts", "codec": _codec_name(codec), "n_items": n, "systems": {}}

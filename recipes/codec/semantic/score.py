@@ -12,7 +12,9 @@ The prompt is 3 s of the same speaker, never the target itself:
   prompt other clips of the same speaker joined to 3 s.
 - `cathy` dev (the seen voice, true text): the prompt is another of her utterances.
 For each: Whisper tiny.en WER of the resynthesis and of the real target, resemblyzer similarity of
-each to the prompt, and DNSMOS OVRL of each.
+each to the prompt, and DNSMOS OVRL of each. The resynthesis's similarity to the prompts of the
+set's other speakers (`fake_sim_others`) is the floor that speech of this decoder gets from any
+voice: how far `fake_sim` rises above it is how much of the prompt's voice is carried.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def cases(hp: dict, n_per_set: int, seed: int = 0) -> list[dict]:
     for u in read_manifest(hp["dev_sets"]["librispeech"])[:n_per_set]:
         wav = load_audio(u.path, SR)[0]
         if wav.shape[-1] >= PROMPT + 2 * SR:
-            out.append({"set": "librispeech", "prompt": wav[:PROMPT], "target": wav[PROMPT : PROMPT + 8 * SR]})
+            target = wav[PROMPT : PROMPT + 8 * SR]
+            out.append({"set": "librispeech", "speaker": u.speaker or u.ID, "prompt": wav[:PROMPT], "target": target})
     for name in ("crowd", "cathy"):
         path = hp["dev_sets"].get(name) or hp["seen_dev_sets"][name]
         by_speaker = defaultdict(list)
@@ -55,7 +58,7 @@ def cases(hp: dict, n_per_set: int, seed: int = 0) -> list[dict]:
             prompt = torch.cat([load_audio(u.path, SR)[0] for u in others[:8]])[:PROMPT]
             if prompt.shape[-1] >= 2 * SR:
                 wav = load_audio(target.path, SR)[0]
-                out.append({"set": name, "prompt": prompt, "target": wav, "text": target.text})
+                out.append({"set": name, "speaker": s, "prompt": prompt, "target": wav, "text": target.text})
             if name == "cathy" and sum(c["set"] == "cathy" for c in out) >= n_per_set:
                 break
     return out
@@ -71,7 +74,7 @@ def main() -> None:
     with open(args.hparams) as f:
         hp = load_hyperpyyaml(f, {"export_only": True})
     codec, asr, spk = load_codec(args.codec), whisper_judge(), speaker_judge()
-    rows = []
+    rows, embs = [], []
     for case in cases(hp, args.n_per_set):
         target, prompt = case["target"], case["prompt"]
         with torch.inference_mode():
@@ -79,18 +82,23 @@ def main() -> None:
             fake = codec.decode(codes, prompt=prompt[None, None])[0, 0, : target.shape[-1]].clamp(-1, 1).numpy()
         real = target.numpy()
         heard = asr.transcribe(real, SR)
+        voice, fake_emb = spk.embed(prompt.numpy(), SR), spk.embed(fake, SR)
+        embs.append((case["set"], case["speaker"], voice, fake_emb))
         rows.append(
             {
                 "set": case["set"],
                 "reference": case.get("text") or heard,
                 "real_hyp": heard,
                 "fake_hyp": asr.transcribe(fake, SR),
-                "real_sim": spk.similarity(real, SR, prompt.numpy(), SR),
-                "fake_sim": spk.similarity(fake, SR, prompt.numpy(), SR),
+                "real_sim": float(spk.embed(real, SR) @ voice),
+                "fake_sim": float(fake_emb @ voice),
                 "real_ovrl": dnsmos(real, SR)["dnsmos_ovrl"],
                 "fake_ovrl": dnsmos(fake, SR)["dnsmos_ovrl"],
             }
         )
+    for row, (name, speaker, _, fake_emb) in zip(rows, embs):
+        others = [float(fake_emb @ v) for n, s, v, _ in embs if n == name and s != speaker]
+        row["fake_sim_others"] = float(np.mean(others)) if others else float("nan")
     table = {}
     for name in dict.fromkeys(r["set"] for r in rows):
         rs = [r for r in rows if r["set"] == name]
@@ -99,7 +107,10 @@ def main() -> None:
             "n": len(rs),
             "wer_real": corpus_wer(refs, [r["real_hyp"] for r in rs]),
             "wer_round_trip": corpus_wer(refs, [r["fake_hyp"] for r in rs]),
-            **{k: float(np.mean([r[k] for r in rs])) for k in ("real_sim", "fake_sim", "real_ovrl", "fake_ovrl")},
+            **{
+                k: float(np.mean([r[k] for r in rs]))
+                for k in ("real_sim", "fake_sim", "fake_sim_others", "real_ovrl", "fake_ovrl")
+            },
         }
         print(name, " ".join(f"{k} {v:.3f}" for k, v in table[name].items()), flush=True)
     if args.out:
