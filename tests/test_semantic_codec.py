@@ -238,6 +238,7 @@ def test_two_stage_tts_renders_in_the_voice_of_the_prompt_audio(tiny, tmp_path, 
     from speechtok.lm.checkpoint import CheckpointError, save_lm
     from speechtok.lm.runner import LMInputError
     from speechtok.lm.transformer import TransformerConfig
+    from speechtok.tokens import TokenFile, save_tokens
     from speechtok.tts import load_tts
     from speechtok.tts.text import TextFrontend
 
@@ -263,8 +264,6 @@ def test_two_stage_tts_renders_in_the_voice_of_the_prompt_audio(tiny, tmp_path, 
     other = synth.tts("hello", prompt_wav=torch.from_numpy(speechlike(2.5, seed=1)), seed=0, max_seconds=0.8)
     assert other.shape[-1] > 0 and heard[-1].shape[-1] <= 3 * 16000  # the new clip, trimmed to 3 s
     assert not torch.allclose(heard[-1].flatten()[:16000], voice[:16000], atol=1e-2)
-    codec_folder = tiny.save_pretrained(tmp_path / "semantic-tiny")
-    sf.write(tmp_path / "voice.wav", speechlike(2.0, seed=2), 16000)
-    assert main(["encode", str(tmp_path / "voice.wav"), str(tmp_path / "voice.npz"), "--codec", str(codec_folder)]) == 0
+    tokens = save_tokens(tmp_path / "voice.npz", TokenFile.from_codec(tiny, prompt["codes"], len(voice), 16000))
     with pytest.raises(LMInputError, match="has none; give the prompt as audio"):
-        synth.tts("hello", prompt_wav=tmp_path / "voice.npz", seed=0)
+        synth.tts("hello", prompt_wav=tokens, seed=0)
