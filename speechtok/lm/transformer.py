@@ -215,12 +215,18 @@ class Transformer(nn.Module):
 
 
 def grow_depth(
-    state: dict[str, torch.Tensor], n_old: int, n_new: int, prefix: str = "transformer.blocks."
+    state: dict[str, torch.Tensor],
+    n_old: int,
+    n_new: int,
+    prefix: str = "transformer.blocks.",
+    outputs: tuple[str, ...] = ("attn.out.weight", "mlp.down.weight"),
 ) -> dict[str, torch.Tensor]:
     """The state dict of `n_old` blocks grown to `n_new` that computes exactly what it did
     (block expansion, as in LLaMA Pro): the new blocks, spread evenly, each copy the block below
-    them with their attention and MLP output projections zeroed, so each starts as the identity
-    on the residual stream and fine-tuning adds capacity without first losing what was learnt."""
+    them with their attention and MLP output projections (`outputs`, names within a block) zeroed,
+    so each starts as the identity on the residual stream and fine-tuning adds capacity without
+    first losing what was learnt. The defaults name this module's blocks; a pre-norm
+    `nn.TransformerEncoder` passes its own (`ConvTransformer.residual_outputs`)."""
     if not 0 < n_old <= n_new:
         raise ValueError(f"cannot grow {n_old} blocks to {n_new}")
     extra = n_new - n_old
@@ -233,6 +239,6 @@ def grow_depth(
         for key, value in state.items():
             if key.startswith(f"{prefix}{old}."):
                 name = key[len(f"{prefix}{old}.") :]
-                zero = is_copy and name in ("attn.out.weight", "mlp.down.weight")
+                zero = is_copy and name in outputs
                 out[f"{prefix}{new}.{name}"] = torch.zeros_like(value) if zero else value.clone()
     return out

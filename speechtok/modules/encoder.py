@@ -13,6 +13,9 @@ class ConvTransformer(nn.Module):
     table, so any length works), the pre-norm Transformer layers global context; a final LayerNorm.
     Subclasses add their own input embeddings and output heads."""
 
+    # a Transformer layer's writes to the residual stream: zeroed, the layer is the identity (grow_depth)
+    residual_outputs = ("self_attn.out_proj.weight", "self_attn.out_proj.bias", "linear2.weight", "linear2.bias")
+
     def __init__(self, dim: int = 256, heads: int = 4, layers: int = 4, conv_layers: int = 2) -> None:
         super().__init__()
         self.convs = nn.ModuleList(ConvNeXtBlock(dim, 3 * dim, 1 / conv_layers) for _ in range(conv_layers))
