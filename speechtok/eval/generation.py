@@ -40,6 +40,7 @@ ENH_SYSTEMS = {
 }
 TTS_COLUMNS = [
     ("wer", "WER", "{:.1%}"),
+    ("cer_ctc", "CER (CTC head)", "{:.1%}"),
     ("speaker_sim", "speaker sim", "{:.3f}"),
     ("speaker_sim_others", "sim to other voices' prompts", "{:.3f}"),
     ("dnsmos_ovrl", "DNSMOS OVRL", "{:.2f}"),
@@ -110,7 +111,7 @@ def summarize(rows: Sequence[dict]) -> dict:
         k
         for k in dict.fromkeys(k for r in rows for k in r)
         if all(isinstance(r.get(k, math.nan), (int, float)) for r in rows)
-        and k not in ("errors", "ref_words", "substitutions", "deletions", "insertions")
+        and k not in ("errors", "ref_words", "substitutions", "deletions", "insertions", "ctc_errors", "ctc_chars")
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN, shown as "–"
@@ -118,7 +119,25 @@ def summarize(rows: Sequence[dict]) -> dict:
     worded = [r for r in rows if "errors" in r]
     if worded:
         mean["wer"] = sum(r["errors"] for r in worded) / sum(r["ref_words"] for r in worded)
+    lettered = [r for r in rows if "ctc_errors" in r]
+    if lettered:
+        mean["cer_ctc"] = sum(r["ctc_errors"] for r in lettered) / max(sum(r["ctc_chars"] for r in lettered), 1)
     return {"n": len(rows), **mean}
+
+
+def ctc_errors(transcriber, wav, sr: int, text: str) -> dict:
+    """Character errors of a transcriber through tokens (`speechtok.asr`, as `speechtok transcribe`)
+    against `text`, both normalised as for CTC: counts, so `summarize` gives the corpus CER."""
+    import jiwer
+
+    from speechtok.asr.ctc import text_for_ctc
+
+    ref = text_for_ctc(text)
+    x = resample(torch.from_numpy(M.as_mono(wav)).float(), int(sr), transcriber.codec.sample_rate)
+    hyp = transcriber.transcribe(x)
+    errors = jiwer.process_characters(ref, hyp) if hyp and ref else None
+    n = len(ref) if errors is None else errors.substitutions + errors.deletions + errors.insertions
+    return {"ctc_errors": n if ref else len(hyp), "ctc_chars": len(ref)}
 
 
 def _quality(wav, sr: int, text: str | None, use_dnsmos: bool) -> dict:
@@ -142,9 +161,11 @@ def evaluate_tts(
     ids: Sequence[str] | None = None,
     speakers: Sequence[str] | None = None,
     dnsmos: bool = True,
+    transcriber=None,
     progress: bool = False,
 ) -> dict:
-    """Per-item and mean WER (Whisper tiny.en vs `texts`), speaker similarity to the item's
+    """Per-item and mean WER (Whisper tiny.en vs `texts`; with a `transcriber` through tokens,
+    `speechtok.asr`, also its CER), speaker similarity to the item's
     prompt and DNSMOS for the generated speech, and for the ground truth `references` and
     their codec resynthesis when given (the ceilings generated speech is read against).
     With the items' `speakers`, also the mean similarity to the prompts of the other speakers:
@@ -176,6 +197,8 @@ def evaluate_tts(
         rows = []
         for i, (wav, sr) in enumerate(tqdm(audio, desc=f"tts {system}", disable=not progress, file=sys.stderr)):
             row = {"id": ids[i], "text": texts[i], "duration": wav.size / sr, **_quality(wav, sr, texts[i], dnsmos)}
+            if transcriber is not None:
+                row.update(ctc_errors(transcriber, wav, sr, texts[i]))
             if prompts[i] is not None:
                 key = id(prompts[i][0])
                 if key not in prompt_emb:
@@ -378,6 +401,11 @@ def add_eval_tts_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--prompt", default=None, help="voice prompt used for every item (speaker similarity)")
     parser.add_argument("--codec", default=None, help="codec for the decode(encode(ground truth)) ceiling")
     parser.add_argument("--no-reference", action="store_true", help="skip the ground-truth rows")
+    parser.add_argument(
+        "--transcriber",
+        default=None,
+        help="also CER through tokens by this transcriber (e.g. asr-semantic-16k-25, `speechtok transcribe`'s)",
+    )
     parser.add_argument("--out", required=True, help="output folder for results.json/.md")
     parser.add_argument("--split", default=None, help="only manifest rows of this split, e.g. dev")
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most N items")
@@ -430,7 +458,12 @@ def run_eval_tts(args: argparse.Namespace) -> int:
 def _eval_tts(args: argparse.Namespace) -> dict[str, Path]:
     inputs = _tts_inputs(args)
     codec = load_codec(args.codec, args.device) if args.codec else None
-    result = evaluate_tts(**inputs, codec=codec, dnsmos=not args.no_dnsmos, progress=True)
+    transcriber = None
+    if args.transcriber:
+        from speechtok.asr import load_transcriber
+
+        transcriber = load_transcriber(args.transcriber, device=args.device)
+    result = evaluate_tts(**inputs, codec=codec, dnsmos=not args.no_dnsmos, transcriber=transcriber, progress=True)
     meta = {"generated": str(args.generated), "data": args.data, "texts": args.texts, "split": args.split}
     return write_report(args.out, result, meta)
 
