@@ -8,13 +8,17 @@ the real speech; the vocoder on the real log-mel; the decoder in its training co
 1.6 s of the same utterance as the prompt, the rest predicted); `decode` with the utterance's own
 first 3 s as the prompt; `decode` with another utterance's first 3 s; and the target decoded in
 pieces of 2 s or 4 s, each after the other utterance's first 1.6 s, as the decoder trains (does the
-length of what is decoded matter?).
+length of what is decoded matter?). `--read_states` adds what Whisper's own decoder reads from the
+teacher's encoder states (CTranslate2's `generate` takes encoder output): as they are, mean-pooled
+to the codec's frame rate, and replaced by the tokens' centroids: where the teacher's own decoder
+stops reading the words, apart from any decoder of ours.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
 from speechtok.codecs import load_codec
@@ -36,14 +40,61 @@ def in_pieces(codec, codes: torch.Tensor, prompt: torch.Tensor, frames: int) -> 
     return codec.render(codec.denormalise(torch.cat(pieces, dim=-1)))
 
 
+class StateReader:
+    """Whisper's decoder (beam 5, no timestamps, the judge's repeat guard) on encoder states [1500, D]
+    of the codec's teacher. Whisper reads a whole padded 30 s window, whose silent tail tells it
+    where the speech ends, so the speech's frames are put in place of the first frames of the
+    padded window's states."""
+
+    def __init__(self, teacher) -> None:
+        import tokenizers
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.teacher = teacher
+        hf = tokenizers.Tokenizer.from_file(str(teacher.path / "tokenizer.json"))
+        self.tokenizer = Tokenizer(hf, multilingual=False, task="transcribe", language="en")
+
+    def read(self, states: np.ndarray) -> str:
+        x = self.teacher._ct2.StorageView.from_array(np.ascontiguousarray(states[None], dtype=np.float32))
+        prompt = [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps]
+        out = self.teacher.model.generate(x, [prompt], beam_size=5, no_repeat_ngram_size=4)
+        return self.tokenizer.decode(out[0].sequences_ids[0]).strip()
+
+    def conditions(self, codec, wav: torch.Tensor) -> dict[str, str]:
+        """Transcripts of the padded window's own states, and of it with the speech's frames
+        replaced by the codec's unpadded states, mean-pooled to its frame rate, or its tokens' centroids."""
+        x = wav.numpy()
+        window = np.zeros(self.teacher.window_samples, np.float32)
+        window[: len(x)] = x
+        padded = self.teacher.states(window)
+        pooled = codec.pooled_states(x)
+        codes = codec.encode(wav.reshape(1, 1, -1))[0, 0]
+        centroids = (codec.centroids[codes] * codec.std + codec.mean).numpy()
+
+        def in_window(frames: np.ndarray) -> np.ndarray:
+            head = np.repeat(frames, codec.pool, axis=0)
+            return np.concatenate([head, padded[len(head) :]])
+
+        return {
+            "Whisper reads its states (padded window)": self.read(padded),
+            "Whisper reads the codec's pooled states": self.read(in_window(pooled)),
+            "Whisper reads the tokens' centroids": self.read(in_window(centroids)),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codec", default="semantic-16k-25")
     parser.add_argument("--manifest", required=True, help="a manifest with true text")
     parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--read_states", action="store_true", help="also what Whisper reads from its states and tokens")
+    parser.add_argument("--min_seconds", type=float, default=4.0, help="utterances longer than this")
     args = parser.parse_args()
     codec, asr = load_codec(args.codec), whisper_judge()
-    utts = [u for u in read_manifest(args.manifest) if u.duration > 4 and u.text][: args.n]
+    utts = [u for u in read_manifest(args.manifest) if u.duration > args.min_seconds and u.text][: args.n]
+    if not utts:
+        parser.error(f"{args.manifest}: no utterance with text is longer than {args.min_seconds} s")
+    reader = StateReader(codec.teacher) if args.read_states else None
     conditions = (
         "real",
         "vocoder on real log-mel",
@@ -75,8 +126,11 @@ def main() -> None:
             )
         for c, out in zip(conditions, outs):
             hyps[c].append(asr.transcribe(out[0, 0].numpy(), SR))
+        if reader is not None:
+            for c, text in reader.conditions(codec, wav[0, 0]).items():
+                hyps.setdefault(c, []).append(text)
     refs = [u.text for u in utts]
-    for c in conditions:
+    for c in hyps:
         print(f"{c}: WER {corpus_wer(refs, hyps[c]):.3f} (n {len(refs)})")
 
 
