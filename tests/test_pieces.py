@@ -1,6 +1,7 @@
 """Recordings cut between words (speechtok.data.pieces): the cutting rule on known word times, and
 on real speech through Whisper's word timestamps, written as pieces with their own text."""
 
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,14 @@ def test_pieces_force_a_cut_without_pauses_and_fold_a_short_tail():
     assert word_pieces([], 3.0, 2.0, 6.0) == []
 
 
+def test_pieces_cut_at_the_longest_pause_not_the_first():
+    """A comma's pause (0.2 s) after 2.3 s and a sentence's (0.6 s) after 3.7 s, in a 5 s window: the
+    cut goes between the sentences, though the comma came first and was long enough."""
+    words, duration = timed([0.05] * 4 + [0.2] + [0.05] * 2 + [0.6] + [0.05] * 7)
+    pieces = word_pieces(words, duration, min_seconds=2.0, max_seconds=5.0)
+    assert [len(t.split()) for _, _, t in pieces] == [8, 7]  # not [5, ...] at the comma
+
+
 @pytest.mark.slow
 def test_real_speech_is_cut_between_whisper_words(offline, shared_data, tmp_path):
     """Three cathy sentences in a row, 0.6 s apart: the pieces are those sentences, text and audio."""
@@ -94,9 +103,11 @@ def test_real_speech_is_cut_between_whisper_words(offline, shared_data, tmp_path
     with open(REPO / "recipes/data/hparams/pieces.yaml") as f:
         hp = load_hyperpyyaml(f)
     summary = prepare({**hp, "output_folder": data}, progress=False)
+    words = json.loads((tmp_path / "pieces" / "words.json").read_text())["long"]
+    cut = word_pieces(words, utt.duration, *hp["piece_seconds"])  # the recipe's lengths: 2.5-8 s
     assert summary["manifests"]["pieces_dev"] == {
-        "files": 3,
-        "hours": pytest.approx(sum(p.duration for p in pieces) / 3600, abs=1e-3),
+        "files": len(cut),
+        "hours": pytest.approx(sum(p.duration for p in pieces) / 3600, abs=1e-3),  # the same speech, cut otherwise
         "speakers": 1,
     }
     train = read_manifest(data / "manifests/pieces_train.csv")

@@ -21,29 +21,28 @@ from speechtok.data.manifest import Utterance
 def word_pieces(
     words: list[tuple[str, float, float]], duration: float, min_seconds: float, max_seconds: float
 ) -> list[tuple[float, float, str]]:
-    """(start s, end s, text) pieces covering `words` in order: a piece ends after the first word
-    that makes it at least `min_seconds` long and is followed by a pause (>= 0.15 s), or that the
-    next word would push past `max_seconds`. Cuts fall in the middle of the pause between words;
-    a last piece shorter than `min_seconds` joins the one before (or is dropped if that makes it
-    longer than 1.5 x `max_seconds`)."""
-    if not words:
-        return []
-    groups, current = [], []
-    for i, w in enumerate(words):
-        current.append(w)
-        if i + 1 == len(words):
+    """(start s, end s, text) pieces covering `words` in order: where the rest no longer fits in
+    `max_seconds`, a piece ends after the word, among those that make it at least `min_seconds`
+    long and keep it within `max_seconds`, that the longest pause follows (between sentences rather
+    than at a comma, however Whisper's timestamps fall). Cuts fall in the middle of the pause
+    between words; a last piece shorter than `min_seconds` joins the one before (or is dropped if
+    that makes it longer than 1.5 x `max_seconds`)."""
+    groups, i, n = [], 0, len(words)
+    while i < n:
+        start, j = words[i][1], i + 1
+        while j < n and words[j][2] - start <= max_seconds:
+            j += 1
+        if j == n:  # the rest fits in one piece
+            groups.append(words[i:])
             break
-        nxt = words[i + 1]
-        length, pause = w[2] - current[0][1], nxt[1] - w[2]
-        if length >= min_seconds and (pause >= 0.15 or nxt[2] - current[0][1] > max_seconds):
-            groups.append(current)
-            current = []
-    if current:
-        if groups and current[-1][2] - current[0][1] < min_seconds:
-            if current[-1][2] - groups[-1][0][1] <= 1.5 * max_seconds:
-                groups[-1] = groups[-1] + current
-        else:
-            groups.append(current)
+        long_enough = [k for k in range(i, j) if words[k][2] - start >= min_seconds] or [j - 1]
+        k = max(long_enough, key=lambda k: words[k + 1][1] - words[k][2])
+        groups.append(words[i : k + 1])
+        i = k + 1
+    if len(groups) > 1 and groups[-1][-1][2] - groups[-1][0][1] < min_seconds:
+        tail = groups.pop()
+        if tail[-1][2] - groups[-1][0][1] <= 1.5 * max_seconds:
+            groups[-1] = groups[-1] + tail
     pieces = []
     for k, g in enumerate(groups):
         before = groups[k - 1][-1][2] if k else max(0.0, g[0][1] - 0.3)
