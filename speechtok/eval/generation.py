@@ -79,16 +79,20 @@ def _audio_list(items, name: str, n: int | None = None, optional_items: bool = F
     return out
 
 
+def _at_rate(wav, sr: int, rate: int) -> torch.Tensor:
+    """A mono float waveform [T] (numpy or torch) at `rate`."""
+    return resample(torch.from_numpy(M.as_mono(wav)).float(), int(sr), rate)
+
+
 def resynthesize(codec: Codec, wav, sr: int, prompt: tuple | None = None) -> tuple[np.ndarray, int]:
     """decode(encode(wav)) at the codec's rate, cropped to the input length; `prompt` (wav, sr) is
     the voice a codec that `takes_prompt` decodes with."""
-    x = resample(torch.from_numpy(M.as_mono(wav)).float(), int(sr), codec.sample_rate)
+    x = _at_rate(wav, sr, codec.sample_rate)
     voice = None
     if codec.takes_prompt:
         if prompt is None:
             raise EvalError(f"codec '{_codec_name(codec)}' decodes with a voice prompt: the item needs one")
-        voice = resample(torch.from_numpy(M.as_mono(prompt[0])).float(), int(prompt[1]), codec.sample_rate)
-        voice = voice.view(1, 1, -1).to(codec.device)
+        voice = _at_rate(*prompt, codec.sample_rate).view(1, 1, -1).to(codec.device)
     with torch.inference_mode():
         out = codec.decode(codec.encode(x.view(1, 1, -1).to(codec.device)), prompt=voice)
     return out[0, 0, : x.numel()].double().cpu().numpy(), codec.sample_rate
@@ -132,12 +136,13 @@ def ctc_errors(transcriber, wav, sr: int, text: str) -> dict:
 
     from speechtok.asr.ctc import text_for_ctc
 
-    ref = text_for_ctc(text)
-    x = resample(torch.from_numpy(M.as_mono(wav)).float(), int(sr), transcriber.codec.sample_rate)
-    hyp = transcriber.transcribe(x)
-    errors = jiwer.process_characters(ref, hyp) if hyp and ref else None
-    n = len(ref) if errors is None else errors.substitutions + errors.deletions + errors.insertions
-    return {"ctc_errors": n if ref else len(hyp), "ctc_chars": len(ref)}
+    ref, hyp = text_for_ctc(text), transcriber.transcribe(_at_rate(wav, sr, transcriber.codec.sample_rate))
+    if ref and hyp:
+        e = jiwer.process_characters(ref, hyp)
+        n = e.substitutions + e.deletions + e.insertions
+    else:  # jiwer refuses an empty side: all deleted, or all inserted
+        n = max(len(ref), len(hyp))
+    return {"ctc_errors": n, "ctc_chars": len(ref)}
 
 
 def _quality(wav, sr: int, text: str | None, use_dnsmos: bool) -> dict:

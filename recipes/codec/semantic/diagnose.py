@@ -47,15 +47,16 @@ class StateReader:
     padded window's states."""
 
     def __init__(self, teacher) -> None:
+        import ctranslate2
         import tokenizers
         from faster_whisper.tokenizer import Tokenizer
 
-        self.teacher = teacher
+        self.teacher, self.storage = teacher, ctranslate2.StorageView
         hf = tokenizers.Tokenizer.from_file(str(teacher.path / "tokenizer.json"))
         self.tokenizer = Tokenizer(hf, multilingual=False, task="transcribe", language="en")
 
     def read(self, states: np.ndarray) -> str:
-        x = self.teacher._ct2.StorageView.from_array(np.ascontiguousarray(states[None], dtype=np.float32))
+        x = self.storage.from_array(np.ascontiguousarray(states[None], dtype=np.float32))
         prompt = [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps]
         out = self.teacher.model.generate(x, [prompt], beam_size=5, no_repeat_ngram_size=4)
         return self.tokenizer.decode(out[0].sequences_ids[0]).strip()
