@@ -138,7 +138,7 @@ class LMBrain(WarmupCosineLR, sb.Brain):
                 + " ".join(f"{k} {v:.4f}" for k, v in stats.items()),
                 flush=True,
             )
-        keep = {"max_keys": ["pesq_wb"]} if self.render_pairs else {"min_keys": ["loss"]}
+        keep = {"max_keys": ["pesq_wb"]} if self.render_pairs else {"min_keys": [dev_key(stats)]}
         self.checkpointer.save_and_keep_only(meta={**stats, "step": self.optimizer_step}, num_to_keep=2, **keep)
 
     @torch.inference_mode()
@@ -338,13 +338,21 @@ def render_pairs(hp, dev_manifests, codec) -> list[tuple[torch.Tensor, torch.Ten
     return pairs
 
 
+def dev_key(stats: dict) -> str:
+    """The dev loss that chooses checkpoints: on the voices training never heard (`loss_new`) where the
+    dev set has them apart, else the whole dev loss; seen voices are reported, never used to choose."""
+    return "loss_new" if "loss_new" in stats else "loss"
+
+
 def export(brain: LMBrain, hp: dict, codec, extra: dict) -> Path:
-    """Save the best checkpoint (lowest dev loss; `export_checkpoint: last` for the newest) as a
+    """Save the best checkpoint (lowest dev loss, `dev_key`; `export_checkpoint: last` for the newest) as a
     model folder; write a few samples beside it. Only end-of-epoch checkpoints have a dev loss
     and a step, so mid-epoch ones are never exported."""
     key = {"ckpt_predicate": lambda c: "step" in c.meta}
     if hp.get("export_checkpoint", "best") != "last":
-        key.update({"max_key": "pesq_wb"} if extra.get("render_pairs") else {"min_key": "loss"})
+        ckpts = brain.checkpointer.list_checkpoints()
+        lowest = {"min_key": dev_key(ckpts[-1].meta if ckpts else {})}
+        key.update({"max_key": "pesq_wb"} if extra.get("render_pairs") else lowest)
     ckpt = brain.checkpointer.find_checkpoint(**key)
     if ckpt is None:
         raise SystemExit(f"export: no end-of-epoch checkpoint in {hp['save_folder']} yet")
