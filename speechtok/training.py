@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 from torch import nn
 
 from speechtok.codecs.base import Codec
+from speechtok.lm.transformer import grow_depth
 
 
 def export_best(
@@ -61,6 +63,23 @@ def copy_matching(target: nn.Module, source: nn.Module) -> list[str]:
     same = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
     target.load_state_dict({**own, **same})
     return sorted(set(own) - set(same))
+
+
+def grown_like(target: nn.Module, source: nn.Module, prefix: str, outputs: tuple[str, ...]) -> nn.Module:
+    """`source` with as many blocks under `prefix` as `target` has, the added ones the identity
+    (`grow_depth`: their residual `outputs` zeroed), so a deeper warm start begins where its source
+    was; `source` itself where it is as deep already."""
+
+    def depth(module: nn.Module) -> int:
+        return len({k[len(prefix) :].split(".")[0] for k in module.state_dict() if k.startswith(prefix)})
+
+    n_old, n_new = depth(source), depth(target)
+    if n_new <= n_old:
+        return source
+    grown = copy.deepcopy(target)
+    grown.load_state_dict(grow_depth(source.state_dict(), n_old, n_new, prefix, outputs))
+    print(f"init_from: grown from {n_old} to {n_new} blocks ({prefix}*)", flush=True)
+    return grown
 
 
 def copy_own(target, source) -> None:

@@ -267,21 +267,3 @@ def test_two_stage_tts_renders_in_the_voice_of_the_prompt_audio(tiny, tmp_path, 
     tokens = save_tokens(tmp_path / "voice.npz", TokenFile.from_codec(tiny, prompt["codes"], len(voice), 16000))
     with pytest.raises(LMInputError, match="has none; give the prompt as audio"):
         synth.tts("hello", prompt_wav=tokens, seed=0)
-
-
-def test_a_decoder_grown_deeper_computes_what_it_did():
-    """Block expansion of the decoder's Transformer (`grow_depth` with `ConvTransformer.residual_outputs`):
-    the added layers start as the identity, so a deeper warm start begins exactly at its source."""
-    from speechtok.codecs.semantic import PromptedMelDecoder
-    from speechtok.lm.transformer import grow_depth
-    from speechtok.modules.encoder import ConvTransformer
-
-    torch.manual_seed(0)
-    dims = dict(n_mels=8, dim=32, heads=2, conv_layers=1)
-    small, deep = PromptedMelDecoder(32, **dims, layers=1), PromptedMelDecoder(32, **dims, layers=3)
-    deep.load_state_dict(grow_depth(small.state_dict(), 1, 3, "transformer.layers.", ConvTransformer.residual_outputs))
-    codes, prompt_codes, prompt_mel = torch.randint(0, 32, (2, 10)), torch.randint(0, 32, (2, 5)), torch.rand(2, 8, 10)
-    with torch.no_grad():
-        assert torch.allclose(deep(codes, prompt_codes, prompt_mel), small(codes, prompt_codes, prompt_mel), atol=1e-6)
-        deep.transformer.layers[1].linear2.bias.add_(0.1 * torch.randn(32))  # the added layers are real layers
-        assert not torch.allclose(deep(codes, prompt_codes, prompt_mel), small(codes, prompt_codes, prompt_mel))

@@ -85,6 +85,38 @@ def test_copy_matching_warm_starts_a_causal_vocoder_with_another_head():
     assert copy_matching(offline, offline) == []
 
 
+def test_a_deeper_warm_start_computes_what_its_source_did():
+    """Block expansion (`grown_like`): a vocoder grown from 2 to 5 ConvNeXt blocks and a semantic
+    decoder grown from 1 to 3 Transformer layers start as the identity in their added blocks, so the
+    run begins exactly at its source; the added blocks are real blocks; a shallower target gets the
+    source itself (copy_matching takes what fits)."""
+    from speechtok.codecs.semantic import PromptedMelDecoder
+    from speechtok.codecs.vocoder import Vocoder
+    from speechtok.modules.encoder import ConvTransformer
+    from speechtok.modules.vocos import ConvNeXtBlock
+    from speechtok.training import grown_like
+
+    torch.manual_seed(0)
+    small, deep = (Vocoder(8, 160, dim=16, intermediate_dim=32, n_layers=n) for n in (2, 5))
+    grown = grown_like(deep, small, "backbone.blocks.", ConvNeXtBlock.residual_outputs)
+    assert len(grown.backbone.blocks) == 5 and grown is not deep
+    mel = torch.randn(2, 8, 30)
+    with torch.no_grad():
+        assert torch.allclose(grown(mel), small(mel), atol=1e-6)
+        grown.backbone.blocks[1].pwconv2.bias.add_(0.1)
+        assert not torch.allclose(grown(mel), small(mel), atol=1e-4)
+    assert grown_like(small, deep, "backbone.blocks.", ConvNeXtBlock.residual_outputs) is deep
+
+    dims = dict(n_mels=8, dim=32, heads=2, conv_layers=1)
+    small, deep = PromptedMelDecoder(32, **dims, layers=1), PromptedMelDecoder(32, **dims, layers=3)
+    grown = grown_like(deep, small, "transformer.layers.", ConvTransformer.residual_outputs)
+    codes, prompt_codes, prompt_mel = torch.randint(0, 32, (2, 10)), torch.randint(0, 32, (2, 5)), torch.rand(2, 8, 10)
+    with torch.no_grad():
+        assert torch.allclose(grown(codes, prompt_codes, prompt_mel), small(codes, prompt_codes, prompt_mel), atol=1e-6)
+        grown.transformer.layers[1].linear2.bias.add_(0.1 * torch.randn(32))
+        assert not torch.allclose(grown(codes, prompt_codes, prompt_mel), small(codes, prompt_codes, prompt_mel))
+
+
 def test_copy_own_warm_starts_a_codec_but_keeps_the_vocoder_it_borrows():
     """A codec carrying its own (old) vocoder copy warm-starts one that borrows `dmel-16k`'s: the
     encoder, quantiser and decoder are copied, the borrowed vocoder is not overwritten."""

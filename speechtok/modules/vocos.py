@@ -57,6 +57,9 @@ def _windowed_conv(conv: nn.Conv1d, full: torch.Tensor) -> torch.Tensor:
 
 
 class ConvNeXtBlock(nn.Module):
+    # the block's write to the residual stream: zeroed, the block is the identity (grow_depth)
+    residual_outputs = ("pwconv2.weight", "pwconv2.bias")
+
     def __init__(self, dim: int, intermediate_dim: int, layer_scale: float, causal: bool = False) -> None:
         super().__init__()
         self.causal = causal

@@ -29,7 +29,8 @@ from speechtok.data.segments import codec_training_sets, dev_summary
 from speechtok.eval.metrics import pesq_wb, stoi
 from speechtok.modules.losses import feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best, fit_codec_brain, start_recipe, warm_start_matching
+from speechtok.modules.vocos import ConvNeXtBlock
+from speechtok.training import export_best, fit_codec_brain, grown_like, start_recipe, warm_start_matching
 
 
 class VocoderBrain(WarmupCosineLR, sb.Brain):
@@ -158,7 +159,8 @@ def main(argv: list[str]) -> None:
         return
     hparams, run_opts = started
     codec = DMelCodec(**hparams["dmel"], vocoder=hparams["vocoder"])
-    warm_start_matching(hparams, codec.vocoder, lambda source: source.vocoder)
+    residual = ("backbone.blocks.", ConvNeXtBlock.residual_outputs)  # a deeper vocoder grows from its source
+    warm_start_matching(hparams, codec.vocoder, lambda src: grown_like(codec.vocoder, src.vocoder, *residual))
     train_set, dev_set = codec_training_sets(hparams, codec.sample_rate)
     modules = {"generator": codec.vocoder, "discriminator": hparams["discriminator"]}
     hparams["checkpointer"].add_recoverables(modules)

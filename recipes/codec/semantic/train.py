@@ -27,15 +27,13 @@ import speechbrain as sb
 import torch
 
 from speechtok.codecs import SemanticCodec, WhisperTeacher, load_codec
-from speechtok.codecs.semantic import PromptedMelDecoder
 from speechtok.data.manifest import read_manifest
 from speechtok.data.segments import ItemList, balanced_weights
 from speechtok.data.states import StateCache, cached_states
 from speechtok.data.token_crops import PromptedCrops, dev_crops
-from speechtok.lm.transformer import grow_depth
 from speechtok.modules.encoder import ConvTransformer
 from speechtok.modules.schedule import WarmupCosineLR
-from speechtok.training import export_best, start_recipe, warm_start_matching
+from speechtok.training import export_best, grown_like, start_recipe, warm_start_matching
 
 
 class DecoderBrain(WarmupCosineLR, sb.Brain):
@@ -156,22 +154,6 @@ def export(hparams: dict) -> Path:
     )
 
 
-def grown_decoder(source, layers: int) -> PromptedMelDecoder:
-    """The `init_from` codec's decoder, with `layers` Transformer layers where it has fewer: the
-    added ones start as the identity (`grow_depth`), so the run begins where the source was."""
-    old = source.mel_decoder
-    n_old = len(old.transformer.layers)
-    if layers <= n_old:
-        return old
-    grown = PromptedMelDecoder(
-        old.token.num_embeddings, old.n_mels, old.upsample, **{**source.decoder_config, "layers": layers}
-    )
-    prefix, outputs = "transformer.layers.", ConvTransformer.residual_outputs
-    grown.load_state_dict(grow_depth(old.state_dict(), n_old, layers, prefix, outputs))
-    print(f"init_from: the decoder grown from {n_old} to {layers} Transformer layers", flush=True)
-    return grown
-
-
 def main(argv: list[str]) -> None:
     started = start_recipe(argv, export)
     if started is None:
@@ -183,7 +165,8 @@ def main(argv: list[str]) -> None:
         return
     codec = build_codec(hparams, decoder=True)
     codec.centroids.copy_(tokenizer.centroids), codec.mean.copy_(tokenizer.mean), codec.std.copy_(tokenizer.std)
-    warm_start_matching(hparams, codec.mel_decoder, lambda source: grown_decoder(source, hparams["decoder"]["layers"]))
+    decoder, residual = codec.mel_decoder, ("transformer.layers.", ConvTransformer.residual_outputs)
+    warm_start_matching(hparams, decoder, lambda src: grown_like(decoder, src.mel_decoder, *residual))
     train_set = PromptedCrops(
         codec,
         [read_manifest(p) for p in hparams["train_manifests"]],
