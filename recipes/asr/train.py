@@ -15,13 +15,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import speechbrain as sb
 import torch
 
 from speechtok.asr import TokenCTC, Transcriber, text_for_ctc
-from speechtok.asr.data import CTCBatches, corrupt_codes, pad_batch, targets, transcribed
+from speechtok.asr.data import CTCBatches, corrupt_codes, error_rates, pad_batch, targets, transcribed
 from speechtok.codecs import load_codec
 from speechtok.data.segments import ItemList
 from speechtok.data.states import cached_states
@@ -69,16 +68,6 @@ class CTCBrain(WarmupCosineLR, sb.Brain):
         )
         print(f"epoch {epoch} step {self.optimizer_step} " + " ".join(f"{k} {v:.3f}" for k, v in stats.items()))
         self.checkpointer.save_and_keep_only(meta={**stats, "step": self.optimizer_step}, min_keys=["wer"])
-
-
-def error_rates(rows: list[tuple[str, str, str]]) -> dict[str, float]:
-    """Corpus WER and CER per dev set, of (set, reference, hypothesis) rows (texts as CTC spells them)."""
-    out = {}
-    for name in dict.fromkeys(r[0] for r in rows):
-        refs = [r[1] for r in rows if r[0] == name]
-        hyps = [r[2] or "-" for r in rows if r[0] == name]  # jiwer refuses an empty hypothesis
-        out[f"{name}_wer"], out[f"{name}_cer"] = jiwer.wer(refs, hyps), jiwer.cer(refs, hyps)
-    return out
 
 
 def codes_reader(codec, caches):

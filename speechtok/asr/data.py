@@ -79,3 +79,15 @@ def corrupt_codes(codes: torch.Tensor, p: float, codebook_size: int) -> torch.Te
         return codes
     noise = torch.randint_like(codes, codebook_size)
     return torch.where(torch.rand(codes.shape, device=codes.device) < p, noise, codes)
+
+
+def error_rates(rows: list[tuple[str, str, str]]) -> dict[str, float]:
+    """Corpus WER and CER per dev set, of (set, reference, hypothesis) rows (texts as CTC spells them)."""
+    import jiwer
+
+    out = {}
+    for name in dict.fromkeys(r[0] for r in rows):
+        refs = [r[1] for r in rows if r[0] == name]
+        hyps = [r[2] or "-" for r in rows if r[0] == name]  # jiwer refuses an empty hypothesis
+        out[f"{name}_wer"], out[f"{name}_cer"] = jiwer.wer(refs, hyps), jiwer.cer(refs, hyps)
+    return out
